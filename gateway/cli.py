@@ -1,0 +1,13 @@
+"""The ``gasgate`` console script: one group, one subcommand per process or tool."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="gasgate")
+def main() -> None:
+    """gasgate: safety gateway for bottled LPG cylinder kits."""
