@@ -59,7 +59,9 @@ class Store:
 
     def migrate(self, room: str, migrations: Sequence[str]) -> None:
         """Bring ``room``'s tables to ``len(migrations)``; each entry is one SQL script."""
-        row = self.db.execute("SELECT version FROM schema_version WHERE room = ?", (room,)).fetchone()
+        row = self.db.execute(
+            "SELECT version FROM schema_version WHERE room = ?", (room,)
+        ).fetchone()
         current = row[0] if row else 0
         if current > len(migrations):
             raise StoreError(

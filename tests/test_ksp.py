@@ -163,7 +163,9 @@ messages = st.one_of(
         st.integers(-128, 127),
         st.one_of(detector_bodies, valve_bodies, regulator_bodies),
     ),
-    st.builds(ksp.Heartbeat, st.integers(0, 0xFFFFFFFF), st.integers(0, 64), st.integers(0, 0xFFFF)),
+    st.builds(
+        ksp.Heartbeat, st.integers(0, 0xFFFFFFFF), st.integers(0, 64), st.integers(0, 0xFFFF)
+    ),
     st.builds(ksp.CmdAck, st.integers(0, 255), device_ids, st.sampled_from(ksp.CmdResult)),
     st.builds(ksp.Pairing, device_ids, st.sampled_from(ksp.DeviceKind), st.booleans()),
     st.builds(ksp.Ack, st.integers(0, 255)),
