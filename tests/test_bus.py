@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gateway.bus import Bus
+from gateway.clock import ManualClock
+
+
+@dataclass(frozen=True)
+class Ping:
+    key: str
+    n: int
+
+
+async def test_same_key_handled_in_order_one_at_a_time() -> None:
+    bus = Bus()
+    seen: list[tuple[str, int]] = []
+    busy: set[str] = set()
+
+    async def slow(event: Ping) -> None:
+        assert event.key not in busy, "two events of one key handled at once"
+        busy.add(event.key)
+        await asyncio.sleep(0.001 * (event.n % 3))
+        seen.append((event.key, event.n))
+        busy.discard(event.key)
+
+    bus.subscribe(Ping, slow)
+    for n in range(30):
+        bus.publish(Ping("a" if n % 2 else "b", n))
+    await bus.join()
+    assert [n for k, n in seen if k == "a"] == list(range(1, 30, 2))
+    assert [n for k, n in seen if k == "b"] == list(range(0, 30, 2))
+    assert bus.backlog == 0
+
+
+async def test_failing_handler_does_not_stop_others() -> None:
+    bus = Bus()
+    got: list[int] = []
+
+    def broken(event: Ping) -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe(Ping, broken, name="broken")
+    bus.subscribe(Ping, lambda e: got.append(e.n))
+    bus.publish(Ping("x", 1))
+    bus.publish(Ping("x", 2))
+    await bus.join()
+    assert got == [1, 2]
+    assert bus.counts["handler_error.broken"] == 2
+
+
+async def test_events_published_by_handlers_are_joined() -> None:
+    bus = Bus()
+    got: list[int] = []
+
+    def chain(event: Ping) -> None:
+        got.append(event.n)
+        if event.n < 5:
+            bus.publish(Ping(f"k{event.n}", event.n + 1))
+
+    bus.subscribe(Ping, chain)
+    bus.publish(Ping("start", 0))
+    await bus.join()
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
+def test_manual_clock_fires_timers_in_order_and_ignores_wall_jumps() -> None:
+    clock = ManualClock()
+    fired: list[str] = []
+    clock.call_later(10, lambda: fired.append("ten"))
+    clock.call_later(5, lambda: fired.append("five"))
+    cancelled = clock.call_later(7, lambda: fired.append("never"))
+    cancelled.cancel()
+    clock.jump_wall(3600)
+    clock.advance(6)
+    assert fired == ["five"]
+    start = clock.monotonic()
+    clock.jump_wall(-7200)
+    clock.advance(4)
+    assert fired == ["five", "ten"]
+    assert clock.monotonic() - start == 4
