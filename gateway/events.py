@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.contract import KitReport, ReceiverStatus
 
+if TYPE_CHECKING:  # gateway.model imports Severity from here
+    from gateway.model import Alarm, Transition
+
 __all__ = [
+    "AlarmChanged",
     "ConditionChanged",
     "DeviceAvailabilityChanged",
     "InputRejected",
@@ -128,3 +132,26 @@ class ConditionChanged:
     def key(self) -> str:
         # One lane per source: a device's conditions reach the alarms room in order.
         return self.source
+
+
+# --- alarms → linkage, escalation, telemetry, api ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChanged:
+    """An alarm's new snapshot, published only after it is committed to the store.
+
+    ``notify`` says whether people should be told (False while shelved, out of service or
+    chattering, for repeats, and for RESTORED re-announcements after a restart); it never
+    stops the linkage closing valves. ``by``/``note``: the person behind a manual transition.
+    """
+
+    alarm: Alarm
+    transition: Transition
+    notify: bool
+    by: str | None = None
+    note: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.alarm.alarm_id
