@@ -1,0 +1,105 @@
+"""InfluxDB line protocol, built by one pure function: escaping here, nowhere else.
+
+Names and tag values come from the registry (site ids, districts, site types) and from devices
+(device ids): whatever they hold, a point encodes to exactly one line with exactly its own tags and
+fields. Separators inside names are backslash-escaped and control characters (a newline would end
+the line and start a forged one) are replaced by U+FFFD, so nothing can be injected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Final
+
+__all__ = ["FieldValue", "Point", "Priority", "encode", "time_ns"]
+
+FieldValue = bool | int | float | str
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+# InfluxDB integers are signed 64-bit; a larger one would make the whole batch fail to parse.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
+
+
+class Priority(IntEnum):
+    """Spool classes: periodic telemetry may be dropped when the spool is full, alarms never."""
+
+    TELEMETRY = 0
+    ALARM = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One line: ``measurement,tags fields time``; time in ns since the epoch (receive time)."""
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ns: int
+    priority: Priority = Priority.TELEMETRY
+
+
+def time_ns(at: datetime) -> int:
+    """Exact ns since the epoch of an aware datetime (float seconds would lose the µs)."""
+    if at.tzinfo is None:
+        raise ValueError(f"time {at.isoformat()} has no time zone; telemetry times are UTC")
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("\ufffd", text)
+
+
+def _escape_name(text: str) -> str:
+    """Tag keys, tag values, field keys: backslash first, then the three separators."""
+    cleaned = _clean(text).replace("\\", "\\\\")
+    return cleaned.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+def _escape_measurement(text: str) -> str:
+    return _clean(text).replace("\\", "\\\\").replace(",", r"\,").replace(" ", r"\ ")
+
+
+def _field_value(key: str, value: FieldValue) -> str:
+    # bool first: it is an int subclass, and InfluxDB types a field by its first write.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"field {key!r}: integer {value} does not fit in 64 bits")
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"field {key!r}: {value} is not a finite number")
+        return repr(value)
+    escaped = _clean(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def encode(point: Point) -> str:
+    """The point's line (no trailing newline); ``ValueError`` for a point InfluxDB would refuse.
+
+    Tags are sorted by key (InfluxDB's preferred order) and empty tag values left out (line
+    protocol has no empty tag value; InfluxQL's ``tag = ''`` matches the missing tag).
+    """
+    if not point.measurement:
+        raise ValueError("a point needs a measurement name")
+    if not point.fields:
+        raise ValueError(f"{point.measurement}: a point needs at least one field")
+    if any(not key for key in point.tags) or any(not key for key in point.fields):
+        raise ValueError(f"{point.measurement}: tag and field keys must not be empty")
+    head = _escape_measurement(point.measurement)
+    tags = "".join(
+        f",{_escape_name(k)}={_escape_name(v)}" for k, v in sorted(point.tags.items()) if v
+    )
+    fields = ",".join(
+        f"{_escape_name(k)}={_field_value(k, v)}" for k, v in sorted(point.fields.items())
+    )
+    return f"{head}{tags} {fields} {point.time_ns}"
