@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from firmware_bridge.simulator.cli import simulate
+from gateway.registry.cli import registry
+
 __all__ = ["main"]
 
 
@@ -11,3 +14,7 @@ __all__ = ["main"]
 @click.version_option(package_name="gasgate")
 def main() -> None:
     """gasgate: safety gateway for bottled LPG cylinder kits."""
+
+
+main.add_command(registry)
+main.add_command(simulate)
