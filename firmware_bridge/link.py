@@ -200,6 +200,7 @@ class SerialLink:
                 await self._task
             self._task = None
         self._close_transport()
+        self._set_offline("bridge stopping")  # nobody supervises the receiver from now on
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_result(ksp.CmdResult.UNREACHABLE)
