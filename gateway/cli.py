@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from firmware_bridge.simulator.cli import simulate
+from firmware_bridge.simulator.cli import simulate
 from gateway.registry.cli import registry
 
 __all__ = ["main"]
@@ -17,4 +18,5 @@ def main() -> None:
 
 
 main.add_command(registry)
+main.add_command(simulate)
 main.add_command(simulate)
