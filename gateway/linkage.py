@@ -1,0 +1,340 @@
+"""Local valve linkage: a leak (or an over-flow trip) closes the linked shut-off valves.
+
+When an alarm whose type ``closes_valves`` becomes active, every linked valve is commanded
+``close_valve`` at once (a detector's valves from the registry's links; a regulator's one valve).
+A valve confirms by reporting ``closed``; a valve that has not within ``RETRY_S`` is commanded
+again, up to ``TRIES`` commands, then a critical ``valve_failed_to_close`` condition goes to
+the alarms room. A valve that later reports ``closed`` clears that condition.
+
+Durable: a command and its follow-up (valve, alarm, tries, time of the last try) are committed
+before the command is handed to the site MQTT queue; a restart re-arms the follow-ups from the
+store, and the alarms room's RESTORED announcements close what a crash left uncommanded.
+
+There is no way to open a valve here or anywhere: :func:`command_message` is the only command
+builder and takes a :class:`firmware_bridge.ksp.CommandCode`, which has no "open".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Protocol
+
+from firmware_bridge.ksp import CommandCode, ValveState
+from gateway.alarm_types import AlarmType, info
+from gateway.alarms import new_id
+from gateway.bus import Bus
+from gateway.clock import Clock, Timer
+from gateway.contract import CmdMessage, cmd_topic
+from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
+from gateway.model import Alarm, Transition
+from gateway.registry import DeviceInfo
+from gateway.store import Store
+
+__all__ = ["RETRY_S", "TRIES", "Linkage", "Publisher", "ValveLookup", "command_message"]
+
+log = logging.getLogger(__name__)
+
+RETRY_S: Final = 10.0
+TRIES: Final = 3
+RULE_ID: Final = "linkage.valve_failed_to_close"
+
+# Transitions after which the condition has (again) become active: the valves must close.
+_CLOSE_ON: Final = frozenset(
+    {Transition.RAISED, Transition.REACTIVATED, Transition.CHATTERING, Transition.RESTORED}
+)
+
+_MIGRATIONS: Final = (
+    """
+    -- One close follow-up per valve: the latest command and how it went.
+    CREATE TABLE valve_close (
+        valve_id TEXT PRIMARY KEY,
+        alarm_id TEXT NOT NULL,
+        cmd_id TEXT NOT NULL,
+        tries INTEGER NOT NULL,
+        sent_at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'failed'))
+    );
+    -- Every command ever handed to the broker, for the audit trail.
+    CREATE TABLE valve_command (
+        cmd_id TEXT PRIMARY KEY,
+        valve_id TEXT NOT NULL,
+        alarm_id TEXT NOT NULL,
+        cmd TEXT NOT NULL,
+        try INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE valve_state (
+        valve_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+)
+
+
+class Publisher(Protocol):
+    """Where commands go (:class:`gateway.site_mqtt.SiteMqtt`): queued, never blocking."""
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+
+class ValveLookup(Protocol):
+    """The registry lookups the linkage needs (:class:`gateway.registry.Registry`)."""
+
+    def valves_for_detector(self, detector_id: str) -> tuple[str, ...]: ...
+
+    def valve_for_regulator(self, regulator_id: str) -> str | None: ...
+
+    def device(self, device_id: str) -> DeviceInfo | None: ...
+
+
+def command_message(device_id: str, cmd_id: str, code: CommandCode) -> tuple[str, bytes]:
+    """The one builder of device commands: topic and kit/v1 payload."""
+    return cmd_topic(device_id), CmdMessage(id=cmd_id, cmd=code).model_dump_json().encode()
+
+
+def closes_valves(alarm_type: str) -> bool:
+    try:
+        return info(AlarmType(alarm_type)).closes_valves
+    except ValueError:
+        return False
+
+
+@dataclass(slots=True)
+class _FollowUp:
+    valve_id: str
+    alarm_id: str
+    cmd_id: str
+    tries: int
+    sent_at: datetime
+    status: str
+    timer: Timer | None = None
+
+
+class Linkage:
+    def __init__(
+        self, bus: Bus, registry: ValveLookup, site_mqtt: Publisher, store: Store, clock: Clock
+    ) -> None:
+        self._bus = bus
+        self._registry = registry
+        self._mqtt = site_mqtt
+        self._store = store
+        self._clock = clock
+        self._follow_ups: dict[str, _FollowUp] = {}
+        self._valve_states: dict[str, ValveState] = {}
+        self.counts: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        self._store.migrate("linkage", _MIGRATIONS)
+        db = self._store.db
+        for row in db.execute("SELECT valve_id, state FROM valve_state"):
+            self._valve_states[row["valve_id"]] = ValveState(row["state"])
+        for row in db.execute("SELECT * FROM valve_close"):
+            f = _FollowUp(
+                row["valve_id"],
+                row["alarm_id"],
+                row["cmd_id"],
+                row["tries"],
+                datetime.fromisoformat(row["sent_at"]),
+                row["status"],
+            )
+            self._follow_ups[f.valve_id] = f
+            if f.status == "pending":
+                # Wall time is all that survives a restart; an overdue retry goes out at once.
+                elapsed = (self._clock.now() - f.sent_at).total_seconds()
+                self._arm(f, RETRY_S - elapsed)
+        pending = sum(f.status == "pending" for f in self._follow_ups.values())
+        log.info("linkage: %d valve close follow-up(s) resumed", pending)
+        self._bus.subscribe(AlarmChanged, self.on_alarm, name="linkage")
+        self._bus.subscribe(ReportReceived, self.on_report, name="linkage")
+
+    async def stop(self) -> None:
+        for f in self._follow_ups.values():
+            if f.timer is not None:
+                f.timer.cancel()
+                f.timer = None
+
+    def valve_state(self, valve_id: str) -> ValveState | None:
+        """The last state the valve reported (None: never heard from)."""
+        return self._valve_states.get(valve_id)
+
+    # --- alarms → commands ------------------------------------------------------------------
+
+    def on_alarm(self, event: AlarmChanged) -> None:
+        alarm = event.alarm
+        if not (alarm.active and event.transition in _CLOSE_ON and closes_valves(alarm.alarm_type)):
+            return
+        valves = self._valves_of(alarm)
+        if not valves:
+            self.counts["no_linked_valve"] += 1
+            log.warning(
+                "alarm %s (%s at %s): no linked valve to close",
+                alarm.alarm_id,
+                alarm.alarm_type,
+                alarm.source,
+            )
+            return
+        to_close = [v for v in valves if self._needs_command(v, alarm, event.transition)]
+        if to_close:
+            self._command(to_close, alarm.alarm_id, tries=1)
+
+    def _valves_of(self, alarm: Alarm) -> tuple[str, ...]:
+        device = alarm.device_id
+        if device is None:
+            return ()
+        regulator_valve = self._registry.valve_for_regulator(device)
+        linked = self._registry.valves_for_detector(device)
+        return linked + (
+            (regulator_valve,) if regulator_valve and regulator_valve not in linked else ()
+        )
+
+    def _needs_command(self, valve_id: str, alarm: Alarm, transition: Transition) -> bool:
+        f = self._follow_ups.get(valve_id)
+        if f is None:
+            return True
+        if f.status == "pending":
+            return False  # already being closed: its retries are scheduled
+        # After a restart, an alarm whose close was already sent is not sent again.
+        return not (transition is Transition.RESTORED and f.alarm_id == alarm.alarm_id)
+
+    def _command(self, valves: list[str], alarm_id: str, tries: int) -> None:
+        """Store the follow-ups, then queue every command: all valves in one go."""
+        now = self._clock.now()
+        follow_ups = [
+            _FollowUp(v, alarm_id, new_id("close", now), tries, now, "pending") for v in valves
+        ]
+        with self._store.transaction() as db:
+            for f in follow_ups:
+                db.execute(
+                    "INSERT INTO valve_close (valve_id, alarm_id, cmd_id, tries, sent_at, status)"
+                    " VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT (valve_id) DO UPDATE SET"
+                    " alarm_id = excluded.alarm_id, cmd_id = excluded.cmd_id,"
+                    " tries = excluded.tries, sent_at = excluded.sent_at, status = 'pending'",
+                    (f.valve_id, f.alarm_id, f.cmd_id, f.tries, now.isoformat()),
+                )
+                db.execute(
+                    "INSERT INTO valve_command (cmd_id, valve_id, alarm_id, cmd, try, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        f.cmd_id,
+                        f.valve_id,
+                        alarm_id,
+                        CommandCode.CLOSE_VALVE.value,
+                        f.tries,
+                        now.isoformat(),
+                    ),
+                )
+        for f in follow_ups:
+            topic, payload = command_message(f.valve_id, f.cmd_id, CommandCode.CLOSE_VALVE)
+            self._mqtt.publish(topic, payload)
+            self.counts["close_commands"] += 1
+            old = self._follow_ups.get(f.valve_id)
+            if old is not None and old.timer is not None:
+                old.timer.cancel()
+            self._follow_ups[f.valve_id] = f
+            log.info(
+                "valve %s: close_valve sent (try %d/%d, alarm %s, command %s)",
+                f.valve_id,
+                f.tries,
+                TRIES,
+                alarm_id,
+                f.cmd_id,
+            )
+            if self._valve_states.get(f.valve_id) is ValveState.CLOSED:
+                # Already closed by itself (kits close on their detector's radio signal).
+                self._settle(f, "confirmed")
+            else:
+                self._arm(f, RETRY_S)
+
+    def _arm(self, f: _FollowUp, delay_s: float) -> None:
+        cmd_id = f.cmd_id
+        f.timer = self._clock.call_later(delay_s, lambda: self._due(f.valve_id, cmd_id))
+
+    def _due(self, valve_id: str, cmd_id: str) -> None:
+        f = self._follow_ups.get(valve_id)
+        if f is None or f.status != "pending" or f.cmd_id != cmd_id:
+            return  # confirmed, or superseded by a newer command
+        f.timer = None
+        try:
+            if f.tries < TRIES:
+                self.counts["retries"] += 1
+                self._command([valve_id], f.alarm_id, tries=f.tries + 1)
+            else:
+                self._settle(f, "failed")
+        except Exception:
+            log.exception("valve %s: follow-up failed", valve_id)
+
+    def _settle(self, f: _FollowUp, status: str) -> None:
+        """Record a follow-up's outcome; a failure raises, a later close clears, the alarm."""
+        with self._store.transaction() as db:
+            db.execute("UPDATE valve_close SET status = ? WHERE valve_id = ?", (status, f.valve_id))
+        previous, f.status = f.status, status
+        if f.timer is not None:
+            f.timer.cancel()
+            f.timer = None
+        if status == "failed":
+            self.counts["failed_to_close"] += 1
+            log.error(
+                "valve %s did not report closed after %d close commands (alarm %s)",
+                f.valve_id,
+                f.tries,
+                f.alarm_id,
+            )
+            self._condition(f, active=True)
+        elif previous == "failed":
+            self._condition(f, active=False)
+
+    def _condition(self, f: _FollowUp, active: bool) -> None:
+        state = self._valve_states.get(f.valve_id)
+        device = self._registry.device(f.valve_id)
+        self._bus.publish(
+            ConditionChanged(
+                alarm_type=AlarmType.VALVE_FAILED_TO_CLOSE.value,
+                source=f.valve_id,
+                site_id=device.site_id if device else None,
+                device_id=f.valve_id,
+                active=active,
+                severity=Severity.CRITICAL,
+                rule_id=RULE_ID,
+                message=(
+                    f"shut-off valve {f.valve_id} not closed after {f.tries} close commands"
+                    if active
+                    else f"shut-off valve {f.valve_id} reported closed"
+                ),
+                at=self._clock.now(),
+                readings={
+                    "tries": f.tries,
+                    "valve_state": state.value if state else None,
+                    "alarm_id": f.alarm_id,
+                },
+            )
+        )
+
+    # --- valve reports ----------------------------------------------------------------------
+
+    def on_report(self, event: ReportReceived) -> None:
+        reading = event.report.valve
+        if reading is None:
+            return
+        state = reading.state
+        if self._valve_states.get(event.device_id) is not state:
+            with self._store.transaction() as db:
+                db.execute(
+                    "INSERT INTO valve_state (valve_id, state, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (valve_id) DO UPDATE SET state = excluded.state,"
+                    " at = excluded.at",
+                    (event.device_id, state.value, event.received_at.isoformat()),
+                )
+            self._valve_states[event.device_id] = state
+        f = self._follow_ups.get(event.device_id)
+        if state is ValveState.CLOSED and f is not None and f.status in ("pending", "failed"):
+            log.info(
+                "valve %s reported closed (alarm %s, after %d command(s))",
+                f.valve_id,
+                f.alarm_id,
+                f.tries,
+            )
+            self._settle(f, "confirmed")
