@@ -7,6 +7,7 @@ import click
 from firmware_bridge.simulator.cli import simulate
 from firmware_bridge.simulator.cli import simulate
 from gateway.registry.cli import registry
+from rules.cli import rules
 
 __all__ = ["main"]
 
@@ -20,3 +21,4 @@ def main() -> None:
 main.add_command(registry)
 main.add_command(simulate)
 main.add_command(simulate)
+main.add_command(rules)
