@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from firmware_bridge.simulator.cli import simulate
+from firmware_bridge.cli import bridge
 from firmware_bridge.simulator.cli import simulate
 from gateway.registry.cli import registry
 from rules.cli import rules
@@ -18,7 +18,7 @@ def main() -> None:
     """gasgate: safety gateway for bottled LPG cylinder kits."""
 
 
+main.add_command(bridge)
 main.add_command(registry)
-main.add_command(simulate)
 main.add_command(simulate)
 main.add_command(rules)
