@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.ksp import DeviceKind
+from firmware_bridge.simulator.district import District
 from gateway.registry import (
     ComponentType,
     KitStatus,
@@ -209,7 +210,8 @@ def test_unknown_model_warns_once_and_uses_the_kind_default() -> None:
     [warning] = [p for p in parsed.problems if p.code == "unknown_model"]
     assert str(warning) == (
         "components.csv:17:4: warning: unknown leak_detector model 'ACME-9' (2 devices;"
-        " first here): assumed mains, reporting every 60 s (unknown_model)"
+        " first here): assumed mains, reporting every 60 s where the row gives no"
+        " report_interval_s (unknown_model)"
     )
     device = Registry(parsed.data).device("5e6f7a8b")
     assert device is not None
@@ -461,3 +463,17 @@ def test_warnings_do_not_block() -> None:
         "unlinked_valve",
         "uppercase_radio_id",
     ]
+
+
+def test_the_simulators_district_imports(tmp_path: Path) -> None:
+    district = District.generate(restaurants=12, households=20, seed=5)
+    district.write_registry(tmp_path)
+    result = import_dir(tmp_path, TODAY)
+    assert result.ok, result.errors
+    registry = Registry(result.data)
+    assert [s.site_id for s in registry.sites()] == [s.site_id for s in district.sites]
+    for site in district.sites:
+        for device_id in site.devices:
+            info = registry.device(device_id)
+            assert info is not None, device_id
+            assert info.site_id == site.site_id

@@ -429,7 +429,7 @@ class _Checker:
             message = f"device id {cell.value!r} appears twice (first at {first})"
             self.error(row, cell, message, "duplicate_device")
             return None
-        if _RADIO_ID_RE.fullmatch(cell.value) and not cell.value.islower():
+        if _RADIO_ID_RE.fullmatch(cell.value) and cell.value != cell.value.lower():
             # Valid as an MQTT id, but a radio id is reported in lowercase and would never match.
             message = f"device id {cell.value!r} looks like a radio id in upper case"
             self.warn(row, cell, message, "uppercase_radio_id")
@@ -452,6 +452,7 @@ class _Checker:
             message = (
                 f"unknown {kind} model {name!r} ({unknown.devices} devices; first here):"
                 f" assumed {default.power}, reporting every {default.report_interval_s} s"
+                " where the row gives no report_interval_s"
             )
             self.problems.append(
                 Problem(
