@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from click.testing import CliRunner
 
 from firmware_bridge import ksp
 from firmware_bridge.simulator import (
@@ -44,6 +45,7 @@ from gateway.contract import (
     device_availability_topic,
     report_topic,
 )
+from gateway.registry.cli import registry
 from tests.support.services import Mosquitto
 
 WAIT = 10.0  # generous: a loaded 2-core box must not flake
@@ -574,3 +576,19 @@ def test_cli_runs_until_ctrl_c_and_exits_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "stopped" in out
     assert not link.exists()
+
+
+def test_district_registry_passes_the_registry_check(tmp_path: Path) -> None:
+    District.generate(restaurants=20, households=50, seed=3).write_registry(tmp_path)
+    result = CliRunner().invoke(registry, ["check", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0 warnings" in result.output
+    assert "70 sites" in result.output
+
+
+async def test_pty_port_never_replaces_a_real_file(tmp_path: Path) -> None:
+    target = tmp_path / "ttyUSB0"
+    target.write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        await PtyPort(target).start()
+    assert target.read_bytes() == b"keep"

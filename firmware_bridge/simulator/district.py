@@ -11,6 +11,8 @@ Registry layout (the importer reads exactly this; UTF-8 CSV with a header row):
 * ``components.csv``: site_id, component, device_id, model, installed_on, links,
   report_interval_s
 * ``cylinders.csv``: site_id, cylinder_id, capacity_kg, next_inspection_due
+* ``models.csv``: model, component, power, report_interval_s (the registry importer's optional
+  table, so it knows each model's power and interval)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from firmware_bridge.simulator.receiver import CAPACITY, SimReceiver
 __all__ = [
     "COMPONENTS_HEADER",
     "CYLINDERS_HEADER",
+    "MODELS_HEADER",
     "SITES_HEADER",
     "ComponentName",
     "ComponentRow",
@@ -60,6 +63,7 @@ COMPONENTS_HEADER = (
     "report_interval_s",
 )
 CYLINDERS_HEADER = ("site_id", "cylinder_id", "capacity_kg", "next_inspection_due")
+MODELS_HEADER = ("model", "component", "power", "report_interval_s")
 
 SiteType = Literal["restaurant", "household"]
 ComponentName = Literal[
@@ -82,6 +86,19 @@ _INSTALLED_FROM = date(2020, 1, 1)  # fixed dates: the district is the same what
 _INSTALLED_DAYS = 2495  # .. 2026-10-31
 _DUE_FROM = date(2025, 12, 1)  # some cylinders overdue for inspection by late 2026
 _DUE_DAYS = 1460
+# The fictional models the district uses, declared in models.csv so the registry knows their
+# power and reporting interval: (model, component, power, report_interval_s).
+_MODELS = (
+    ("KD-210C", "leak_detector", "mains", "60"),
+    ("KD-110W", "leak_detector", "battery", "600"),
+    ("SV-25E", "shutoff_valve", "mains", "60"),
+    ("SV-15W", "shutoff_valve", "battery", "600"),
+    ("RG-28S", "smart_regulator", "mains", "60"),
+    ("RG-28P", "overflow_regulator", "", ""),
+    ("ZB-28H", "self_closing_regulator", "", ""),
+    ("MH-1500", "metal_hose", "", ""),
+    ("MH-1200", "metal_hose", "", ""),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +374,8 @@ class District:
         ]
 
     def write_registry(self, directory: Path) -> list[Path]:
-        """``sites.csv``, ``components.csv``, ``cylinders.csv`` in ``directory``."""
+        """``sites.csv``, ``components.csv``, ``cylinders.csv`` (and ``models.csv``, the
+        models they use) in ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
         tables: dict[str, tuple[tuple[str, ...], list[list[str]]]] = {
             "sites.csv": (SITES_HEADER, [s.csv_row() for s in self.sites]),
@@ -369,6 +387,7 @@ class District:
                 CYLINDERS_HEADER,
                 [c.csv_row() for s in self.sites for c in s.cylinders],
             ),
+            "models.csv": (MODELS_HEADER, [list(m) for m in _MODELS]),
         }
         paths = []
         for name, (header, rows) in tables.items():

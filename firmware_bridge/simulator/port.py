@@ -106,6 +106,9 @@ class PtyPort(_FdPort):
         return self._fd
 
     async def start(self) -> None:
+        if self.link_path.exists() and not self.link_path.is_symlink():
+            # Never replace a real file or device node (a mistyped --pty-link /dev/ttyUSB0).
+            raise FileExistsError(f"{self.link_path} exists and is not a symlink")
         self._open()
 
     async def stop(self) -> None:

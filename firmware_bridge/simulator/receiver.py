@@ -94,6 +94,7 @@ class SimReceiver:
         self._heartbeat_muted = False
         self._started_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        self._starting: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -142,7 +143,9 @@ class SimReceiver:
         self._devices[device.device_id] = device
         device.connect(self.send_report)
         if self.running:
-            asyncio.get_running_loop().create_task(device.start())
+            task = asyncio.get_running_loop().create_task(device.start())
+            self._starting.add(task)  # keep a reference until it has run
+            task.add_done_callback(self._starting.discard)
 
     def pair(self, device: SimDevice) -> None:
         """Pair a device now: a PAIRING frame (acknowledged like a report)."""
