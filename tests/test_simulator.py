@@ -592,3 +592,29 @@ async def test_pty_port_never_replaces_a_real_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         await PtyPort(target).start()
     assert target.read_bytes() == b"keep"
+
+
+async def test_mqtt_device_keeps_reports_while_the_broker_is_away(own_mosquitto: Mosquitto) -> None:
+    ident = "mq-test-02-det"
+    device = MqttDevice(own_mosquitto.url, ident, ksp.DeviceKind.DETECTOR, reconnect_s=0.2)
+    detector = device.model
+    assert isinstance(detector, SimDetector)
+    await device.start()
+    try:
+        async with asyncio.timeout(WAIT):
+            await device.online.wait()
+        await eventually(lambda: device.stats.reports_published == 1)  # power_on
+        own_mosquitto.stop()
+        await eventually(lambda: not device.online.is_set())
+        detector.set_lel(40.0)  # the alarm happens while the broker is down
+        own_mosquitto.start()
+        await eventually(lambda: device.stats.reports_published == 2)
+        assert device.stats.connections == 2
+        assert device.stats.reports_lost == 0
+        async with aiomqtt.Client("127.0.0.1", own_mosquitto.port, identifier="t") as gw:
+            await gw.subscribe(device_availability_topic(ident), qos=1)
+            async with asyncio.timeout(WAIT):
+                message = await anext(aiter(gw.messages))
+            assert message.payload == b"online"  # retained, re-published on reconnect
+    finally:
+        await device.stop()

@@ -125,9 +125,19 @@ class MqttDevice:
         await client.publish(availability, "online", qos=1, retain=True)
         self.stats.connections += 1
         self.online.set()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._publish_reports(client))
-            group.create_task(self._answer_commands(client))
+        # Either half ends only by failing (the link dropped); the other is then stopped too.
+        tasks = [
+            asyncio.create_task(self._publish_reports(client)),
+            asyncio.create_task(self._answer_commands(client)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raises the MqttError that ended the session
 
     @staticmethod
     async def _say_offline(client: aiomqtt.Client, availability: str) -> None:
