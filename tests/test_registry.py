@@ -258,6 +258,10 @@ CASES = {
         edited("sites.csv", "17 Dongmen St", ""),
         ["sites.csv:5:6 empty_field"],
     ),
+    "bad_text": (
+        edited("sites.csv", "17 Dongmen St", '"17 Dongmen St\nback door"'),
+        ["sites.csv:5:6 bad_text"],
+    ),
     "bad_location": (
         edited("sites.csv", "22.5431,114.0579", "122.5,114.0579"),
         ["sites.csv:2:10 bad_location"],

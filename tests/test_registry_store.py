@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.clock import ManualClock
 from gateway.registry import (
     Registry,
     RegistryImportError,
@@ -19,6 +20,7 @@ from gateway.registry import (
     save,
 )
 from gateway.registry.cli import STORE_FILE
+from gateway.registry.watch import RegistryWatch
 from gateway.store import Store
 
 DATA = Path(__file__).parent / "data" / "registry"
@@ -138,3 +140,62 @@ def test_cli_show(tmp_path: Path) -> None:
     missing = runner.invoke(main, ["registry", "show", "--data-dir", str(data_dir), "--site", "x"])
     assert missing.exit_code == 1
     assert "no site 'x'" in missing.stderr
+
+
+async def test_watch_swaps_in_an_import_by_another_process(store: Store, tmp_path: Path) -> None:
+    save(store, import_dir(GOOD, TODAY))
+    registry = Registry.load(store)
+    held = registry  # what ingest and linkage hold: the same object, updated in place
+    clock = ManualClock()
+    watch = RegistryWatch(registry, store, clock, interval_s=5)
+    await watch.start()
+    try:
+        assert registry.valves_for_detector("1a2b3c4d") == ("1a2b3c4e",)
+        # The CLI imports through its own connection.
+        smaller = tmp_path / "smaller"
+        smaller.mkdir()
+        lines = (GOOD / "sites.csv").read_text().splitlines()
+        (smaller / "sites.csv").write_text("\n".join(lines[:1] + lines[2:3]) + "\n")
+        other = Store(store.path)
+        other.open()
+        try:
+            save(other, import_dir(smaller, TODAY))
+        finally:
+            other.close()
+        clock.advance(4.9)
+        await watch.settle()
+        assert held.generation == 1  # not polled yet
+        clock.advance(0.1)
+        await watch.settle()
+        assert held.generation == 2
+        assert [s.site_id for s in held.sites()] == ["h-001"]
+        assert held.valves_for_detector("1a2b3c4d") == ()
+        assert held.device("1a2b3c4d") is None
+        # Unchanged generation: nothing reloaded, polling goes on.
+        assert not await watch.reload_if_changed()
+        clock.advance(5)
+        await watch.settle()
+        assert watch.failures == 0
+    finally:
+        await watch.stop()
+
+
+async def test_watch_keeps_the_old_registry_when_a_load_fails(store: Store) -> None:
+    save(store, import_dir(GOOD, TODAY))
+    registry = Registry.load(store)
+    watch = RegistryWatch(registry, store, ManualClock(), interval_s=5)
+    await watch.start()
+    try:
+        # A generation whose rows cannot be read (a newer gasgate's site type, say).
+        with store.transaction() as db:
+            db.execute("UPDATE registry_site SET site_type = 'school' WHERE site_id = 'h-002'")
+            db.execute(
+                "INSERT INTO registry_import (imported_at, who, source, counts, files, warnings)"
+                " VALUES ('2026-11-28T12:00:00+00:00', 'x', 'y', '{}', '{}', 0)"
+            )
+        assert not await watch.reload_if_changed()
+        assert watch.failures == 1
+        assert registry.generation == 1
+        assert registry.valves_for_detector("1a2b3c4d") == ("1a2b3c4e",)
+    finally:
+        await watch.stop()

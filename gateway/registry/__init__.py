@@ -24,6 +24,7 @@ from gateway.registry.model import (
 )
 from gateway.registry.registry import Registry
 from gateway.registry.tables import current_generation, history
+from gateway.registry.watch import RegistryWatch
 
 __all__ = [
     "Component",
@@ -41,6 +42,7 @@ __all__ = [
     "Registry",
     "RegistryData",
     "RegistryImportError",
+    "RegistryWatch",
     "ServiceFinding",
     "Severity",
     "Site",

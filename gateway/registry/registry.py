@@ -1,13 +1,14 @@
-"""The registry's read API: an immutable, in-memory snapshot with O(1) lookups for the hot path.
+"""The registry's read API: in-memory, O(1) lookups for the hot path.
 
-Built once from a :class:`RegistryData` (at start, and again after an import: build a new
-:class:`Registry` and swap the reference; a snapshot never changes under a reader).
+Built once from a :class:`RegistryData` at start, and again after an import (off the hot
+path), then swapped in whole: a lookup sees one snapshot or the next, never a mix.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
 from typing import TypeVar
@@ -35,40 +36,32 @@ __all__ = ["Registry"]
 T = TypeVar("T", Component, Contact, Cylinder)
 
 
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """One registry snapshot with its lookup tables, built once and never changed."""
+
+    data: RegistryData
+    generation: int
+    kits: Mapping[str, KitDefinition]
+    models: Mapping[str, DeviceModel]
+    sites: Mapping[str, Site]
+    components: Mapping[str, tuple[Component, ...]]
+    contacts: Mapping[str, tuple[Contact, ...]]
+    cylinders: Mapping[str, tuple[Cylinder, ...]]
+    devices: Mapping[str, DeviceInfo]
+    tags: Mapping[str, Mapping[str, str]]
+    valves_for_detector: Mapping[str, tuple[str, ...]]
+    valve_for_regulator: Mapping[str, str]
+    kit_status: Mapping[str, KitStatus]
+
+
 class Registry:
+    """Lookups by device and site. Each method reads the current snapshot; :meth:`swap` (after
+    an import) replaces it in one assignment, so a room holding this object sees the new
+    registry from its next lookup on, and never a half-built one."""
+
     def __init__(self, data: RegistryData, generation: int = 0) -> None:
-        #: The import this snapshot came from (0: none); see ``tables.current_generation``.
-        self.generation = generation
-        self.data = data
-        self.kits: Mapping[str, KitDefinition] = MappingProxyType(
-            {**BUILTIN_KITS, **{k.name: k for k in data.kits}}
-        )
-        self.models: Mapping[str, DeviceModel] = MappingProxyType({m.name: m for m in data.models})
-        self._sites = {s.site_id: s for s in data.sites}
-        self._components = _by_site(data.components, data.sites)
-        self._contacts = _by_site(data.contacts, data.sites)
-        self._cylinders = _by_site(data.cylinders, data.sites)
-        self._devices = {
-            d.device_id: d for d in (self._device(c) for c in data.components) if d is not None
-        }
-        self._tags = {
-            d.device_id: MappingProxyType(
-                {
-                    "site_id": d.site_id,
-                    "district": self._sites[d.site_id].district,
-                    "site_type": self._sites[d.site_id].site_type.value,
-                    "kind": d.kind.value,
-                }
-            )
-            for d in self._devices.values()
-        }
-        self._valves_for_detector = _valves_by_detector(data.components)
-        self._valve_for_regulator = {
-            c.device_id: c.links[0]
-            for c in data.components
-            if c.component is ComponentType.SMART_REGULATOR and c.device_id and c.links
-        }
-        self._kit_status = {s.site_id: self._status(s) for s in data.sites}
+        self._s = _index(data, generation)
 
     @classmethod
     def empty(cls) -> Registry:
@@ -80,55 +73,73 @@ class Registry:
         data, generation = tables.read(store)
         return cls(data, generation)
 
+    def swap(self, other: Registry) -> None:
+        """Take ``other``'s snapshot (built off the hot path: see ``RegistryWatch``)."""
+        self._s = other._s
+
+    @property
+    def generation(self) -> int:
+        """The import this snapshot came from (0: none); see ``tables.current_generation``."""
+        return self._s.generation
+
+    @property
+    def data(self) -> RegistryData:
+        return self._s.data
+
+    @property
+    def kits(self) -> Mapping[str, KitDefinition]:
+        return self._s.kits
+
     # --- lookups (O(1)) -------------------------------------------------------------------
 
     def device(self, device_id: str) -> DeviceInfo | None:
-        return self._devices.get(device_id)
+        return self._s.devices.get(device_id)
 
     def site(self, site_id: str) -> Site | None:
-        return self._sites.get(site_id)
+        return self._s.sites.get(site_id)
 
     def sites(self) -> tuple[Site, ...]:
-        return self.data.sites
+        return self._s.data.sites
 
     def devices(self) -> tuple[DeviceInfo, ...]:
-        return tuple(self._devices.values())
+        return tuple(self._s.devices.values())
 
     def components(self, site_id: str) -> tuple[Component, ...]:
-        return self._components.get(site_id, ())
+        return self._s.components.get(site_id, ())
 
     def cylinders(self, site_id: str) -> tuple[Cylinder, ...]:
-        return self._cylinders.get(site_id, ())
+        return self._s.cylinders.get(site_id, ())
 
     def contacts(self, site_id: str) -> tuple[Contact, ...]:
         """The site's contacts, the primary (sites.csv's contact_* columns) first."""
-        return self._contacts.get(site_id, ())
+        return self._s.contacts.get(site_id, ())
 
     def valves_for_detector(self, detector_id: str) -> tuple[str, ...]:
         """Every shut-off valve a leak at this detector must close."""
-        return self._valves_for_detector.get(detector_id, ())
+        return self._s.valves_for_detector.get(detector_id, ())
 
     def valve_for_regulator(self, regulator_id: str) -> str | None:
-        return self._valve_for_regulator.get(regulator_id)
+        return self._s.valve_for_regulator.get(regulator_id)
 
     def kit_status(self, site_id: str) -> KitStatus | None:
-        return self._kit_status.get(site_id)
+        return self._s.kit_status.get(site_id)
 
     def incomplete_kits(self) -> tuple[tuple[str, KitStatus], ...]:
         """(site_id, status) of every site whose kit lacks a component."""
-        return tuple((s, k) for s, k in self._kit_status.items() if not k.complete)
+        return tuple((s, k) for s, k in self._s.kit_status.items() if not k.complete)
 
     def tags(self, device_id: str) -> Mapping[str, str] | None:
         """Telemetry tags: site_id, district, site_type, kind."""
-        return self._tags.get(device_id)
+        return self._s.tags.get(device_id)
 
     # --- audits (a pass over the registry; not for the hot path) ---------------------------
 
     def past_service_life(self, on: date) -> tuple[ServiceFinding, ...]:
         """Components whose service life has ended on or before ``on``."""
+        snapshot = self._s
         findings = []
-        for component in self.data.components:
-            months = self.service_life_months(component)
+        for component in snapshot.data.components:
+            months = _service_life_months(snapshot, component)
             if months is None:
                 continue
             expired_on = add_months(component.installed_on, months)
@@ -149,54 +160,100 @@ class Registry:
     def service_life_months(self, component: Component) -> int | None:
         """The shorter of the safety rule for this component at its kind of site and the
         model's own service life (either may be absent)."""
-        site = self._sites[component.site_id]
-        model = self._model(component)
-        lives = [
-            component_service_life_months(component.component, site.site_type),
-            model.service_life_months if model is not None else None,
-        ]
-        known = [m for m in lives if m is not None]
-        return min(known) if known else None
+        return _service_life_months(self._s, component)
 
     def inspection_overdue(self, on: date) -> tuple[Cylinder, ...]:
         """Cylinders whose periodic inspection was due before ``on``."""
-        return tuple(c for c in self.data.cylinders if c.next_inspection_due < on)
+        return tuple(c for c in self._s.data.cylinders if c.next_inspection_due < on)
 
-    # --- building -------------------------------------------------------------------------
 
-    def _model(self, component: Component) -> DeviceModel | None:
-        model = self.models.get(component.model)
-        return model if model is not None and model.component is component.component else None
+# --- building ---------------------------------------------------------------------------------
 
-    def _device(self, component: Component) -> DeviceInfo | None:
-        kind = component.component.device_kind
-        if component.device_id is None or kind is None:
-            return None
-        model = self._model(component)
-        if model is None or model.power is None or model.report_interval_s is None:
-            model = DEFAULT_MODELS[component.component]  # (validation warned about it)
-        if model.power is None or model.report_interval_s is None:
-            raise AssertionError(f"{model.name}: a default model without power or interval")
-        return DeviceInfo(
-            component.device_id,
-            component.site_id,
-            component.component,
-            kind,
-            component.model,
-            component.report_interval_s or model.report_interval_s,
-            component.installed_on,
-            model.power,
-        )
 
-    def _status(self, site: Site) -> KitStatus:
-        present = {c.component for c in self.components(site.site_id)}
-        missing: list[ComponentType | str] = []
-        for alternatives in self.kits[site.kit].requirements:
-            if present.isdisjoint(alternatives):
-                missing.append(
-                    alternatives[0] if len(alternatives) == 1 else " or ".join(alternatives)
-                )
-        return KitStatus(not missing, tuple(missing))
+def _index(data: RegistryData, generation: int) -> _Index:
+    kits = MappingProxyType({**BUILTIN_KITS, **{k.name: k for k in data.kits}})
+    models = MappingProxyType({m.name: m for m in data.models})
+    sites = {s.site_id: s for s in data.sites}
+    components = _by_site(data.components, data.sites)
+    devices = {
+        d.device_id: d for d in (_device(models, c) for c in data.components) if d is not None
+    }
+    return _Index(
+        data=data,
+        generation=generation,
+        kits=kits,
+        models=models,
+        sites=sites,
+        components=components,
+        contacts=_by_site(data.contacts, data.sites),
+        cylinders=_by_site(data.cylinders, data.sites),
+        devices=devices,
+        tags={d.device_id: _tags(d, sites[d.site_id]) for d in devices.values()},
+        valves_for_detector=_valves_by_detector(data.components),
+        valve_for_regulator={
+            c.device_id: c.links[0]
+            for c in data.components
+            if c.component is ComponentType.SMART_REGULATOR and c.device_id and c.links
+        },
+        kit_status={s.site_id: _kit_status(kits[s.kit], components[s.site_id]) for s in data.sites},
+    )
+
+
+def _tags(device: DeviceInfo, site: Site) -> Mapping[str, str]:
+    return MappingProxyType(
+        {
+            "site_id": site.site_id,
+            "district": site.district,
+            "site_type": site.site_type.value,
+            "kind": device.kind.value,
+        }
+    )
+
+
+def _model(models: Mapping[str, DeviceModel], component: Component) -> DeviceModel | None:
+    model = models.get(component.model)
+    return model if model is not None and model.component is component.component else None
+
+
+def _service_life_months(snapshot: _Index, component: Component) -> int | None:
+    site = snapshot.sites[component.site_id]
+    model = _model(snapshot.models, component)
+    lives = [
+        component_service_life_months(component.component, site.site_type),
+        model.service_life_months if model is not None else None,
+    ]
+    known = [m for m in lives if m is not None]
+    return min(known) if known else None
+
+
+def _device(models: Mapping[str, DeviceModel], component: Component) -> DeviceInfo | None:
+    kind = component.component.device_kind
+    if component.device_id is None or kind is None:
+        return None
+    model = _model(models, component)
+    if model is None or model.power is None or model.report_interval_s is None:
+        model = DEFAULT_MODELS[component.component]  # (validation warned about it)
+    if model.power is None or model.report_interval_s is None:
+        raise AssertionError(f"{model.name}: a default model without power or interval")
+    return DeviceInfo(
+        component.device_id,
+        component.site_id,
+        component.component,
+        kind,
+        component.model,
+        component.report_interval_s or model.report_interval_s,
+        component.installed_on,
+        model.power,
+    )
+
+
+def _kit_status(kit: KitDefinition, components: Iterable[Component]) -> KitStatus:
+    present = {c.component for c in components}
+    missing: list[ComponentType | str] = []
+    for alternatives in kit.requirements:
+        if present.isdisjoint(alternatives):
+            missing.append(alternatives[0] if len(alternatives) == 1 else " or ".join(alternatives))
+    return KitStatus(not missing, tuple(missing))
 
 
 def _by_site(records: Iterable[T], sites: Iterable[Site]) -> dict[str, tuple[T, ...]]:

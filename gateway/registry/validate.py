@@ -43,6 +43,7 @@ ID_RE: Final = DEVICE_ID_RE
 _RADIO_ID_RE: Final = re.compile(r"[0-9a-fA-F]{8}")
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PHONE_RE: Final = re.compile(r"\+?[0-9][0-9 -]*[0-9]")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE_DIGITS: Final = range(5, 16)  # E.164 allows at most 15 digits
 _MAX_INTERVAL_S: Final = 86_400
 _MAX_CAPACITY_KG: Final = 100.0
@@ -201,6 +202,11 @@ class _Checker:
             return None
         if len(cell.value) > limit:
             self.error(row, cell, f"{column} is longer than {limit} characters", "too_long")
+            return None
+        if _CONTROL_RE.search(cell.value):
+            # A line break in a district or name would break a telemetry line or an SMS.
+            message = f"{column} holds a control character (line break, tab...)"
+            self.error(row, cell, message, "bad_text")
             return None
         return cell.value
 
