@@ -20,6 +20,7 @@ from pathlib import Path
 
 SUITES: dict[str, str] = {
     "decoder": "bench.decoder",
+    "ingest": "bench.ingest",
 }
 
 RESULTS = Path(__file__).with_name("results")

@@ -1,0 +1,130 @@
+"""Supervision: offline after 3 silent intervals (not before), grace after start, receivers,
+and a wall-clock jump that must not fire anything."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.contract import bridge_availability_topic, device_availability_topic, receiver_topic
+from tests.support.safety_core import (
+    DETECTOR,
+    HOME_DETECTOR,
+    REGULATOR,
+    VALVE,
+    Core,
+    detector_report,
+    regulator_report,
+    valve_report,
+)
+
+
+@pytest.fixture
+async def core() -> AsyncIterator[Core]:
+    core = Core()
+    await core.start()
+    yield core
+    await core.stop()
+
+
+def changes(core: Core, device_id: str) -> list[tuple[bool, str]]:
+    return [(a.online, a.reason) for a in core.availability if a.device_id == device_id]
+
+
+def receiver(online: bool) -> bytes:
+    status = {"online": online, "uptime_s": 1, "paired_count": 3, "ts": "2026-11-28T10:00:00Z"}
+    return json.dumps(status).encode()
+
+
+async def test_offline_after_three_intervals_not_before(core: Core) -> None:
+    await core.advance(100)
+    await core.send(DETECTOR, detector_report(1, 0))
+    await core.advance(179)  # mains detector: 60 s interval
+    assert changes(core, DETECTOR) == []
+    await core.advance(2)
+    assert changes(core, DETECTOR) == [(False, "missed_reports")]
+    await core.advance(600)
+    assert changes(core, DETECTOR) == [(False, "missed_reports")]  # once, not per tick
+    await core.send(DETECTOR, detector_report(2, 0))
+    assert changes(core, DETECTOR) == [(False, "missed_reports"), (True, "report")]
+    assert core.supervision.online(DETECTOR) is True
+
+
+async def test_reports_keep_a_device_online(core: Core) -> None:
+    for seq in range(30):
+        await core.send(DETECTOR, detector_report(seq, 0))
+        await core.advance(150)  # late, but under three intervals
+    assert changes(core, DETECTOR) == []
+
+
+async def test_battery_devices_use_their_own_interval(core: Core) -> None:
+    await core.send(REGULATOR, regulator_report(1))
+    await core.advance(1799)  # battery regulator: 600 s
+    assert changes(core, REGULATOR) == []
+    await core.advance(2)
+    assert changes(core, REGULATOR) == [(False, "missed_reports")]
+
+
+async def test_grace_after_start_then_offline(core: Core) -> None:
+    # No device has reported since the (re)start: none is offline for three full intervals.
+    await core.advance(179)
+    assert core.availability == []
+    await core.advance(2)
+    assert {a.device_id for a in core.availability} == {DETECTOR, VALVE, HOME_DETECTOR}
+    await core.advance(1800)
+    assert REGULATOR in {a.device_id for a in core.availability}
+
+
+async def test_wall_clock_jump_fires_nothing(core: Core) -> None:
+    await core.send(DETECTOR, detector_report(1, 0))
+    core.clock.jump_wall(+7 * 86400)
+    await core.advance(60)
+    core.clock.jump_wall(-30 * 86400)
+    await core.advance(60)
+    assert core.availability == []
+
+
+async def test_receiver_offline_takes_its_radio_devices_offline(core: Core) -> None:
+    await core.message(receiver_topic("b1"), receiver(True))
+    await core.message(receiver_topic("b1"), receiver(False))
+    offline = {a.device_id: a.reason for a in core.availability if not a.online}
+    assert offline == dict.fromkeys((DETECTOR, VALVE, REGULATOR), "receiver_offline")
+    assert core.supervision.online(HOME_DETECTOR) is True  # MQTT-native: not behind a receiver
+    await core.message(receiver_topic("b1"), receiver(True))
+    assert core.supervision.online(DETECTOR) is False  # until it reports again
+    await core.send(DETECTOR, detector_report(1, 0))
+    assert changes(core, DETECTOR)[-1] == (True, "report")
+
+
+async def test_bridge_last_will_means_receiver_offline(core: Core) -> None:
+    await core.message(bridge_availability_topic("b1"), b"offline")
+    assert core.supervision.online(VALVE) is False
+
+
+async def test_a_device_reporting_during_an_outage_is_not_behind_that_receiver(core: Core) -> None:
+    await core.message(receiver_topic("b2"), receiver(False))
+    await core.send(VALVE, valve_report(1, "open"))  # still heard: behind another receiver
+    await core.message(receiver_topic("b2"), receiver(True))
+    await core.message(receiver_topic("b2"), receiver(False))
+    assert changes(core, VALVE) == [(False, "receiver_offline"), (True, "report")]
+    assert changes(core, DETECTOR) == [(False, "receiver_offline")]
+
+
+async def test_availability_topic_offline_and_back(core: Core) -> None:
+    await core.message(device_availability_topic(HOME_DETECTOR), b"offline")
+    assert core.supervision.online(HOME_DETECTOR) is False
+    await core.advance(600)
+    assert changes(core, HOME_DETECTOR) == [(False, "availability_topic")]  # no second offline
+    await core.message(device_availability_topic(HOME_DETECTOR), b"online")
+    await core.advance(179)
+    assert core.supervision.online(HOME_DETECTOR) is True
+    await core.advance(2)  # connected but silent: offline again after three intervals
+    assert changes(core, HOME_DETECTOR)[-1] == (False, "missed_reports")
+
+
+async def test_stop_stops_the_tick(core: Core) -> None:
+    await core.supervision.stop()
+    await core.advance(10_000)
+    assert core.availability == []
