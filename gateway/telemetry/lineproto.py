@@ -4,6 +4,10 @@ Names and tag values come from the registry (site ids, districts, site types) an
 (device ids): whatever they hold, a point encodes to exactly one line with exactly its own tags and
 fields. Separators inside names are backslash-escaped and control characters (a newline would end
 the line and start a forged one) are replaced by U+FFFD, so nothing can be injected.
+
+A backslash in a name (measurement, tag key or value, field key) becomes U+FF3C, the fullwidth
+one: InfluxDB 1.x keeps an escaped ``\\`` in a tag as two backslashes and refuses a tag value
+ending in one, so no escaping reads back the same everywhere. String field values keep theirs.
 """
 
 from __future__ import annotations
@@ -57,14 +61,17 @@ def _clean(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
+def _clean_name(text: str) -> str:
+    return _clean(text).replace("\\", "\uff3c")
+
+
 def _escape_name(text: str) -> str:
-    """Tag keys, tag values, field keys: backslash first, then the three separators."""
-    cleaned = _clean(text).replace("\\", "\\\\")
-    return cleaned.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+    """Tag keys, tag values, field keys: the three separators."""
+    return _clean_name(text).replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
 def _escape_measurement(text: str) -> str:
-    return _clean(text).replace("\\", "\\\\").replace(",", r"\,").replace(" ", r"\ ")
+    return _clean_name(text).replace(",", r"\,").replace(" ", r"\ ")
 
 
 def _field_value(key: str, value: FieldValue) -> str:

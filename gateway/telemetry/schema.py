@@ -15,6 +15,7 @@ from typing import Final
 
 from firmware_bridge.ksp import DetectorFlag, RegulatorFlag, ValveCause, ValveFlag, ValveState
 from gateway.contract import KitReport
+from gateway.model import AlarmState
 from gateway.telemetry.lineproto import FieldValue, Point, Priority, time_ns
 
 __all__ = [
@@ -35,6 +36,7 @@ KIT_REPORT: Final = "kit_report"
 ALARM_TRANSITION: Final = "alarm_transition"
 SITE_SUMMARY: Final = "site_summary"
 GATEWAY: Final = "gateway"
+NORMAL: Final = AlarmState.NORMAL.value
 
 # Numeric codes (KSP/1's own) beside the names: InfluxQL aggregates and Grafana value mappings
 # need numbers, and VictoriaMetrics keeps numeric fields only.
@@ -73,7 +75,11 @@ class DeviceTags:
 
 @dataclass(frozen=True, slots=True)
 class AlarmTransitionPoint:
-    """One alarm state change as the alarms room records it (``at``: the gateway's time)."""
+    """One alarm state change as the alarms room records it (``at``: the gateway's time).
+
+    ``device_id`` is ``""`` for a site-level alarm; ``from_state``/``to_state`` are
+    :class:`gateway.model.AlarmState` values (a new alarm comes from ``normal``).
+    """
 
     alarm_id: str
     site: SiteTags
@@ -139,7 +145,9 @@ def alarm_point(transition: AlarmTransitionPoint) -> Point:
         "alarm_id": transition.alarm_id,
         "from_state": transition.from_state,
         "to_state": transition.to_state,
-        "transitions": 1,  # a number to count and sum by (string fields cannot be summed)
+        # Numbers to count and sum by: string fields cannot be summed (nor kept by VictoriaMetrics).
+        "transitions": 1,
+        "raised": int(transition.from_state == NORMAL and transition.to_state != NORMAL),
     }
     return Point(ALARM_TRANSITION, tags, fields, time_ns(transition.at), Priority.ALARM)
 
