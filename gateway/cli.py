@@ -7,6 +7,7 @@ import click
 from firmware_bridge.cli import bridge
 from firmware_bridge.simulator.cli import simulate
 from gateway.registry.cli import registry
+from gateway.run_cli import run
 from rules.cli import rules
 
 __all__ = ["main"]
@@ -22,3 +23,4 @@ main.add_command(bridge)
 main.add_command(registry)
 main.add_command(simulate)
 main.add_command(rules)
+main.add_command(run)

@@ -2,9 +2,9 @@
 
 When an alarm whose type ``closes_valves`` becomes active, every linked valve is commanded
 ``close_valve`` at once (a detector's valves from the registry's links; a regulator's one valve).
-A valve confirms by reporting ``closed``; a valve that has not within ``RETRY_S`` is commanded
-again, up to ``TRIES`` commands, then a critical ``valve_failed_to_close`` condition goes to
-the alarms room. A valve that later reports ``closed`` clears that condition.
+A valve confirms by reporting ``closed``; a valve that has not within ``retry_s`` (10 s) is
+commanded again, up to ``TRIES`` commands, then a critical ``valve_failed_to_close`` condition
+goes to the alarms room. A valve that later reports ``closed`` clears that condition.
 
 Durable: a command and its follow-up (valve, alarm, tries, time of the last try) are committed
 before the command is handed to the site MQTT queue; a restart re-arms the follow-ups from the
@@ -116,13 +116,21 @@ class _FollowUp:
 
 class Linkage:
     def __init__(
-        self, bus: Bus, registry: ValveLookup, site_mqtt: Publisher, store: Store, clock: Clock
+        self,
+        bus: Bus,
+        registry: ValveLookup,
+        site_mqtt: Publisher,
+        store: Store,
+        clock: Clock,
+        *,
+        retry_s: float = RETRY_S,
     ) -> None:
         self._bus = bus
         self._registry = registry
         self._mqtt = site_mqtt
         self._store = store
         self._clock = clock
+        self._retry_s = retry_s
         self._follow_ups: dict[str, _FollowUp] = {}
         self._valve_states: dict[str, ValveState] = {}
         self.counts: Counter[str] = Counter()
@@ -145,7 +153,7 @@ class Linkage:
             if f.status == "pending":
                 # Wall time is all that survives a restart; an overdue retry goes out at once.
                 elapsed = (self._clock.now() - f.sent_at).total_seconds()
-                self._arm(f, RETRY_S - elapsed)
+                self._arm(f, self._retry_s - elapsed)
         pending = sum(f.status == "pending" for f in self._follow_ups.values())
         log.info("linkage: %d valve close follow-up(s) resumed", pending)
         self._bus.subscribe(AlarmChanged, self.on_alarm, name="linkage")
@@ -247,7 +255,7 @@ class Linkage:
                 # Already closed by itself (kits close on their detector's radio signal).
                 self._settle(f, "confirmed")
             else:
-                self._arm(f, RETRY_S)
+                self._arm(f, self._retry_s)
 
     def _arm(self, f: _FollowUp, delay_s: float) -> None:
         cmd_id = f.cmd_id

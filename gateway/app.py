@@ -1,0 +1,222 @@
+"""The gateway controller: settings in, rooms built in data-flow order, started, stopped.
+
+    store → registry → bus → rules → alarms → linkage → supervision → ingest → site MQTT
+
+Rooms start in that order (each subscribes to the bus in ``start``, so every consumer listens
+before the site MQTT client lets the first report in) and stop in reverse. After all have
+started, the alarms room announces the open alarms it restored, so the linkage closes what a
+crash left open and resumes its retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Final, Protocol
+
+from pydantic import Field, field_validator
+
+from gateway.alarms import Alarms
+from gateway.bus import Bus
+from gateway.clock import Clock, SystemClock
+from gateway.errors import ConfigError
+from gateway.events import AlarmChanged
+from gateway.ingest import Ingest
+from gateway.linkage import RETRY_S, TRIES, Linkage
+from gateway.logs import LogFormat
+from gateway.model import AlarmState, Transition
+from gateway.mqtturl import parse_mqtt_url
+from gateway.registry import Registry, import_dir, save
+from gateway.settings import GasgateSettings
+from gateway.site_mqtt import SiteMqtt
+from gateway.store import Store
+from gateway.supervision import Supervision
+from rules.engine import RuleEngine
+from rules.schema import load_rules, rule_files
+
+__all__ = ["Gateway", "GatewaySettings", "describe_transition"]
+
+log = logging.getLogger(__name__)
+
+STORE_FILE: Final = "gasgate.db"
+
+
+def _default_gateway_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:60] or "gateway"
+    return f"gw-{host}"
+
+
+class GatewaySettings(GasgateSettings):
+    """Settings of ``gasgate run`` (env ``GASGATE_`` + the name in capitals)."""
+
+    mqtt: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Site broker: mqtt://[user:pass@]host[:port] or mqtts://... (TLS).",
+    )
+    data_dir: Path = Field(
+        Path("gasgate-data"), description="Directory of the gateway's store (gasgate.db)."
+    )
+    registry: Path | None = Field(
+        None,
+        description="Registry directory (sites.csv, components.csv, ...) imported on start; "
+        "unset: the registry stored by the last import is used.",
+    )
+    rules_dir: Path | None = Field(
+        None, description="Directory of rule files (*.yaml) layered over the built-in rules."
+    )
+    gateway_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = Field(
+        default_factory=_default_gateway_id,
+        description="This gateway's id: prefix of its alarm ids, and in its MQTT topics "
+        "(default: gw-<hostname>).",
+    )
+    missed_intervals: int = Field(
+        3, ge=1, le=100, description="A device is offline after this many silent intervals."
+    )
+    valve_retry_s: float = Field(
+        RETRY_S,
+        gt=0,
+        le=60,
+        description="A valve not reporting closed this long after a close command is "
+        f"commanded again ({TRIES} tries in all, then valve_failed_to_close).",
+    )
+    log_level: str = Field("INFO", description="debug, info, warning or error.")
+    log_format: LogFormat = Field("auto", description="auto, json or text.")
+
+    @field_validator("mqtt")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        try:
+            parse_mqtt_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class _Room(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Gateway:
+    """One gateway process's rooms. ``start`` builds and starts them; ``stop`` undoes it."""
+
+    def __init__(self, settings: GatewaySettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.bus = Bus()
+        self.store = Store(settings.data_dir / STORE_FILE)
+        self._started: list[_Room] = []
+
+    async def start(self) -> None:
+        """Build and start every room; on failure, stop what started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        self.store.open()
+        self.registry = self._load_registry()
+        ruleset = load_rules(rule_files(s.rules_dir) if s.rules_dir else ())
+        self.ingest = Ingest(self.bus, self.registry, self.clock)
+        self.rules = RuleEngine(self.bus, self.registry, self.clock, ruleset)
+        self.alarms = Alarms(self.bus, self.store, self.clock, s.gateway_id)
+        self.site_mqtt = SiteMqtt(
+            s.mqtt, f"gasgate-{s.gateway_id}", s.gateway_id, self.ingest.handle_message
+        )
+        self.linkage = Linkage(
+            self.bus,
+            self.registry,
+            self.site_mqtt,
+            self.store,
+            self.clock,
+            retry_s=s.valve_retry_s,
+        )
+        self.supervision = Supervision(
+            self.bus, self.registry, self.clock, missed_intervals=s.missed_intervals
+        )
+        self.bus.subscribe(AlarmChanged, _log_transition, name="app.log")
+        rooms: list[_Room] = [
+            self.rules,
+            self.alarms,
+            self.linkage,
+            self.supervision,
+            self.ingest,
+            self.site_mqtt,
+        ]
+        for room in rooms:
+            await room.start()
+            self._started.append(room)
+        self.alarms.announce_restored()
+        log.info(
+            "gateway %s started: %d site(s), %d device(s), %d open alarm(s), broker %s",
+            s.gateway_id,
+            len(self.registry.sites()),
+            len(self.registry.devices()),
+            len(self.alarms.open_alarms()),
+            parse_mqtt_url(s.mqtt),
+        )
+
+    def _load_registry(self) -> Registry:
+        source = self.settings.registry
+        if source is not None:
+            result = import_dir(source)
+            for problem in result.warnings:
+                log.warning("registry %s: %s", source, problem)
+            if not result.ok:
+                listing = "\n".join(str(p) for p in result.errors)
+                raise ConfigError(f"registry {source}: {len(result.errors)} error(s)\n{listing}")
+            save(self.store, result, who="gasgate run")
+        registry = Registry.load(self.store)
+        if not registry.devices():
+            log.warning("the registry has no reporting devices: every report will be refused")
+        return registry
+
+    async def stop(self) -> None:
+        """Stop the rooms in reverse order, let the bus finish (bounded), close the store."""
+        while self._started:
+            room = self._started.pop()
+            try:
+                await room.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(room).__name__)
+        await self.bus.stop()
+        self.store.close()
+
+
+_RAISES: Final = frozenset({Transition.RAISED, Transition.REACTIVATED, Transition.CHATTERING})
+_STATE_WORDS: Final = {
+    AlarmState.UNACK_ACTIVE: "active, not yet acknowledged",
+    AlarmState.ACK_ACTIVE: "acknowledged",
+    AlarmState.UNACK_CLEARED: "cleared, not yet acknowledged",
+    AlarmState.NORMAL: "closed",
+}
+
+
+def describe_transition(event: AlarmChanged) -> str:
+    """One line in plain words: what happened to which alarm, where, and where it stands."""
+    a = event.alarm
+    where = f"{a.source}" + (f" at site {a.site_id}" if a.site_id else "")
+    who = f" by {event.by}" if event.by else ""
+    note = f" ({event.note})" if event.note else ""
+    state = _STATE_WORDS[a.state]
+    if a.state is AlarmState.ACK_ACTIVE and not a.active:
+        state = "acknowledged, condition cleared, waiting to be resolved"
+    flags = [w for w, on in (("shelved", a.shelved_until), ("chattering", a.chattering)) if on]
+    if a.out_of_service_by:
+        flags.append("out of service")
+    extra = f" [{', '.join(flags)}]" if flags else ""
+    return (
+        f"alarm {a.alarm_id} ({a.severity} {a.alarm_type}, {where}) {event.transition}{who}"
+        f"{note}: now {state}{extra}; {a.message} (revision {a.revision})"
+    )
+
+
+def _log_transition(event: AlarmChanged) -> None:
+    # A leak, over-flow or offline detector raised is worth a warning; the rest is routine.
+    urgent = event.alarm.severity.rank <= 1 and event.transition in _RAISES
+    log.log(logging.WARNING if urgent else logging.INFO, "%s", describe_transition(event))
