@@ -481,3 +481,34 @@ def test_the_simulators_district_imports(tmp_path: Path) -> None:
             info = registry.device(device_id)
             assert info is not None, device_id
             assert info.site_id == site.site_id
+
+
+def test_spreadsheet_exports_crlf_and_bom_import_the_same() -> None:
+    files = {
+        name: b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n") if name.endswith(".csv") else data
+        for name, data in good_files().items()
+    }
+    parsed = parse_files(files, TODAY)
+    assert parsed.ok, parsed.errors
+    assert parsed.data == parse_files(good_files(), TODAY).data
+
+
+def test_line_numbers_are_physical_after_a_multi_line_field() -> None:
+    # A quoted line break in the (ignored) notes column: the next record starts two lines on.
+    files = edited("sites.csv", "22.5431,114.0579,back kitchen", '22.5431,114.0579,"back\nkitchen"')
+    files = {**files, "sites.csv": files["sites.csv"].replace(b"13900139000,,", b"13900139000,fr,")}
+    assert errors(files) == ["sites.csv:4:9 bad_lang"]
+
+
+def test_an_unreadable_sites_file_does_not_cascade() -> None:
+    files = edited(
+        "sites.csv", "site_id,name,site_type,kit,district,", "site_id,name,site_type,kit,area,"
+    )
+    assert errors(files) == ["sites.csv:1:13 missing_column"]
+    files = edited("sites.csv", "Chen household", '"Chen household')  # never closed
+    assert errors(files) == ["sites.csv:5:1 bad_csv"]
+
+
+def test_a_trailing_comma_on_the_header_is_no_column() -> None:
+    files = edited("cylinders.csv", "next_inspection_due", "next_inspection_due,")
+    assert [p.file for p in parse_files(files, TODAY).problems] == ["sites.csv"]  # only "notes"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -121,22 +121,21 @@ def decode(file: str, data: bytes) -> tuple[str | None, list[Problem]]:
         return None, [_error(file, line, column, message, "bad_encoding")]
 
 
-def read_csv(file: str, text: str, spec: TableSpec) -> tuple[list[Row], list[Problem]]:
-    """The records of one CSV file; none at all if its header lacks a required column."""
+def read_csv(file: str, text: str, spec: TableSpec) -> tuple[list[Row] | None, list[Problem]]:
+    """The records of one CSV file; None if the file cannot be read as this table (its header
+    lacks a required column, or it is not CSV)."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     problems: list[Problem] = []
     try:
         header = next(reader, None)
-        if header is None:
-            return [], [_error(file, 1, 1, "empty file: no header line", "missing_header")]
-        columns = _header(file, header, spec, problems)
-        if any(p.severity is Severity.ERROR for p in problems):
-            return [], problems
-        rows = list(_records(file, reader, columns, len(header), problems))
     except csv.Error as exc:
-        problems.append(_error(file, reader.line_num, 1, f"not valid CSV: {exc}", "bad_csv"))
-        return [], problems
-    return rows, problems
+        return None, [_error(file, 1, 1, f"not valid CSV: {exc}", "bad_csv")]
+    if header is None:
+        return None, [_error(file, 1, 1, "empty file: no header line", "missing_header")]
+    columns = _header(file, header, spec, problems)
+    if any(p.severity is Severity.ERROR for p in problems):
+        return None, problems
+    return _records(file, reader, columns, len(header), problems), problems
 
 
 def _header(
@@ -146,6 +145,8 @@ def _header(
     columns: dict[str, int] = {}
     for index, raw in enumerate(header):
         name = raw.strip().lower()
+        if not name:
+            continue  # a trailing comma on the header line, as spreadsheets write
         if name in columns:
             message = f"column {name!r} appears twice (first as column {columns[name] + 1})"
             problems.append(_error(file, 1, index + 1, message, "duplicate_column"))
@@ -173,25 +174,30 @@ def _header(
 
 def _records(
     file: str, reader: Reader, columns: Mapping[str, int], width: int, problems: list[Problem]
-) -> Iterator[Row]:
-    line = 1  # the header's
-    for fields in reader:
+) -> list[Row] | None:
+    rows: list[Row] = []
+    line = reader.line_num  # the header's last line
+    while True:
         start = line + 1
+        try:
+            fields = next(reader, None)
+        except csv.Error as exc:  # e.g. a quote never closed: located where its record starts
+            problems.append(_error(file, start, 1, f"not valid CSV: {exc}", "bad_csv"))
+            return None
+        if fields is None:
+            return rows
         line = reader.line_num
         if not any(f.strip() for f in fields):
             continue  # blank lines and spreadsheets' trailing ",,,," rows
         if any(f.strip() for f in fields[width:]):
             extra = next(i for i in range(width, len(fields)) if fields[i].strip())
-            problems.append(
-                _error(
-                    file, start, extra + 1, "more fields than the header has columns", "extra_field"
-                )
-            )
+            message = "more fields than the header has columns"
+            problems.append(_error(file, start, extra + 1, message, "extra_field"))
         cells = {
             name: Cell(fields[index].strip() if index < len(fields) else "", start, index + 1)
             for name, index in columns.items()
         }
-        yield Row(file, start, 1, cells)
+        rows.append(Row(file, start, 1, cells))
 
 
 # --- YAML -----------------------------------------------------------------------------------

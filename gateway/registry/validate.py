@@ -98,6 +98,7 @@ def _kits(files: Mapping[str, bytes], problems: list[Problem]) -> tuple[KitDefin
 
 
 def _tables(files: Mapping[str, bytes], problems: list[Problem]) -> dict[str, list[Row]]:
+    """The readable tables' rows, from the CSV files or registry.yaml."""
     csv_names = [csv_file(t) for t in TABLES if csv_file(t) in files]
     if YAML_FILE in files:
         if csv_names:
@@ -123,7 +124,8 @@ def _tables(files: Mapping[str, bytes], problems: list[Problem]) -> dict[str, li
         if text is not None:
             rows, csv_problems = read_csv(name, text, spec)
             problems.extend(csv_problems)
-            tables[table] = rows
+            if rows is not None:  # else its rows are unknown: no cross-file checks against it
+                tables[table] = rows
     if "sites.csv" not in files:
         message = f"no sites.csv (nor {YAML_FILE}): nothing to import"
         problems.append(Problem("sites.csv", 1, 1, message, "missing_file"))
