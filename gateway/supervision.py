@@ -1,6 +1,7 @@
 """Device supervision: who is online. A device silent for ``missed_intervals`` of its own
 reporting intervals (the registry's, per device: mains 60 s, battery 600 s) goes offline; its
-next report brings it back. A receiver that goes offline takes its radio devices with it.
+next report brings it back. A receiver that goes offline (its status says so, the bridge's
+last will, or no status for ``RECEIVER_SILENCE_S``) takes its radio devices with it.
 
 Deadlines sit in a timer wheel of one-second slots driven by a single periodic tick on the
 clock's monotonic timers: a report moves its device to a later slot (two set operations, O(1)),
@@ -31,14 +32,18 @@ from typing import Final, Literal, Protocol
 
 from gateway.bus import Bus
 from gateway.clock import Clock, Timer
+from gateway.contract import ReceiverStatus
 from gateway.events import DeviceAvailabilityChanged, ReceiverStatusChanged, ReportReceived
 from gateway.registry.model import DeviceInfo
 
-__all__ = ["TICK_S", "DeviceDirectory", "Supervision"]
+__all__ = ["RECEIVER_SILENCE_S", "TICK_S", "DeviceDirectory", "Supervision"]
 
 log = logging.getLogger(__name__)
 
 TICK_S: Final = 1.0  # wheel slot width: offline is declared at most this late
+# The bridge republishes its receiver's status on every heartbeat (30 s): three missed ones and
+# the receiver, or a hung bridge that kept its MQTT session, is unreachable (safety-domain.md).
+RECEIVER_SILENCE_S: Final = 90.0
 _RADIO_ID: Final = re.compile(r"[0-9a-f]{8}")
 
 
@@ -60,7 +65,13 @@ class _Watch:
 
 class Supervision:
     def __init__(
-        self, bus: Bus, registry: DeviceDirectory, clock: Clock, *, missed_intervals: int = 3
+        self,
+        bus: Bus,
+        registry: DeviceDirectory,
+        clock: Clock,
+        *,
+        missed_intervals: int = 3,
+        receiver_silence_s: float = RECEIVER_SILENCE_S,
     ) -> None:
         self._bus = bus
         self._registry = registry
@@ -70,7 +81,9 @@ class Supervision:
         self._wheel: defaultdict[int, set[str]] = defaultdict(set)
         self._next_slot = 0
         self._tick: Timer | None = None
+        self._receiver_silence_s = receiver_silence_s
         self._receivers_offline: set[str] = set()
+        self._receivers_heard: dict[str, float] = {}  # online receivers: last status (mono)
         self._not_behind: defaultdict[str, set[str]] = defaultdict(set)
         self._running = False
         self.counts: Counter[str] = Counter()
@@ -135,7 +148,18 @@ class Supervision:
                 watch = self._watches[device_id]
                 watch.slot = None
                 self._set_offline(device_id, watch, "missed_reports")
+        self._check_receivers(now)
         self._tick = self._clock.call_later(TICK_S, self._on_tick)
+
+    def _check_receivers(self, now: float) -> None:
+        """A receiver whose status stopped coming is offline, as if the bridge had said so."""
+        for bridge_id, heard in list(self._receivers_heard.items()):
+            if now - heard >= self._receiver_silence_s:
+                del self._receivers_heard[bridge_id]
+                self.counts["receiver_silent"] += 1
+                at = self._clock.now()
+                status = ReceiverStatus(online=False, ts=at)
+                self._bus.publish(ReceiverStatusChanged(bridge_id, status, at))
 
     def _set_offline(
         self, device_id: str, watch: _Watch, reason: Literal["missed_reports", "receiver_offline"]
@@ -192,7 +216,9 @@ class Supervision:
         if event.status.online:
             # Its devices stay offline until each reports again: only a report proves it.
             self._receivers_offline.discard(bridge_id)
+            self._receivers_heard[bridge_id] = self._clock.monotonic()
             return
+        self._receivers_heard.pop(bridge_id, None)
         if bridge_id in self._receivers_offline:
             return
         self._receivers_offline.add(bridge_id)

@@ -128,3 +128,17 @@ async def test_stop_stops_the_tick(core: Core) -> None:
     await core.supervision.stop()
     await core.advance(10_000)
     assert core.availability == []
+
+
+async def test_a_silent_receiver_goes_offline(core: Core) -> None:
+    for seq in range(4):  # the bridge republishes its status on every heartbeat
+        await core.message(receiver_topic("b1"), receiver(True))
+        await core.send(DETECTOR, detector_report(seq, 0))
+        await core.advance(30)
+    assert core.supervision.online(DETECTOR) is True
+    await core.advance(59)  # 89 s without a status: not yet
+    assert core.supervision.online(DETECTOR) is True
+    await core.advance(2)
+    assert [(r.bridge_id, r.status.online) for r in core.receivers][-1] == ("b1", False)
+    assert changes(core, DETECTOR) == [(False, "receiver_offline")]
+    assert core.of("receiver_offline", "bridge:b1") == [("receiver_offline", True)]
