@@ -26,6 +26,7 @@ from firmware_bridge.simulator import (
     District,
     MqttDevice,
     PtyPort,
+    SerialPort,
     SimDetector,
     SimDevice,
     SimReceiver,
@@ -327,6 +328,58 @@ async def test_unplug_fails_the_open_port_and_replug_repoints_the_link(tmp_path:
     assert receiver.stats.pings == 1
 
 
+async def test_pairing_silenced_device_and_muted_heartbeat(tmp_path: Path) -> None:
+    detector = SimDetector(DETECTOR_ID, time_scale=0.001)  # periodic every 0.6 s
+    async with kit(tmp_path, detector) as (_, receiver, end):
+        valve = SimValve(VALVE_ID)
+        receiver.pair(valve)
+        _, paired = await end.expect(lambda m: isinstance(m, ksp.Pairing))
+        assert paired == ksp.Pairing(VALVE_ID, ksp.DeviceKind.VALVE, paired=True)
+        await end.expect(is_report(VALVE_ID))  # the new device powers on
+
+        receiver.silence(DETECTOR_ID)
+        silenced_at = len(end.seen)
+        end.send(ksp.Command(DETECTOR_ID, ksp.CommandCode.QUERY))
+        _, ack = await end.expect(lambda m: isinstance(m, ksp.CmdAck))
+        assert ack.result is ksp.CmdResult.UNREACHABLE  # type: ignore[union-attr]
+        await end.drain(1.5)  # two periodic intervals
+        assert not any(is_report(DETECTOR_ID)(m) for _, m in end.seen[silenced_at:])
+        receiver.resume(DETECTOR_ID)
+        await end.expect(is_report(DETECTOR_ID))
+
+        receiver.mute_heartbeat(True)
+        muted_at = len(end.seen)
+        end.send(ksp.Ping())
+        await end.drain(0.3)
+        assert not any(isinstance(m, ksp.Heartbeat) for _, m in end.seen[muted_at:])
+        receiver.mute_heartbeat(False)
+        end.send(ksp.Ping())
+        await end.expect(lambda m: isinstance(m, ksp.Heartbeat))
+
+        await receiver.unpair(VALVE_ID)
+        _, removed = await end.expect(lambda m: isinstance(m, ksp.Pairing))
+        assert removed == ksp.Pairing(VALVE_ID, ksp.DeviceKind.VALVE, paired=False)
+        async with asyncio.timeout(WAIT):
+            await receiver.all_acked()
+    assert receiver.stats.pairings_sent == 2
+    assert receiver.unacked == 0
+    assert [d.device_id for d in receiver.devices] == [DETECTOR_ID]
+
+
+async def test_detector_silence_and_self_test_commands() -> None:
+    detector = SimDetector(DETECTOR_ID)
+    bodies: list[ksp.DetectorBody] = []
+    detector.connect(lambda d, _e: bodies.append(d.body()))  # type: ignore[arg-type]
+    assert detector.accepts(ksp.CommandCode.SILENCE)
+    assert not detector.accepts(ksp.CommandCode.CLOSE_VALVE)
+    assert not SimValve(VALVE_ID).accepts(ksp.CommandCode.SILENCE)
+    detector.execute(ksp.CommandCode.SELF_TEST)
+    detector.execute(ksp.CommandCode.SILENCE)
+    assert ksp.DetectorFlag.SELF_TEST_OK in bodies[0].flags
+    assert ksp.DetectorFlag.MUTED in bodies[1].flags
+    assert ksp.DetectorFlag.SELF_TEST_OK not in bodies[1].flags
+
+
 # --- device models ----------------------------------------------------------------------------
 
 
@@ -618,3 +671,30 @@ async def test_mqtt_device_keeps_reports_while_the_broker_is_away(own_mosquitto:
             assert message.payload == b"online"  # retained, re-published on reconnect
     finally:
         await device.stop()
+
+
+async def test_receiver_runs_on_a_serial_device(tmp_path: Path) -> None:
+    # A pty slave stands in for /dev/ttyUSB0: pyserial opens it like any serial device.
+    master, slave = os.openpty()
+    port = SerialPort(os.ttyname(slave), 9600)
+    receiver = SimReceiver(port)
+    receiver.add(SimValve(VALVE_ID))
+    end = GatewayEnd(tmp_path, auto_ack=True)
+    end.fd = master
+    os.set_blocking(master, False)
+    asyncio.get_running_loop().add_reader(master, end._on_readable)
+    await port.start()
+    await receiver.start()
+    try:
+        _, heartbeat = await end.expect(lambda m: isinstance(m, ksp.Heartbeat))
+        end.send(ksp.Command(VALVE_ID, ksp.CommandCode.QUERY))
+        await end.expect(lambda m: isinstance(m, ksp.CmdAck))
+        async with asyncio.timeout(WAIT):
+            await receiver.all_acked()
+    finally:
+        await receiver.stop()
+        await port.stop()
+        end.close()
+        os.close(slave)
+    assert heartbeat == ksp.Heartbeat(0, 1, 0x0102)
+    assert receiver.stats.acks_received == 2  # power_on and the query's report

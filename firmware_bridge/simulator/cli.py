@@ -15,6 +15,7 @@ from firmware_bridge.simulator.district import District
 from firmware_bridge.simulator.port import PtyPort, SerialPort, SimPort
 from firmware_bridge.simulator.receiver import CAPACITY
 from firmware_bridge.simulator.simulation import SCENARIOS, Simulation, scenario_story
+from gateway.errors import GasgateError
 
 __all__ = ["simulate"]
 
@@ -66,8 +67,11 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await sim.start()
     try:
+        try:
+            await sim.start()
+        except (OSError, GasgateError) as exc:  # a busy link path, no serial device, bad URL
+            raise click.ClickException(str(exc)) from None
         _describe(sim, registry)
         story = asyncio.create_task(scenario_story(sim, scenarios).run())
         click.echo("running; Ctrl-C stops")

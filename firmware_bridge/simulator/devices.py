@@ -80,10 +80,6 @@ class SimDevice(ABC):
     def id_hex(self) -> str:
         return ksp.format_device_id(self.device_id)
 
-    @property
-    def mains_powered(self) -> bool:
-        return self.battery_mv == 0
-
     def scaled(self, seconds: float) -> float:
         """A device time constant in (simulated) wall seconds."""
         return seconds * self.time_scale
@@ -200,10 +196,6 @@ class SimDetector(SimDevice):
         if time.monotonic() < self._muted_until:
             flags.add(ksp.DetectorFlag.MUTED)
         return frozenset(flags)
-
-    @property
-    def in_alarm(self) -> bool:
-        return bool(self._alarm)
 
     def on_alarm(self, listener: Callable[[SimDetector], None]) -> None:
         """Called when the detector raises an alarm: kit valves close on this radio signal."""

@@ -100,18 +100,18 @@ class SimReceiver:
 
     async def start(self) -> None:
         self._started_at = asyncio.get_running_loop().time()
-        self._heartbeat()  # first on the line after power-on, before any device reports
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="receiver-read"),
             asyncio.create_task(self._heartbeat_loop(), name="receiver-heartbeat"),
         ]
+        self._heartbeat()  # first on the line after power-on, before any device reports
         for device in self._devices.values():
             await device.start()
 
     async def stop(self) -> None:
         for device in self._devices.values():
             await device.stop()
-        tasks = self._tasks + [p.task for p in self._pending.values() if p.task]
+        tasks = [*self._tasks, *self._starting, *(p.task for p in self._pending.values() if p.task)]
         self._tasks = []
         for task in tasks:
             task.cancel()
@@ -150,23 +150,21 @@ class SimReceiver:
     def pair(self, device: SimDevice) -> None:
         """Pair a device now: a PAIRING frame (acknowledged like a report)."""
         self.add(device)
-        self._send_acknowledged(ksp.Pairing(device.device_id, device.kind, paired=True))
-        self.stats.pairings_sent += 1
+        if self._send_acknowledged(ksp.Pairing(device.device_id, device.kind, paired=True)):
+            self.stats.pairings_sent += 1
 
     async def unpair(self, device_id: int) -> None:
         """Remove a device: it stops reporting; a PAIRING frame with paired=0."""
         device = self._devices.pop(device_id)
         device.disconnect(self.send_report)
         await device.stop()
-        self._send_acknowledged(ksp.Pairing(device_id, device.kind, paired=False))
-        self.stats.pairings_sent += 1
+        if self._send_acknowledged(ksp.Pairing(device_id, device.kind, paired=False)):
+            self.stats.pairings_sent += 1
 
     def send_report(self, device: SimDevice, event: ksp.Event) -> None:
         """A REPORT for ``device`` from its current state, retransmitted until ACKed."""
-        if device.silent:
-            return
-        self._send_acknowledged(device.report(event))
-        self.stats.reports_sent += 1
+        if not device.silent and self._send_acknowledged(device.report(event)):
+            self.stats.reports_sent += 1
 
     # --- fault knobs ----------------------------------------------------------------------
 
@@ -223,7 +221,11 @@ class SimReceiver:
         self._write(ksp.encode(seq, message))
         return seq
 
-    def _send_acknowledged(self, message: ksp.Report | ksp.Pairing) -> None:
+    def _send_acknowledged(self, message: ksp.Report | ksp.Pairing) -> bool:
+        """Send and keep retransmitting until ACKed; False if the receiver is off."""
+        if not self.running:
+            log.debug("receiver is off: %s not sent", message)
+            return False
         seq = self._next_seq()
         old = self._pending.pop(seq, None)
         if old is not None and old.task is not None:  # 256 frames in flight: the oldest is lost
@@ -235,6 +237,7 @@ class SimReceiver:
         self._settled.clear()
         self._write(frame)
         pending.task = asyncio.get_running_loop().create_task(self._retransmit(seq, pending))
+        return True
 
     async def _retransmit(self, seq: int, pending: _Pending) -> None:
         for _ in range(self.max_retransmits):
