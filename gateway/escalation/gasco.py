@@ -1,0 +1,364 @@
+"""The gas company link over MQTT (docs/gas-company-contract.md, mqtt-contract.md §2).
+
+Topics, under ``{prefix}/{gateway_id}`` (prefix ``gasco/v1`` by default):
+
+* ``alarms/events`` (out, QoS 1): one event per alarm change, from the outbox, in order.
+* ``cmd/{officer_id}`` (in, QoS 1): a duty officer's acknowledge / resolve. The broker's ACL is
+  expected to let officer X publish only to ``cmd/X``; the payload's officer must match.
+* ``reply/{officer_id}`` (out, QoS 1): the answer: accepted with the new state, or refused with
+  a reason.
+* ``availability`` (out, retained, last will): ``online`` / ``offline``.
+* ``sites/{site_id}/summary`` (out, retained, periodic): the site's coverage summary.
+
+The session is MQTT v5 with a session expiry and a stable client id, so commands published
+while the gateway is away wait at the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.alarms import Refused
+from gateway.clock import Clock
+from gateway.escalation import audit
+from gateway.escalation.config import GascoSettings
+from gateway.escalation.outbox import DeliveryFailed, OutboxItem
+from gateway.escalation.ports import AlarmDesk
+from gateway.model import Alarm
+from gateway.mqtturl import parse_mqtt_url
+from gateway.store import Store
+
+__all__ = ["GascoCommand", "GascoLink", "GascoTopics"]
+
+log = logging.getLogger(__name__)
+
+MAX_COMMAND_BYTES = 8 * 1024
+_ID = r"^[A-Za-z0-9_.:@-]{1,64}$"
+
+
+class GascoCommand(BaseModel):
+    """docs/schemas/gasco-command.schema.json"""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cmd_id: Annotated[str, Field(min_length=1, max_length=64)]
+    alarm_id: Annotated[str, Field(min_length=1, max_length=128)]
+    action: Literal["acknowledge", "resolve"]
+    officer_id: Annotated[str, Field(pattern=_ID)]
+    note: Annotated[str, Field(max_length=1000)] = ""
+
+
+class GascoTopics:
+    def __init__(self, prefix: str, gateway_id: str) -> None:
+        self.base = f"{prefix.rstrip('/')}/{gateway_id}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/alarms/events"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def commands(self) -> str:
+        """The subscription: deeper topics are caught to be refused, not ignored."""
+        return f"{self.base}/cmd/#"
+
+    def command(self, officer_id: str) -> str:
+        return f"{self.base}/cmd/{officer_id}"
+
+    def reply(self, officer_id: str) -> str:
+        return f"{self.base}/reply/{officer_id}"
+
+    def summary(self, site_id: str) -> str:
+        return f"{self.base}/sites/{site_id}/summary"
+
+    def officer_of(self, topic: str) -> str | None:
+        """The officer a command topic names; None for any other topic under cmd/."""
+        rest = topic.removeprefix(f"{self.base}/cmd/")
+        return rest if rest != topic and rest and "/" not in rest else None
+
+
+SummarySource = Callable[[], Sequence[Mapping[str, Any]]]
+
+
+class GascoLink:
+    """The gas company channel: drains the ``gasco`` outbox lane and answers commands.
+
+    ``desk`` is the alarms room (acknowledge / resolve); ``summaries`` returns the current
+    per-site summaries (each with a ``site_id``); ``on_connected`` is called after each
+    (re)connection, so the outbox can retry at once instead of after its backoff.
+    """
+
+    name = "gasco"
+    gives_up = False
+
+    def __init__(
+        self,
+        settings: GascoSettings,
+        gateway_id: str,
+        *,
+        store: Store,
+        clock: Clock,
+        desk: AlarmDesk | None,
+        summaries: SummarySource,
+        on_connected: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._gateway_id = gateway_id
+        self._store = store
+        self._clock = clock
+        self._desk = desk
+        self._summaries = summaries
+        self._on_connected = on_connected
+        self.topics = GascoTopics(settings.topic_prefix, gateway_id)
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._summary_task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.counts: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        if self._settings.url is None:
+            log.warning("no gas company broker configured: alarm events wait in the outbox")
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="gasco-link")
+        self._summary_task = asyncio.get_running_loop().create_task(
+            self._summary_loop(), name="gasco-summary"
+        )
+
+    async def stop(self) -> None:
+        client = self._client
+        if client is not None and self.connected.is_set():
+            try:
+                await client.publish(
+                    self.topics.availability, "offline", qos=1, retain=True, timeout=2.0
+                )
+            except aiomqtt.MqttError as exc:
+                log.warning("could not publish offline availability: %s", exc)
+        for task in (self._summary_task, self._task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._summary_task = None
+
+    async def send(self, item: OutboxItem) -> str:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise DeliveryFailed("gas company broker not connected")
+        body = json.dumps(item.payload["message"], ensure_ascii=False, sort_keys=True)
+        try:
+            await client.publish(
+                self.topics.events, body, qos=1, timeout=self._settings.publish_timeout_s
+            )
+        except aiomqtt.MqttError as exc:
+            raise DeliveryFailed(f"publish failed: {exc}") from None
+        return f"PUBACK on {self.topics.events}"
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _client_for(self) -> aiomqtt.Client:
+        settings = self._settings
+        assert settings.url is not None  # start() does not run the link without one
+        url = parse_mqtt_url(settings.url)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.SessionExpiryInterval = settings.session_expiry_s
+        password = settings.password.get_secret_value() if settings.password else url.password
+        return aiomqtt.Client(
+            url.host,
+            url.port,
+            username=settings.username or url.username,
+            password=password,
+            identifier=settings.client_id or f"gasgate-{self._gateway_id}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=connect,
+            keepalive=settings.keepalive_s,
+            timeout=settings.publish_timeout_s,
+            will=aiomqtt.Will(self.topics.availability, "offline", qos=1, retain=True),
+            tls_context=self._tls_context(url.ca_file) if url.tls else None,
+            tls_insecure=settings.tls_insecure if url.tls else None,
+        )
+
+    def _tls_context(self, url_ca: Path | None) -> ssl.SSLContext:
+        settings = self._settings
+        ca = settings.tls_ca or url_ca
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if settings.tls_cert:
+            context.load_cert_chain(
+                str(settings.tls_cert), str(settings.tls_key) if settings.tls_key else None
+            )
+        return context
+
+    async def _run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                async with self._client_for() as client:
+                    delay = 1.0
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                self.counts["disconnects"] += 1
+                log.warning(
+                    "gas company broker %s: %s; retrying in %.0f s", self._settings.url, exc, delay
+                )
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.topics.commands, qos=1)
+        await client.publish(self.topics.availability, "online", qos=1, retain=True)
+        self._client = client
+        self.connected.set()
+        self.counts["connects"] += 1
+        log.info("connected to the gas company broker %s", self._settings.url)
+        self._on_connected()
+        await self.publish_summaries()
+        async for message in client.messages:
+            await self._command(str(message.topic), message.payload, retained=message.retain)
+
+    # --- summaries -------------------------------------------------------------------------
+
+    async def publish_summaries(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        for summary in self._summaries():
+            body = json.dumps(summary, ensure_ascii=False, sort_keys=True)
+            await client.publish(
+                self.topics.summary(str(summary["site_id"])),
+                body,
+                qos=1,
+                retain=True,
+                timeout=self._settings.publish_timeout_s,
+            )
+
+    async def _summary_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.summary_interval_s)
+            if self.connected.is_set():
+                try:
+                    await self.publish_summaries()
+                except aiomqtt.MqttError as exc:
+                    log.warning("site summaries not published: %s", exc)
+
+    # --- commands --------------------------------------------------------------------------
+
+    async def _command(self, topic: str, payload: Any, *, retained: bool) -> None:
+        command, reason = self._parse(topic, payload, retained=retained)
+        if command is None:
+            self.counts[f"refused.{reason}"] += 1
+            log.warning("gas company command on %s refused: %s", topic, reason)
+            officer = self.topics.officer_of(topic)
+            if officer is not None and not retained:
+                await self._reply(officer, _raw_fields(payload), Refused(reason, reason))
+            return
+        outcome = self._apply(command)
+        if isinstance(outcome, Alarm):
+            result, detail = "accepted", command.note
+            self.counts["accepted"] += 1
+        else:
+            result, detail = "refused", f"{outcome.reason}: {outcome.message}"
+            self.counts[f"refused.{outcome.reason}"] += 1
+        with self._store.transaction() as db:
+            audit.record(
+                db,
+                audit.AuditEntry(
+                    command.alarm_id,
+                    self._clock.now(),
+                    "command",
+                    "gasco",
+                    command.officer_id,
+                    result,
+                    f"{command.action}: {detail}",
+                ),
+            )
+        await self._reply(command.officer_id, command.model_dump(), outcome)
+
+    def _parse(
+        self, topic: str, payload: Any, *, retained: bool
+    ) -> tuple[GascoCommand | None, str]:
+        officer = self.topics.officer_of(topic)
+        if officer is None:
+            return None, "unauthorised_topic"
+        if retained:
+            return None, "retained_command"  # a stale retained message is not a person acting
+        if not isinstance(payload, bytes | bytearray) or len(payload) > MAX_COMMAND_BYTES:
+            return None, "bad_payload"
+        try:
+            command = GascoCommand.model_validate_json(payload)
+        except ValidationError as exc:
+            kind = exc.errors()[0]["type"]
+            return None, "bad_json" if kind == "json_invalid" else "bad_command"
+        if command.officer_id != officer:
+            return None, "unauthorised_topic"
+        if self._settings.officers and officer not in self._settings.officers:
+            return None, "unknown_officer"
+        return command, ""
+
+    def _apply(self, command: GascoCommand) -> Alarm | Refused:
+        if self._desk is None:
+            return Refused("unavailable", "the gateway has no alarms room")
+        note = command.note or None
+        if command.action == "acknowledge":
+            return self._desk.acknowledge(command.alarm_id, command.officer_id, note)
+        return self._desk.resolve(command.alarm_id, command.officer_id, note)
+
+    async def _reply(
+        self, officer: str, fields: Mapping[str, Any], outcome: Alarm | Refused
+    ) -> None:
+        """docs/schemas/gasco-command-reply.schema.json"""
+        client = self._client
+        if client is None:
+            return
+        alarm = outcome if isinstance(outcome, Alarm) else None
+        refused = outcome if isinstance(outcome, Refused) else None
+        reply = {
+            "schema": "gasgate/gasco/command-reply/1",
+            "cmd_id": fields.get("cmd_id"),
+            "alarm_id": fields.get("alarm_id"),
+            "action": fields.get("action"),
+            "officer_id": officer,
+            "accepted": alarm is not None,
+            "reason": refused.reason if refused else None,
+            "detail": refused.message if refused else None,
+            "state": alarm.state.value if alarm else None,
+            "alarm_revision": alarm.revision if alarm else None,
+            "at": self._clock.now().isoformat(),
+        }
+        try:
+            await client.publish(
+                self.topics.reply(officer),
+                json.dumps(reply, ensure_ascii=False),
+                qos=1,
+                timeout=self._settings.publish_timeout_s,
+            )
+        except aiomqtt.MqttError as exc:
+            log.warning("reply to officer %s not published: %s", officer, exc)
+
+
+def _raw_fields(payload: Any) -> dict[str, Any]:
+    """Whatever ids a refused command carried, echoed so the officer's console can match it."""
+    try:
+        data = json.loads(payload)
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k in ("cmd_id", "alarm_id", "action") if isinstance(v := data.get(k), str)}

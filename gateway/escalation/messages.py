@@ -1,0 +1,146 @@
+"""Alert texts in plain words, Simplified Chinese by default, English per contact.
+
+Every alert says which site and where, what happened, what the gateway already did, and what to
+do now. The valve sentence only claims what is known: a leak's linked valves were *commanded*
+closed; "closed" only once every linked valve has reported closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.alarm_types import AlarmType, info
+from gateway.model import Alarm
+from gateway.registry.model import Site
+
+__all__ = ["Message", "known_type", "local_zone", "render"]
+
+_LEAK_LIKE = {
+    AlarmType.LEAK_LOW,
+    AlarmType.LEAK_HIGH,
+    AlarmType.OVERFLOW,
+    AlarmType.VALVE_FAILED_TO_CLOSE,
+    AlarmType.LEAK_NOT_ISOLATED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    body: str
+
+
+def local_zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def render(
+    alarm: Alarm,
+    site: Site | None,
+    lang: str,
+    *,
+    hotline: str,
+    zone: tzinfo,
+    valve_state: str | None = None,
+    unanswered_s: float = 0.0,
+) -> Message:
+    zh = lang != "en"
+    kind = known_type(alarm.alarm_type)
+    title_what = _title(kind, alarm, zh=zh)
+    site_name = site.name if site else (alarm.site_id or alarm.source)
+    lines = [
+        _where(site, alarm, zh=zh),
+        _what(title_what, alarm, zone, zh=zh),
+        _valve(kind, valve_state, zh=zh),
+        _todo(kind, hotline, zh=zh),
+    ]
+    if unanswered_s >= 60:
+        minutes = int(unanswered_s // 60)
+        lines.insert(
+            0,
+            f"已报警{minutes}分钟，仍无人确认。"
+            if zh
+            else f"Not acknowledged after {minutes} min.",
+        )
+    lines.append(f"报警编号：{alarm.alarm_id}" if zh else f"Alarm id: {alarm.alarm_id}")
+    title = f"【{title_what}】{site_name}" if zh else f"[{title_what}] {site_name}"
+    return Message(title, "\n".join(line for line in lines if line))
+
+
+def known_type(name: str) -> AlarmType | None:
+    """The catalogue's type; None for a type only a rule file knows."""
+    return AlarmType(name) if name in AlarmType.__members__.values() else None
+
+
+def _title(kind: AlarmType | None, alarm: Alarm, *, zh: bool) -> str:
+    if kind is None:
+        return alarm.message or alarm.alarm_type
+    return info(kind).title_zh if zh else info(kind).title_en
+
+
+def _where(site: Site | None, alarm: Alarm, *, zh: bool) -> str:
+    if site is None:
+        return (
+            f"地点：{alarm.site_id or alarm.source}"
+            if zh
+            else f"Site: {alarm.site_id or alarm.source}"
+        )
+    if zh:
+        return f"地点：{site.name}，{site.address}（{site.district}）"
+    return f"Site: {site.name}, {site.address} ({site.district})"
+
+
+def _what(title: str, alarm: Alarm, zone: tzinfo, *, zh: bool) -> str:
+    at = alarm.raised_at.astimezone(zone).strftime("%H:%M:%S")
+    lel = alarm.readings.get("lel_pct")
+    level = ""
+    if isinstance(lel, int | float) and not isinstance(lel, bool):
+        level = f"，浓度 {lel:g} %LEL" if zh else f", {lel:g} %LEL"
+    return f"{at} 发生{title}{level}。" if zh else f"{title} at {at}{level}."
+
+
+def _valve(kind: AlarmType | None, state: str | None, *, zh: bool) -> str:
+    if kind is AlarmType.VALVE_FAILED_TO_CLOSE:
+        return (
+            "网关多次发出关阀指令，燃气切断阀未能关闭！"
+            if zh
+            else "The gateway commanded the shut-off valve closed several times: it did NOT close!"
+        )
+    if state == "closed":
+        return "燃气切断阀已关闭。" if zh else "The shut-off valve is closed."
+    if kind is not None and info(kind).closes_valves:
+        return (
+            "网关已发出关闭燃气切断阀的指令。"
+            if zh
+            else "The gateway has commanded the shut-off valve to close."
+        )
+    return ""
+
+
+def _todo(kind: AlarmType | None, hotline: str, *, zh: bool) -> str:
+    call_zh = f"燃气公司 {hotline} 或 119" if hotline else "119"
+    call_en = f"the gas company on {hotline}, or 119" if hotline else "119"
+    if kind in _LEAK_LIKE:
+        return (
+            f"请立即：所有人离开现场；不要点火、不要开关任何电器（包括电灯、排风扇）、不要打电话；"
+            f"到室外安全处拨打{call_zh}。"
+            if zh
+            else "Now: everyone leave the premises; no flames, do not switch anything on or off "
+            f"(lights, fans), do not phone inside; once outside, call {call_en}."
+        )
+    if kind is not None and info(kind).maintenance:
+        return (
+            f"请联系燃气公司安排检修{'：' + hotline if hotline else ''}。"
+            if zh
+            else f"Please have the kit serviced{': call ' + hotline if hotline else ''}."
+        )
+    return (
+        f"请检查现场设备；如闻到燃气味，立即离开并拨打{call_zh}。"
+        if zh
+        else f"Please check the kit on site; if you smell gas, leave at once and call {call_en}."
+    )

@@ -1,0 +1,308 @@
+"""Escalation with the real alarms room, a real store, a real HTTP receiver and a real SMTP
+server; time moved by a ManualClock (the receivers answer in real time)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.alarms import Alarms
+from gateway.bus import Bus
+from gateway.clock import ManualClock
+from gateway.errors import ConfigError
+from gateway.escalation import (
+    DEFAULT_POLICIES,
+    EscalationService,
+    EscalationSettings,
+    build,
+    load_policies,
+    trail,
+)
+from gateway.events import Severity
+from gateway.model import Alarm
+from gateway.store import Store
+from tests.support.escalation_kit import eventually, leak, registry, settings_for
+from tests.support.receivers import HttpReceiver, SmtpReceiver
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    with HttpReceiver().running() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    with SmtpReceiver().running() as receiver:
+        yield receiver
+
+
+@dataclass
+class World:
+    bus: Bus
+    store: Store
+    clock: ManualClock
+    alarms: Alarms
+    service: EscalationService
+
+    async def raise_leak(self) -> Alarm:
+        self.bus.publish(leak(self.clock.now()))
+        await self.bus.join()
+        (alarm,) = self.alarms.open_alarms()
+        return alarm
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.bus.join()
+
+
+@contextlib.asynccontextmanager
+async def world(
+    path: Path, settings: dict[str, Any], clock: ManualClock | None = None
+) -> AsyncIterator[World]:
+    bus, store, clock = Bus(), Store(path / "gasgate.db"), clock or ManualClock()
+    store.open()
+    alarms = Alarms(bus, store, clock, "gw1")
+    service = build(
+        EscalationSettings.model_validate(settings),
+        bus=bus,
+        store=store,
+        clock=clock,
+        registry=registry(),
+        desk=alarms,
+        gateway_id="gw1",
+    )
+    await alarms.start()
+    await service.start()
+    try:
+        yield World(bus, store, clock, alarms, service)
+    finally:
+        await service.stop()
+        await alarms.stop()
+        await bus.stop()
+        store.close()
+
+
+def settled(w: World) -> bool:
+    """No notification to a person left queued (gas company events wait: no broker here)."""
+    return w.service.outbox.pending() == w.service.outbox.pending("gasco")
+
+
+def phones(http: HttpReceiver) -> list[str]:
+    return [r.json()["phone"] for r in http.received("/sms")]
+
+
+async def test_leak_tells_site_and_duty_room_at_once_then_supervisor_after_2_min(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: len(http.received()) == 3, what="site SMS x2 + duty room")
+        assert sorted(phones(http)) == ["13800000001", "13800000002"]
+        by_phone = {r.json()["phone"]: r.json()["text"] for r in http.received("/sms")}
+        zh, en = by_phone["13800000001"], by_phone["13800000002"]
+        assert "老王饭店" in zh
+        assert "漕溪北路 88 号" in zh
+        assert "离开现场" in zh
+        assert "96777" in zh
+        assert "关闭燃气切断阀" in zh  # what the gateway did: commanded the valve closed
+        assert "leave the premises" in en
+        assert "no flames" in en
+        assert "Xuhui" in en
+        (robot,) = http.received("/wecom")
+        assert robot.json()["msgtype"] == "text"
+        assert "老王饭店" in robot.json()["text"]["content"]
+
+        await w.advance(119)
+        await eventually(lambda: w.service.outbox.pending("sms") == 0)
+        assert len(http.received("/sms")) == 2
+        assert smtp.messages() == []
+
+        await w.advance(1)  # 2 min without acknowledgement: the supervisor
+        await eventually(lambda: len(smtp.messages()) == 1, what="supervisor e-mail")
+        await eventually(lambda: "13900000001" in phones(http), what="supervisor SMS")
+        (mail,) = smtp.messages()
+        assert mail["To"] == "zhang@gasco.example"
+        assert "已报警2分钟，仍无人确认" in mail.get_content()  # noqa: RUF001
+        assert (
+            mail["X-Gasgate-Delivery"].strip()
+            == f"{alarm.alarm_id}/e1/s1/email/zhang@gasco.example"
+        )
+
+        await eventually(lambda: settled(w))
+        kinds = [(e.kind, e.result) for e in trail(w.store, alarm.alarm_id)]
+        assert kinds.count(("step", "fired")) == 2
+        assert kinds.count(("notification", "sent")) == 5
+
+
+async def test_acknowledgement_stops_next_steps_and_queued_notifications(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    http.status = 503  # the SMS provider is down: the site's texts wait in the outbox
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: w.service.outbox.counts["error.sms"] >= 1, what="SMS retry")
+        assert w.service.outbox.pending("sms") == 2
+
+        result = w.alarms.acknowledge(alarm.alarm_id, "officer-7", "on my way")
+        assert isinstance(result, Alarm)
+        await w.bus.join()
+        assert w.service.outbox.pending("sms") == 0  # cancelled, not sent later
+
+        http.status = 200
+        await w.advance(3600)  # every step's time passes
+        await eventually(lambda: settled(w))
+        assert phones(http) == []
+        assert smtp.messages() == []
+        entries = trail(w.store, alarm.alarm_id)
+        cancelled = [e for e in entries if e.result == "cancelled"]
+        assert len(cancelled) == 3
+        assert all("officer-7" in e.detail for e in cancelled)
+        assert any(e.kind == "escalation" and e.result == "stopped" for e in entries)
+        assert not any(e.kind == "step" and "step 1" in e.detail for e in entries)
+
+
+async def test_a_step_due_while_the_gateway_was_down_fires_once_at_restart(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    clock = ManualClock()
+    settings = settings_for(http.url, smtp.port)
+    async with world(tmp_path, settings, clock) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: len(http.received()) == 3)
+    clock.advance(300)  # down for 5 min: the 2-min step came due meanwhile
+    async with world(tmp_path, settings, clock) as w:
+        await eventually(lambda: "13900000001" in phones(http), what="supervisor SMS")
+        await eventually(lambda: len(smtp.messages()) == 1)
+        await w.advance(100)  # well before the 10-min step
+        await eventually(lambda: settled(w))
+    clock.advance(5)
+    async with world(tmp_path, settings, clock) as w:  # a second restart fires nothing again
+        await w.advance(1)
+        await eventually(lambda: settled(w))
+    assert phones(http).count("13900000001") == 1
+    assert len(smtp.messages()) == 1
+    assert "13900000002" not in phones(http)  # dispatcher: 10 min, not yet
+    store = Store(tmp_path / "gasgate.db")
+    store.open()
+    steps = [e.detail for e in trail(store, alarm.alarm_id) if e.kind == "step"]
+    store.close()
+    assert [s.split(":")[0] for s in steps] == ["policy leak step 0", "policy leak step 1"]
+
+
+async def test_repeats_missed_while_down_are_sent_once(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    clock = ManualClock()
+    settings = settings_for(http.url, smtp.port)
+    async with world(tmp_path, settings, clock) as w:
+        await w.raise_leak()
+        await eventually(lambda: len(http.received()) == 3)
+    clock.advance(3 * 3600)  # every step and all three repeats came due
+    async with world(tmp_path, settings, clock) as w:
+        # supervisor (step 1), regulator (step 2), regulator again (one repeat of step 2)
+        await eventually(lambda: len(smtp.messages()) == 3, what="supervisor + regulator x2")
+        await eventually(lambda: settled(w))
+    # supervisor (step 1), dispatcher (step 2) and one repeat of step 2: not three.
+    assert phones(http).count("13900000002") == 2
+    assert phones(http).count("13900000001") == 1
+
+
+async def test_webhook_is_signed_and_carries_its_delivery_key(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: len(http.received("/sms")) == 2)
+    for request in http.received("/sms"):
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        stamp = headers["x-gasgate-timestamp"]
+        expected = hmac.new(b"s3cret", stamp.encode() + b"." + request.body, hashlib.sha256)
+        assert headers["x-gasgate-signature"] == f"sha256={expected.hexdigest()}"
+        assert headers["x-gasgate-delivery"] == request.json()["reference"]
+        assert headers["x-gasgate-delivery"].startswith(f"{alarm.alarm_id}/e1/s0/sms/")
+
+
+async def test_a_refused_notification_is_given_up_recorded_and_does_not_block_the_lane(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    http.status = 400
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: settled(w), what="rows given up")
+        failed = [e for e in trail(w.store, alarm.alarm_id) if e.result == "failed"]
+        assert len(failed) == 3
+        assert all(e.detail == "HTTP 400" for e in failed)
+
+
+async def test_dingtalk_robot_is_signed_its_way(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    settings = settings_for(http.url, smtp.port)
+    settings["channels"]["duty_room_im"] = {
+        "kind": "webhook",
+        "url": http.url("/robot/send?access_token=t"),
+        "template": "dingtalk",
+        "secret": "SECdemo",
+    }
+    clock = ManualClock()
+    async with world(tmp_path, settings, clock) as w:
+        await w.raise_leak()
+        await eventually(lambda: len(http.received("/robot")) == 1)
+    (request,) = http.received("/robot")
+    millis = str(int(clock.now().timestamp() * 1000))
+    assert f"timestamp={millis}&sign=" in request.path
+    body = request.json()
+    assert body["msgtype"] == "text"
+    assert body["at"] == {"atMobiles": [], "isAtAll": False}
+
+
+def test_policy_file_problems_are_located(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(
+        "policies:\n"
+        "  - name: leak\n"
+        "    steps:\n"
+        "      - after_s: 120\n"
+        "        notify: [{to: duty_room, via: [sms]}]\n"
+        "      - after_s: -5\n"
+        "        notify: [{to: nobody, via: [sms]}]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_policies(policy_file)
+    message = str(caught.value)
+    assert f"{policy_file}:6:18: policies.0.steps.1.after_s" in message
+    assert f"{policy_file}:7:23: policies.0.steps.1.notify.0.to" in message
+
+
+def test_policy_file_loads_and_defaults_match_safety_domain(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(
+        "policies:\n"
+        "  - name: all\n"
+        "    stop_on: [acknowledged, cleared]\n"
+        "    steps:\n"
+        "      - {after_s: 0, notify: [{to: duty_room, via: [duty_room_im]}]}\n"
+        "    repeat: {every_s: 60, times: 2}\n"
+    )
+    policy = load_policies(policy_file).policies[0]
+    assert [(s.index, s.after_s) for s in policy.schedule()] == [(0, 0), (1, 60), (2, 120)]
+    leak_policy = DEFAULT_POLICIES.for_alarm("leak_high", Severity.CRITICAL)
+    assert leak_policy is not None
+    assert [(s.after_s, [n.to.value for n in s.notify]) for s in leak_policy.steps] == [
+        (0, ["site_contacts", "duty_room"]),
+        (120, ["duty_supervisor"]),
+        (600, ["emergency_dispatcher", "district_regulator"]),
+    ]
+    maintenance = DEFAULT_POLICIES.for_alarm("low_battery", Severity.LOW)
+    assert maintenance is not None
+    assert maintenance.name == "maintenance"
+    assert timedelta(seconds=leak_policy.steps[1].after_s) == timedelta(minutes=2)
