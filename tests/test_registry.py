@@ -437,6 +437,14 @@ def test_yaml_syntax_error_is_located() -> None:
     assert (problem.file, problem.code, problem.line) == ("registry.yaml", "bad_yaml", 4)
 
 
+@pytest.mark.parametrize("name", ["registry.yaml", "kits.yaml"])
+def test_deeply_nested_yaml_is_a_problem_not_a_crash(name: str) -> None:
+    files = {"sites.csv": (GOOD / "sites.csv").read_bytes(), name: b"[" * 1_500}
+    if name == "registry.yaml":
+        del files["sites.csv"]
+    assert f"{name}:1:1 bad_yaml" in errors(files)
+
+
 def test_custom_kit_file_errors() -> None:
     kits = (
         b"kits:\n"

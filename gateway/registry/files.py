@@ -214,6 +214,8 @@ def yaml_root(file: str, text: str) -> tuple[yaml.Node | None, list[Problem]]:
         return None, [_error(file, line, column, message, "bad_yaml")]
     except yaml.YAMLError as exc:
         return None, [_error(file, 1, 1, f"not valid YAML: {exc}", "bad_yaml")]
+    except RecursionError:  # PyYAML composes nested collections recursively
+        return None, [_error(file, 1, 1, "not valid YAML: nested too deeply", "bad_yaml")]
 
 
 def _at(file: str, node: yaml.Node, message: str, code: str) -> Problem:
