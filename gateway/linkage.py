@@ -205,8 +205,9 @@ class Linkage:
             return True
         if f.status == "pending":
             return False  # already being closed: its retries are scheduled
-        # After a restart, an alarm whose close was already sent is not sent again.
-        return not (transition is Transition.RESTORED and f.alarm_id == alarm.alarm_id)
+        # After a restart, a valve commanded since the alarm was raised (for it, or for the
+        # other leak level of the same detector) is not commanded again.
+        return not (transition is Transition.RESTORED and f.sent_at >= alarm.raised_at)
 
     def _command(self, valves: list[str], alarm_id: str, tries: int) -> None:
         """Store the follow-ups, then queue every command: all valves in one go."""

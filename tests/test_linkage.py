@@ -217,3 +217,21 @@ def test_command_builder_has_no_open() -> None:
     topic, payload = command_message("valve-a1", "c1", CommandCode.CLOSE_VALVE)
     assert topic == "kit/v1/valve-a1/cmd"
     assert json.loads(payload) == {"id": "c1", "cmd": "close_valve"}
+
+
+async def test_restart_does_not_recommand_valves_closed_for_either_leak_level(
+    tmp_path: Path, registry: Registry
+) -> None:
+    first = Gateway(tmp_path, registry)
+    await first.start()
+    await first.condition("leak_low", DETECTOR)
+    await first.condition("leak_high", DETECTOR)  # its valves were already being closed
+    for valve in VALVES:
+        await first.valve_reports(valve, ValveState.CLOSED)
+    await first.stop()
+
+    second = Gateway(tmp_path, registry, clock=ManualClock(first.clock.now()))
+    await second.start()  # both leak alarms are announced again
+    await second.advance(RETRY_S * TRIES * 2)
+    assert second.outbox.sent == []
+    await second.stop()
