@@ -292,7 +292,9 @@ class SerialLink:
             self._idle_timer = loop.call_later(self.config.idle_gap_s, self._on_idle)
 
     def _on_idle(self) -> None:
-        self._idle_timer = None
+        if self._idle_timer:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         start = self._fed - self._decoder.pending
         self._handle_frames(start, self._decoder.line_idle())
 
