@@ -1,0 +1,189 @@
+"""The deployment's Mosquitto users and ACL, on a real Mosquitto running deploy/'s own files.
+
+The broker runs deploy/mosquitto/mosquitto.conf with only the listener and the paths moved into
+the test's directory, deploy/mosquitto/acl as it is, and a password file made by
+deploy/mosquitto/make-passwd.sh. A denied publish is acknowledged and silently dropped by
+Mosquitto, so each test ends with a publish that is allowed (a sentinel): whatever the observer
+has not seen by the time the sentinel arrives was dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import re
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from tests.support.services import free_port, wait_for_port
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy" / "mosquitto"
+PASSWORDS = {
+    "gasgate.gateway": "gw-Secret1",
+    "gasgate.bridge": "br-Secret2",
+    "dev-a": "a-Secret3",
+    "dev-b": "b-Secret4",
+}
+TIMEOUT_S = 10.0
+
+
+def broker_conf(port: int, passwd: Path, data: Path) -> str:
+    """deploy's mosquitto.conf with the listener on loopback and the files in the test's dir."""
+    text = (DEPLOY / "mosquitto.conf").read_text()
+    moves = {
+        r"^listener 1883$": f"listener {port} 127.0.0.1",
+        r"^password_file /mosquitto/secrets/passwd$": f"password_file {passwd}",
+        r"^acl_file /mosquitto/config/acl$": f"acl_file {DEPLOY / 'acl'}",
+        r"^persistence_location /mosquitto/data/$": f"persistence_location {data}/",
+        r"^log_dest stdout$": "log_dest stderr",
+    }
+    for line, replacement in moves.items():
+        text, count = re.subn(line, replacement, text, flags=re.MULTILINE)
+        assert count == 1, f"deploy mosquitto.conf has no line {line}"
+    # Started as root, Mosquitto would drop to the "mosquitto" user, who cannot read the test's
+    # private directory; as anyone else this line changes nothing.
+    return f"{text}\nuser {getpass.getuser()}\n"
+
+
+@pytest.fixture(scope="module")
+def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    work = tmp_path_factory.mktemp("deploy-acl")
+    env = work / "env"
+    env.write_text(
+        f"GATEWAY_MQTT_PASSWORD={PASSWORDS['gasgate.gateway']}\n"
+        f'BRIDGE_MQTT_PASSWORD="{PASSWORDS["gasgate.bridge"]}"\n'
+        "SIM_MQTT_PASSWORD=\n"
+    )
+    devices = work / "devices"
+    devices.write_text(
+        f"# MQTT-native kits\ndev-a:{PASSWORDS['dev-a']}\n\ndev-b:{PASSWORDS['dev-b']}\n"
+    )
+    passwd = work / "passwd"
+    subprocess.run(
+        [DEPLOY / "make-passwd.sh", env, devices, passwd], check=True, capture_output=True
+    )
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(broker_conf(port, passwd, work))
+    with (work / "mosquitto.log").open("ab") as log:
+        proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def client(
+    port: int, user: str | None, password: str | None = None
+) -> AsyncIterator[aiomqtt.Client]:
+    secret = PASSWORDS.get(user or "") if password is None else password
+    async with aiomqtt.Client(
+        "127.0.0.1", port, username=user, password=secret, timeout=TIMEOUT_S
+    ) as connected:
+        yield connected
+
+
+async def topics_until(observer: aiomqtt.Client, sentinel: str) -> list[str]:
+    """Topics the observer receives, up to and including the sentinel."""
+    seen: list[str] = []
+    async with asyncio.timeout(TIMEOUT_S):
+        async for message in observer.messages:
+            seen.append(message.topic.value)
+            if message.topic.value == sentinel:
+                return seen
+    raise AssertionError("the observer's message stream ended")
+
+
+async def test_a_device_publishes_its_own_topics_and_nothing_in_another_name(
+    broker_port: int,
+) -> None:
+    async with client(broker_port, "gasgate.gateway") as gateway:
+        await gateway.subscribe("#", qos=1)
+        async with client(broker_port, "dev-a") as device:
+            for topic in (
+                "kit/v1/dev-a/report",  # allowed
+                "kit/v1/dev-b/report",  # another device's name
+                "kit/v1/dev-b/availability",
+                "kit/v1/dev-a/cmd",  # only the gateway commands
+                "kit/v1/dev-b/cmd",
+                "kit/v1/_bridge/rx1/availability",
+                "gasgate/v1/gw/availability",
+                "kit/v1/dev-a/cmd/ack",  # allowed
+                "kit/v1/dev-a/availability",  # allowed: the sentinel
+            ):
+                await device.publish(topic, b"{}", qos=1)
+            seen = await topics_until(gateway, "kit/v1/dev-a/availability")
+    assert seen == ["kit/v1/dev-a/report", "kit/v1/dev-a/cmd/ack", "kit/v1/dev-a/availability"]
+
+
+async def test_a_device_reads_only_its_own_commands(broker_port: int) -> None:
+    async with client(broker_port, "dev-a") as device:
+        await device.subscribe("kit/v1/+/cmd", qos=1)
+        await device.subscribe("kit/v1/dev-a/cmd", qos=1)
+        async with client(broker_port, "gasgate.gateway") as gateway:
+            await gateway.publish("kit/v1/dev-b/cmd", b'{"id": "1", "cmd": "close_valve"}', qos=1)
+            await gateway.publish("kit/v1/dev-a/cmd", b'{"id": "2", "cmd": "query"}', qos=1)
+        async with asyncio.timeout(TIMEOUT_S):
+            first = await anext(aiter(device.messages))
+    assert first.topic.value == "kit/v1/dev-a/cmd"
+
+
+async def test_the_gateway_commands_devices_but_cannot_speak_for_one(broker_port: int) -> None:
+    async with client(broker_port, "gasgate.gateway") as observer:
+        await observer.subscribe("#", qos=1)
+        async with client(broker_port, "gasgate.gateway") as gateway:
+            await gateway.publish("kit/v1/dev-a/report", b"{}", qos=1)
+            await gateway.publish("kit/v1/dev-a/availability", b"offline", qos=1)
+            await gateway.publish("kit/v1/dev-a/cmd", b"{}", qos=1)
+            await gateway.publish("gasgate/v1/gw-1/availability", b"online", qos=1)
+        seen = await topics_until(observer, "gasgate/v1/gw-1/availability")
+    assert seen == ["kit/v1/dev-a/cmd", "gasgate/v1/gw-1/availability"]
+
+
+async def test_the_bridge_speaks_for_radio_devices_and_never_commands(broker_port: int) -> None:
+    async with client(broker_port, "gasgate.gateway") as observer:
+        await observer.subscribe("#", qos=1)
+        async with client(broker_port, "gasgate.bridge") as bridge:
+            await bridge.subscribe("kit/v1/+/cmd", qos=1)
+            for topic in (
+                "kit/v1/1a2b3c4d/report",  # allowed
+                "kit/v1/1a2b3c4d/cmd",  # only the gateway commands
+                "kit/v1/_bridge/rx2/availability",  # another bridge
+                "gasgate/v1/gw-1/availability",
+                "kit/v1/1a2b3c4d/cmd/ack",  # allowed
+                "kit/v1/_bridge/rx1/availability",  # allowed: the sentinel
+            ):
+                await bridge.publish(topic, b"{}", qos=1)
+            seen = await topics_until(observer, "kit/v1/_bridge/rx1/availability")
+    assert seen == [
+        "kit/v1/1a2b3c4d/report",
+        "kit/v1/1a2b3c4d/cmd/ack",
+        "kit/v1/_bridge/rx1/availability",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [
+        (None, None),  # anonymous
+        ("dev-a", PASSWORDS["dev-b"]),  # another device's password
+        ("dev-c", "anything"),  # not in the password file
+        ("gasgate.sim", ""),  # the simulator's user exists only when SIM_MQTT_PASSWORD is set
+    ],
+    ids=["anonymous", "wrong-password", "unknown-user", "no-sim-user"],
+)
+async def test_only_known_users_with_their_own_password_connect(
+    broker_port: int, user: str | None, password: str | None
+) -> None:
+    with pytest.raises(aiomqtt.MqttError):
+        async with client(broker_port, user, password):
+            pass
