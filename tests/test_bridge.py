@@ -20,7 +20,7 @@ from firmware_bridge.link import LinkConfig
 from gateway import contract
 from gateway.mqtturl import parse_mqtt_url
 from tests.support.ksp_peer import RawPeer
-from tests.support.services import Mosquitto
+from tests.support.services import Mosquitto, free_port
 from tests.test_ksp import VECTORS
 
 VALVE = "00c0ffee"
@@ -293,3 +293,28 @@ async def test_reports_acked_while_the_broker_is_down_are_delivered_in_order(
                 await watcher.wait_for(lambda: len(watcher.reports()) == 20)
                 assert [r["seq"] for _, r in watcher.reports()] == list(range(20))
             assert rig.bridge.queued == 0
+
+
+async def test_full_outbox_refuses_reports_unacknowledged(tmp_path: Path) -> None:
+    # Nothing listens on this port: the broker stays unreachable for the whole test.
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    peer = RawPeer(tmp_path / "ttyKIT")
+    peer.plug()
+    config = BridgeConfig("full", parse_mqtt_url(url), queue_limit=3, drain_on_stop_s=0.2)
+    bridge = Bridge(config, LinkConfig(str(peer.path)))
+    await bridge.start()
+    try:
+        assert (await peer.next_message())[1] == ksp.Ping()
+        valve = ksp.parse(ksp.Decoder().feed(vector("valve closed"))[0])
+        for seq in range(3):
+            peer.send(seq, valve)
+            assert (await peer.next_message())[1] == ksp.Ack(seq)
+        peer.send(3, valve)
+        await peer.expect_quiet(0.5)  # refused: not ACKed, so the receiver will retransmit
+        assert bridge.counters.outbox_overflow == 1
+        assert bridge.link.counters.refused == 1
+        assert bridge.queued == 3
+    finally:
+        await bridge.stop()
+        peer.close()
+    assert bridge.counters.lost_on_stop == 3

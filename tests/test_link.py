@@ -290,3 +290,30 @@ async def test_heartbeat_supervision(tmp_path: Path) -> None:
         await rig.sink.wait_for(lambda: rig.link.receiver.online)
         assert [s.online for s in rig.sink.receiver()] == [False, True, False, True]
         assert all(isinstance(e, ReceiverState | PairingReceived) for e in rig.sink.events)
+
+
+async def test_a_failing_consumer_leaves_the_frame_unacked_and_the_link_running(
+    tmp_path: Path,
+) -> None:
+    calls = []
+
+    def broken(event: LinkEvent) -> bool:
+        calls.append(event)
+        if isinstance(event, ReportReceived) and len(calls) < 3:
+            raise RuntimeError("consumer bug")
+        return True
+
+    peer = RawPeer(tmp_path / "ttyKIT")
+    peer.plug()
+    link = SerialLink(LinkConfig(str(peer.path)), broken)
+    await link.start()
+    try:
+        assert (await peer.next_message())[1] == ksp.Ping()
+        peer.write(vector("valve closed"))
+        await peer.expect_quiet(0.3)
+        peer.write(vector("valve closed"))  # the retransmission: accepted this time
+        assert (await peer.next_message())[1] == ksp.Ack(0x12)
+        assert link.counters.refused == 1
+    finally:
+        await link.stop()
+        peer.close()
