@@ -551,9 +551,8 @@ async def test_district_attach_fills_receivers_site_by_site(tmp_path: Path) -> N
 
 async def test_mqtt_device_reports_and_answers_commands(mosquitto: Mosquitto) -> None:
     ident = "mq-test-01-valve"
-    device = MqttDevice(mosquitto.url, ident, ksp.DeviceKind.VALVE, time_scale=0.01)
-    valve = device.model
-    assert isinstance(valve, SimValve)
+    valve = SimValve(0, close_time_s=0.05, interval_s=3600)  # no periodic report in the test
+    device = MqttDevice(mosquitto.url, ident, ksp.DeviceKind.VALVE, model=valve)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-gateway") as gw:
         await gw.subscribe(f"kit/v1/{ident}/#", qos=1)
         await device.start()
@@ -698,3 +697,26 @@ async def test_receiver_runs_on_a_serial_device(tmp_path: Path) -> None:
         os.close(slave)
     assert heartbeat == ksp.Heartbeat(0, 1, 0x0102)
     assert receiver.stats.acks_received == 2  # power_on and the query's report
+
+
+async def test_paced_pty_sends_at_the_line_rate_and_drops_beyond_its_buffer(
+    tmp_path: Path,
+) -> None:
+    port = PtyPort(tmp_path / "ttyKIT0", baud=9600)  # 960 bytes a second
+    await port.start()
+    end = GatewayEnd(port.link_path, auto_ack=False)
+    end.open()
+    loop = asyncio.get_running_loop()
+    try:
+        frame = ksp.encode(1, ksp.Ping())  # 8 bytes
+        started = loop.time()
+        for _ in range(60):  # 480 bytes: half a second at 9600 baud
+            port.write(frame)
+        await eventually(lambda: len(end.seen) == 60)
+        elapsed = loop.time() - started
+        port.write(bytes(5000))  # more than the transmit buffer holds
+    finally:
+        end.close()
+        await port.stop()
+    assert elapsed >= 0.45
+    assert port.bytes_dropped == 5000

@@ -38,7 +38,7 @@ def _ports(
     link = pty_link or _DEFAULT_LINK
     # One receiver per pty, as in the field: the second one's link is PATH.2, and so on.
     return [
-        PtyPort(link if n == 1 else link.with_name(f"{link.name}.{n}"))
+        PtyPort(link if n == 1 else link.with_name(f"{link.name}.{n}"), baud=baud)
         for n in range(1, needed + 1)
     ]
 
@@ -95,7 +95,13 @@ async def _run(
 @click.option(
     "--serial", "serial_dev", metavar="DEV", help="run the receiver on a real serial device instead"
 )
-@click.option("--baud", type=click.Choice(["115200", "9600"]), default="115200", show_default=True)
+@click.option(
+    "--baud",
+    type=click.Choice(["115200", "9600"]),
+    default="115200",
+    show_default=True,
+    help="line rate; a pty is paced at it like a UART",
+)
 @click.option(
     "--mqtt", "mqtt_url", metavar="URL", help="broker for MQTT-native devices (mqtt://host:port)"
 )

@@ -105,9 +105,13 @@ class SimDevice(ABC):
                 await task
 
     async def _report_periodically(self) -> None:
+        # Devices powered on together must not all report in the same instant: each starts at
+        # its own phase of the interval, derived from its id so that runs repeat.
+        phase = 1 - (self.device_id * 2654435761 % 2**32) / 2**32  # in (0, 1]
+        await asyncio.sleep(self.scaled(self.interval_s) * phase)
         while True:
-            await asyncio.sleep(self.scaled(self.interval_s))
             self.emit(ksp.Event.PERIODIC)
+            await asyncio.sleep(self.scaled(self.interval_s))
 
     def emit(self, event: ksp.Event) -> None:
         """Send a report now (unless the device is silent)."""

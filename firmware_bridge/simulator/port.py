@@ -26,6 +26,7 @@ __all__ = ["PtyPort", "SerialPort", "SimPort"]
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 4096
+TX_BUFFER_BYTES = 4096  # a paced receiver's transmit buffer; a backlog beyond it is lost
 
 
 class SimPort(Protocol):
@@ -91,13 +92,40 @@ class _FdPort:
 
 
 class PtyPort(_FdPort):
-    """A pseudo-terminal whose slave is reachable at ``link_path`` (a symlink)."""
+    """A pseudo-terminal whose slave is reachable at ``link_path`` (a symlink).
 
-    def __init__(self, link_path: Path) -> None:
+    A pty moves bytes as fast as the CPU allows; with ``baud`` set, the receiver's bytes are
+    paced as a UART at that rate (8N1: 10 bits a byte) sends them, each frame arriving when its
+    last byte would, and bytes beyond the receiver's transmit buffer are dropped (counted).
+    """
+
+    def __init__(self, link_path: Path, *, baud: int | None = None) -> None:
         super().__init__()
         self.link_path = Path(link_path)
+        self.baud = baud
         self.slave_path: str | None = None
         self._slave_fd: int | None = None
+        self._line_free_at = 0.0
+        self._plugs = 0  # bytes still on the wire when the adapter is pulled are lost
+
+    def write(self, data: bytes) -> None:
+        if self.baud is None:
+            super().write(data)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self._line_free_at)
+        if (start - now) * self.baud / 10 + len(data) > TX_BUFFER_BYTES:
+            self.bytes_dropped += len(data)
+            return
+        self._line_free_at = start + len(data) * 10 / self.baud
+        loop.call_at(self._line_free_at, self._arrive, self._plugs, data)
+
+    def _arrive(self, plug: int, data: bytes) -> None:
+        if plug == self._plugs:
+            super().write(data)
+        else:
+            self.bytes_dropped += len(data)
 
     @property
     def master_fd(self) -> int:
@@ -134,6 +162,7 @@ class PtyPort(_FdPort):
         self._open(avoid=previous)
 
     def _open(self, avoid: str | None = None) -> None:
+        self._plugs += 1
         master, slave = os.openpty()
         if os.ttyname(slave) == avoid:
             # The kernel reuses a freed pts number; a replugged adapter must look new, so that
