@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.contract import receiver_topic
+from gateway.registry import Registry, tables
+from gateway.registry.tables import ImportRecord
+from gateway.store import Store
 from rules.schema import load_rules
 from tests.support.safety_core import (
     DETECTOR,
@@ -18,6 +22,7 @@ from tests.support.safety_core import (
     VALVE,
     Core,
     detector_report,
+    registry,
     regulator_report,
     valve_report,
 )
@@ -240,5 +245,24 @@ async def test_site_type_and_site_overrides_apply(tmp_path: Path) -> None:
         ] == [(HOME_DETECTOR, "leak_low")]
         await core.send(DETECTOR, detector_report(2, 26))
         assert core.conditions[-1].severity == "critical"
+    finally:
+        await core.stop()
+
+
+async def test_with_the_registry_stored_in_sqlite(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gasgate.db")
+    store.open()
+    try:
+        record = ImportRecord(0, datetime.now(UTC), "test", "memory", {}, {}, 0)
+        tables.replace(store, registry().data, record)
+        core = Core(registry=Registry.load(store))
+    finally:
+        store.close()
+    await core.start()
+    try:
+        await core.send(DETECTOR, detector_report(1, 45))
+        await core.advance(31)
+        assert core.of("leak_low", DETECTOR) == [("leak_low", True)]
+        assert core.of("leak_not_isolated", DETECTOR) == [("leak_not_isolated", True)]
     finally:
         await core.stop()
