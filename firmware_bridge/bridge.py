@@ -84,8 +84,9 @@ class _Outgoing:
     kind: str
 
 
-def kit_report(report: ksp.Report, seq: int, event: ReportReceived) -> contract.KitReport:
-    """The kit/v1 report for one decoded KSP/1 report."""
+def kit_report(event: ReportReceived, seq: int) -> contract.KitReport:
+    """The kit/v1 report for one decoded KSP/1 report; ``seq`` is the bridge's per-device one."""
+    report = event.report
     body = report.body
     reading: dict[str, Any]
     match body:
@@ -233,7 +234,7 @@ class Bridge:
             return False
         seq = self._device_seq.get(report.device_id, 0)
         self._device_seq[report.device_id] = (seq + 1) & 0xFFFF
-        payload = kit_report(report, seq, event).to_json()
+        payload = kit_report(event, seq).to_json()
         self._queue(_Outgoing(contract.report_topic(device), payload, "report"))
         return True
 

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import aiomqtt
 import pytest
 
 from firmware_bridge import ksp
-from firmware_bridge.bridge import Bridge, BridgeConfig
-from firmware_bridge.link import LinkConfig
+from firmware_bridge.bridge import Bridge, BridgeConfig, kit_report
+from firmware_bridge.link import LinkConfig, ReportReceived
 from gateway import contract
 from gateway.mqtturl import parse_mqtt_url
 from tests.support.ksp_peer import RawPeer
@@ -318,3 +319,23 @@ async def test_full_outbox_refuses_reports_unacknowledged(tmp_path: Path) -> Non
         await bridge.stop()
         peer.close()
     assert bridge.counters.lost_on_stop == 3
+
+
+def test_kit_report_of_a_mains_powered_regulator() -> None:
+    report = ksp.Report(
+        0x0BADF00D,
+        ksp.Event.ALARM,
+        0,  # mains powered: KSP/1 sends 0
+        -80,
+        ksp.RegulatorBody(0, frozenset({ksp.RegulatorFlag.SELF_CLOSED})),
+    )
+    received = datetime(2026, 11, 28, 10, 0, 0, 123000, tzinfo=UTC)
+    payload = json.loads(kit_report(ReportReceived(report, received), 65535).to_json())
+    assert payload == {
+        "kind": "regulator",
+        "seq": 65535,
+        "event": "alarm",
+        "ts": "2026-11-28T10:00:00.123000Z",
+        "rssi_dbm": -80,
+        "regulator": {"pressure_pa": 0, "flags": ["self_closed"]},
+    }
