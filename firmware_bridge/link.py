@@ -132,7 +132,9 @@ class _RateLimitedLog:
             return
         self._next[reason] = now + self._interval
         suppressed = self._suppressed.pop(reason, 0)
-        _log.warning(message + " (%d similar suppressed)", *args, suppressed)
+        if suppressed:
+            message, args = message + " (and %d more since the last report)", (*args, suppressed)
+        _log.warning(message, *args)
 
 
 class _PortProtocol(asyncio.Protocol):

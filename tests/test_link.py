@@ -317,3 +317,14 @@ async def test_a_failing_consumer_leaves_the_frame_unacked_and_the_link_running(
     finally:
         await link.stop()
         peer.close()
+
+
+async def test_drop_warnings_are_rate_limited(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    await rig.connected()
+    for _ in range(20):
+        rig.peer.write(b"\x00\x01" + vector("valve closed"))
+        assert (await rig.peer.next_message())[1] == ksp.Ack(0x12)
+    assert rig.link.counters.drops["noise"] == 40
+    noise_warnings = [r for r in caplog.records if "noise" in r.getMessage()]
+    assert len(noise_warnings) == 1
+    assert "at offset 0" in noise_warnings[0].getMessage()  # bytes the link has read
