@@ -21,6 +21,7 @@ from pathlib import Path
 SUITES: dict[str, str] = {
     "decoder": "bench.decoder",
     "ingest": "bench.ingest",
+    "telemetry": "bench.telemetry",
 }
 
 RESULTS = Path(__file__).with_name("results")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.contract import KitReport
 from gateway.telemetry import AlarmTransitionPoint, DeviceTags, Point, SiteTags, encode
@@ -393,3 +394,28 @@ def test_any_name_reads_back_from_a_real_influxdb(influxdb):
     got = [row[1:] for row in answer["results"][0]["series"][0]["values"]]  # type: ignore[index]
     clean = [v.replace("\\", "\uff3c").replace("\n", "\ufffd") for v in NASTY]
     assert got == [[i, v.replace("\n", "\ufffd"), clean[i]] for i, v in enumerate(NASTY)]
+
+
+def test_the_deployment_provisions_these_dashboards_and_their_datasource():
+    """docker-compose.yml and deploy/grafana provision Grafana; the dashboards must match them."""
+    repo = DASHBOARDS.parents[1]
+    grafana = repo / "deploy" / "grafana" / "provisioning"
+    [source] = yaml.safe_load((grafana / "datasources/gasgate.yaml").read_text())["datasources"]
+    assert source["type"] == "influxdb"
+    [provider] = yaml.safe_load((grafana / "dashboards/gasgate.yaml").read_text())["providers"]
+    compose = yaml.safe_load((repo / "docker-compose.yml").read_text())
+    assert (
+        f"./dashboards:{provider['options']['path']}:ro"
+        in compose["services"]["grafana"]["volumes"]
+    )
+    uids = set()
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        uids.add(dashboard["uid"])
+        used = [p["datasource"] for p in dashboard["panels"]]
+        used += [t["datasource"] for p in dashboard["panels"] for t in p["targets"]]
+        used += [v["datasource"] for v in dashboard["templating"]["list"]]
+        used += [a["datasource"] for a in dashboard["annotations"]["list"]]
+        assert {u["uid"] for u in used} == {source["uid"]}, path.name
+        assert all(t["rawQuery"] for p in dashboard["panels"] for t in p["targets"])
+    assert len(uids) == len(list(DASHBOARDS.glob("*.json"))) == 3

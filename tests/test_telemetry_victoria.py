@@ -43,7 +43,12 @@ def victoria(tmp_path) -> Iterator[VictoriaMetrics]:
 
 
 def settings(url: str, **overrides: object) -> TelemetrySettings:
-    base = {"influx_url": url, "flush_interval_s": 0.1, "retry_max_s": 1.0, "batch_size": 200}
+    base = {
+        "influx_url": url,
+        "telemetry_flush_interval_s": 0.1,
+        "telemetry_retry_max_s": 1.0,
+        "telemetry_batch_size": 200,
+    }
     return TelemetrySettings.model_validate(base | overrides)
 
 

@@ -91,9 +91,9 @@ def settings(url: str, **overrides: object) -> TelemetrySettings:
     base: dict[str, object] = {
         "influx_url": url,
         "influx_token": "secret",
-        "flush_interval_s": 0.05,
-        "retry_max_s": 0.2,
-        "batch_size": 50,
+        "telemetry_flush_interval_s": 0.05,
+        "telemetry_retry_max_s": 0.2,
+        "telemetry_batch_size": 50,
     }
     return TelemetrySettings.model_validate(base | overrides)
 
@@ -156,7 +156,7 @@ async def test_points_are_written_in_batches_with_the_token(tmp_path, influx):
 
 
 async def test_stop_flushes_what_is_queued(tmp_path, influx):
-    writer = TelemetryWriter(settings(influx.url, flush_interval_s=60), tmp_path)
+    writer = TelemetryWriter(settings(influx.url, telemetry_flush_interval_s=60), tmp_path)
     await writer.start()
     for n in range(7):
         writer.write_report(report(n), T0 + timedelta(milliseconds=n), DETECTOR)
@@ -217,7 +217,7 @@ async def test_an_outage_spools_and_drains_in_order(tmp_path, influx):
 
 async def test_a_slow_influxdb_counts_as_down_and_callers_never_wait(tmp_path, influx):
     influx.delay_s = 1.0
-    writer = TelemetryWriter(settings(influx.url, write_timeout_s=0.2), tmp_path)
+    writer = TelemetryWriter(settings(influx.url, telemetry_write_timeout_s=0.2), tmp_path)
     await writer.start()
     started = time.monotonic()
     for n in range(500):
@@ -233,7 +233,7 @@ async def test_a_slow_influxdb_counts_as_down_and_callers_never_wait(tmp_path, i
 
 async def test_a_full_spool_drops_oldest_telemetry_never_alarms(tmp_path, influx):
     influx.answer = _down
-    writer = TelemetryWriter(settings(influx.url, spool_max_bytes=20_000), tmp_path)
+    writer = TelemetryWriter(settings(influx.url, telemetry_spool_max_bytes=20_000), tmp_path)
     await writer.start()
     for n in range(400):
         writer.write_report(report(n), T0 + timedelta(milliseconds=n), DETECTOR)
@@ -321,3 +321,38 @@ def test_settings_flags_and_env_layer_like_every_gasgate_setting(tmp_path, monke
     assert loaded.influx_token is not None
     assert loaded.influx_token.get_secret_value() == "from-env"
     assert loaded.telemetry_enabled
+
+
+async def test_a_damaged_spool_is_set_aside_and_telemetry_still_runs(tmp_path, influx, caplog):
+    (tmp_path / SPOOL_FILE).write_bytes(b"this is not a SQLite database" * 100)
+    writer = TelemetryWriter(settings(influx.url), tmp_path)
+    with caplog.at_level(logging.ERROR):
+        await writer.start()
+    writer.write_report(report(1), T0, DETECTOR)
+    await until(lambda: len(influx.lines) == 1)
+    await writer.stop()
+    assert len(list(tmp_path.glob(f"{SPOOL_FILE}.damaged-*"))) == 1
+    assert "spool unreadable" in caplog.text
+
+
+async def test_points_before_start_are_counted_as_dropped(tmp_path, influx, caplog):
+    writer = TelemetryWriter(settings(influx.url), tmp_path)
+    writer.write_alarm_transition(transition(1))
+    assert writer.stats().dropped == 1
+    assert "writer not running" in caplog.text
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8086", "ftp://host", "http://"])
+def test_an_influx_url_must_be_http(url):
+    with pytest.raises(ValueError, match="not an http"):
+        TelemetrySettings(influx_url=url)
+
+
+def test_device_tags_come_from_the_registry_mapping():
+    tags = {
+        "site_id": "site-1",
+        "district": "chaoyang",
+        "site_type": "restaurant",
+        "kind": "detector",
+    }
+    assert DeviceTags.of("1a2b3c4d", tags) == DETECTOR

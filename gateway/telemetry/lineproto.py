@@ -12,6 +12,7 @@ ending in one, so no escaping reads back the same everywhere. String field value
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -65,11 +66,15 @@ def _clean_name(text: str) -> str:
     return _clean(text).replace("\\", "\uff3c")
 
 
+# Names are a bounded set (the schema's keys, the registry's sites, districts and devices), so
+# caching their escaped form makes encoding a point mostly dictionary lookups.
+@functools.lru_cache(maxsize=65_536)
 def _escape_name(text: str) -> str:
     """Tag keys, tag values, field keys: the three separators."""
     return _clean_name(text).replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
+@functools.lru_cache(maxsize=64)
 def _escape_measurement(text: str) -> str:
     return _clean_name(text).replace(",", r"\,").replace(" ", r"\ ")
 

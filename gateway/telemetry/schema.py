@@ -69,6 +69,12 @@ class DeviceTags:
     kind: str
     device_id: str
 
+    @classmethod
+    def of(cls, device_id: str, tags: Mapping[str, str]) -> DeviceTags:
+        """From the registry's ``tags(device_id)`` mapping (site_id, district, site_type, kind)."""
+        site = SiteTags(tags["site_id"], tags.get("district", ""), tags.get("site_type", ""))
+        return cls(site, tags["kind"], device_id)
+
     def as_tags(self) -> dict[str, str]:
         return {**self.site.as_tags(), "kind": self.kind, "device_id": self.device_id}
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import click
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 __all__ = ["TelemetrySettings", "influx_options"]
 
@@ -26,23 +27,33 @@ class TelemetrySettings(BaseModel):
     influx_org: str = Field("gasgate", description="InfluxDB organisation")
     influx_bucket: str = Field("gasgate", description="InfluxDB bucket (InfluxQL database name)")
     influx_token: SecretStr | None = Field(None, description="InfluxDB API token")
-    batch_size: Annotated[int, Field(ge=1, le=50_000)] = Field(
+    telemetry_batch_size: Annotated[int, Field(ge=1, le=50_000)] = Field(
         1000, description="points per write request"
     )
-    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+    telemetry_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
         1.0, description="longest a point waits in memory before its batch is written"
     )
-    spool_max_bytes: Annotated[int, Field(ge=4096)] = Field(
+    telemetry_spool_max_bytes: Annotated[int, Field(ge=4096)] = Field(
         256 * 1024 * 1024,
         description="disk spool bound; over it the oldest periodic telemetry is dropped "
         "(alarm transitions never are)",
     )
-    write_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+    telemetry_write_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
         5.0, description="one write request's timeout; a slow InfluxDB counts as down"
     )
-    retry_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+    telemetry_retry_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
         30.0, description="longest wait between retries while InfluxDB is down"
     )
+
+    @field_validator("influx_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url.rstrip("/")
 
     @property
     def telemetry_enabled(self) -> bool:

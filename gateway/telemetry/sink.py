@@ -65,7 +65,7 @@ class InfluxSink:
             url=s.influx_url,
             token=s.influx_token.get_secret_value() if s.influx_token else "",  # "": no header
             org=s.influx_org,
-            timeout=int(s.write_timeout_s * 1000),
+            timeout=int(s.telemetry_write_timeout_s * 1000),
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 

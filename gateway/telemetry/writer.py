@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SPOOL_FILE: Final = "telemetry-spool.sqlite3"
 _BACKOFF_FIRST_S: Final = 0.5
-# Memory holds what arrives while the worker is inside one request (at most write_timeout_s);
+# Memory holds what arrives while the worker is inside one request (a write timeout at most);
 # past this, new periodic points are dropped (counted) rather than growing without bound.
 _PENDING_BATCHES: Final = 100
 
@@ -79,10 +79,10 @@ class TelemetryStats:
 class TelemetryWriter:
     def __init__(self, settings: TelemetrySettings, data_dir: Path) -> None:
         self._settings = settings
-        self._spool = Spool(data_dir / SPOOL_FILE, settings.spool_max_bytes)
+        self._spool = Spool(data_dir / SPOOL_FILE, settings.telemetry_spool_max_bytes)
         self._sink = InfluxSink(settings)
         self._pending: deque[Line] = deque()
-        self._max_pending = settings.batch_size * _PENDING_BATCHES
+        self._max_pending = settings.telemetry_batch_size * _PENDING_BATCHES
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +99,7 @@ class TelemetryWriter:
         if not self._settings.telemetry_enabled:
             log.warning("telemetry: no InfluxDB configured (--influx-url): not recording telemetry")
             return
-        await asyncio.to_thread(self._spool.open)
+        await asyncio.to_thread(self._open_spool)
         self._sink.open()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
@@ -110,6 +110,21 @@ class TelemetryWriter:
             self._settings.influx_bucket,
             self._spool.count,
         )
+
+    def _open_spool(self) -> None:
+        try:
+            self._spool.open()
+        except sqlite3.DatabaseError as exc:
+            # Telemetry must never keep the safety gateway from starting: set the damaged
+            # spool aside (for a person to look at) and start an empty one.
+            self._spool.close()
+            path, stamp = self._spool.path, time.time_ns()
+            for suffix in ("", "-wal", "-shm"):
+                part = path.with_name(path.name + suffix)
+                if part.exists():
+                    part.rename(part.with_name(f"{part.name}.damaged-{stamp}"))
+            log.error("telemetry: spool unreadable (%s), moved aside (.damaged-%d)", exc, stamp)
+            self._spool.open()
 
     async def stop(self) -> None:
         """Flush: write what is queued if InfluxDB answers at once, spool the rest."""
@@ -180,7 +195,10 @@ class TelemetryWriter:
 
     def _enqueue(self, build: Callable[[], Point]) -> None:
         if self._thread is None:
-            return  # telemetry off (or stopped): the demo runs without InfluxDB
+            if self._settings.telemetry_enabled:  # before start() or after stop(): say so
+                self._count(dropped=1)
+                log.warning("telemetry: writer not running, point dropped")
+            return  # telemetry off: the demo runs without InfluxDB
         try:
             point = build()
             line = encode(point)
@@ -192,7 +210,7 @@ class TelemetryWriter:
             self._count(dropped=1)
             return
         self._pending.append((point.priority, line))
-        if len(self._pending) >= self._settings.batch_size:
+        if len(self._pending) >= self._settings.telemetry_batch_size:
             self._wake.set()
 
     def _count(self, *, written: int = 0, dropped: int = 0, rejected: int = 0) -> None:
@@ -206,14 +224,10 @@ class TelemetryWriter:
     def _run(self) -> None:
         try:
             while True:
-                self._wake.wait(self._settings.flush_interval_s)
+                self._wake.wait(self._settings.telemetry_flush_interval_s)
                 self._wake.clear()
                 final = self._stopping.is_set()
-                try:
-                    self._cycle(final)
-                except Exception:
-                    # Never let the worker die: the next cycle retries what is still queued.
-                    log.exception("telemetry: write cycle failed")
+                self._cycle(final)
                 if final:
                     return
         finally:
@@ -225,12 +239,22 @@ class TelemetryWriter:
 
     def _cycle(self, final: bool) -> None:
         lines = self._take_pending()
+        try:
+            self._write_or_spool(lines, final)
+        except Exception:
+            # A fault of ours (not InfluxDB's): keep the lines, retry them from the spool.
+            log.exception("telemetry: write cycle failed; spooling %d points", len(lines))
+            self._up = False
+            self._retry_at = time.monotonic() + self._settings.telemetry_retry_max_s
+            self._to_spool(lines)
+
+    def _write_or_spool(self, lines: list[Line], final: bool) -> None:
         if self._spool.count or not self._up:
             self._to_spool(lines)
             if not final and time.monotonic() >= self._retry_at:
                 self._drain()
             return
-        size = self._settings.batch_size
+        size = self._settings.telemetry_batch_size
         for start in range(0, len(lines), size):
             batch = lines[start : start + size]
             done = self._deliver([line for _, line in batch])
@@ -241,7 +265,7 @@ class TelemetryWriter:
     def _drain(self) -> None:
         """Write the spool head batch by batch, oldest first, until it is empty or a write fails."""
         while self._spool.count and not self._stopping.is_set():
-            head = self._spool.head(self._settings.batch_size)
+            head = self._spool.head(self._settings.telemetry_batch_size)
             done = self._deliver([line for _, line in head])
             if done:
                 self._spool.remove_through(head[done - 1][0])
@@ -297,7 +321,7 @@ class TelemetryWriter:
             )
         self._up = False
         self._last_error = result.detail
-        limit = self._settings.retry_max_s
+        limit = self._settings.telemetry_retry_max_s
         self._backoff_s = min(limit, self._backoff_s * 2 if self._backoff_s else _BACKOFF_FIRST_S)
         wait = result.retry_after_s if result.retry_after_s is not None else self._backoff_s
         self._retry_at = time.monotonic() + min(wait, limit)

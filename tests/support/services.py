@@ -126,7 +126,6 @@ class VictoriaMetrics:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = (self.workdir / f"victoria-metrics-{self.port}.log").open("ab")
         args = [
             _installed("victoria-metrics"),
             f"-httpListenAddr=127.0.0.1:{self.port}",
@@ -135,7 +134,8 @@ class VictoriaMetrics:
             "-search.latencyOffset=0s",
             "-loggerLevel=WARN",
         ]
-        self.proc = subprocess.Popen(args, stderr=log, stdout=log)
+        with (self.workdir / f"victoria-metrics-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stderr=log, stdout=log)
         wait_for_port(self.port, timeout=30)
 
     def stop(self) -> None:
@@ -182,10 +182,10 @@ class InfluxDB1:
             "[monitor]\n  store-enabled = false\n"
             "[continuous_queries]\n  enabled = false\n"
         )
-        log = (self.workdir / f"influxdb-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [_installed("influxd"), "-config", str(conf)], stderr=log, stdout=log
-        )
+        with (self.workdir / f"influxdb-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [_installed("influxd"), "-config", str(conf)], stderr=log, stdout=log
+            )
         wait_for_port(self.port, timeout=30)
 
     def stop(self) -> None:
