@@ -188,14 +188,18 @@ async def test_a_partial_frame_is_abandoned_when_the_line_goes_idle(rig: Rig) ->
     assert rig.link.counters.drops["truncated"] == 1
 
 
-async def test_unparsable_report_is_acked_counted_and_not_delivered(rig: Rig) -> None:
+async def test_unparsable_report_is_acked_counted_and_not_delivered(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     await rig.connected()
     payload = bytearray(ksp.Decoder().feed(vector("detector periodic"))[0].payload)
     payload[4] = 9  # device kind 9 does not exist
-    rig.peer.write(ksp.encode_frame(ksp.FrameType.REPORT, 0x40, bytes(payload)))
+    rig.peer.write(b"\x00\x01\x02" + ksp.encode_frame(ksp.FrameType.REPORT, 0x40, bytes(payload)))
     assert (await rig.peer.next_message())[1] == ksp.Ack(0x40)
     assert rig.sink.reports() == []
     assert rig.link.counters.parse_errors == {"bad_kind": 1}
+    [logged] = [r.getMessage() for r in caplog.records if "does not parse" in r.getMessage()]
+    assert "seq 64 at offset 3" in logged  # after the 3 noise bytes
 
 
 async def test_a_refused_report_is_not_acked_and_its_retransmission_is_delivered(
