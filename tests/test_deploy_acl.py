@@ -20,6 +20,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from firmware_bridge import ksp
+from firmware_bridge.simulator.devices import SimDetector, SimValve
+from firmware_bridge.simulator.mqtt_device import MqttDevice
+from gateway.app import Gateway, GatewaySettings
+from gateway.site_mqtt import gateway_availability_topic
+from tests.support.kit_site import DETECTOR, VALVES, write_registry
 from tests.support.services import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +35,11 @@ PASSWORDS = {
     "gasgate.bridge": "br-Secret2",
     "dev-a": "a-Secret3",
     "dev-b": "b-Secret4",
+    DETECTOR: "det-Secret5",
+    VALVES[0]: "v1-Secret6",
+    VALVES[1]: "v2-Secret7",
 }
+DEVICES = [user for user in PASSWORDS if "." not in user]
 TIMEOUT_S = 10.0
 
 
@@ -61,9 +71,7 @@ def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         "SIM_MQTT_PASSWORD=\n"
     )
     devices = work / "devices"
-    devices.write_text(
-        f"# MQTT-native kits\ndev-a:{PASSWORDS['dev-a']}\n\ndev-b:{PASSWORDS['dev-b']}\n"
-    )
+    devices.write_text("# MQTT-native kits\n\n" + "".join(f"{d}:{PASSWORDS[d]}\n" for d in DEVICES))
     passwd = work / "passwd"
     subprocess.run(
         [DEPLOY / "make-passwd.sh", env, devices, passwd], check=True, capture_output=True
@@ -187,3 +195,53 @@ async def test_only_known_users_with_their_own_password_connect(
     with pytest.raises(aiomqtt.MqttError):
         async with client(broker_port, user, password):
             pass
+
+
+async def test_the_gateway_closes_valves_with_every_device_logged_in_as_itself(
+    broker_port: int, tmp_path: Path
+) -> None:
+    """The real gateway and MQTT-native kit devices, each with the deployment's own user."""
+
+    def url(user: str) -> str:
+        return f"mqtt://{user}:{PASSWORDS[user]}@127.0.0.1:{broker_port}"
+
+    settings = GatewaySettings.load(
+        None,
+        {
+            "mqtt": url("gasgate.gateway"),
+            "data_dir": tmp_path / "data",
+            "registry": write_registry(tmp_path / "registry"),
+            "gateway_id": "gw-acl",
+            "log_format": "text",
+        },
+    )
+    detector = SimDetector(1, battery_mv=0, interval_s=60)
+    valves = [SimValve(n, interval_s=60, close_time_s=0.2) for n in (2, 3)]
+    kit = [
+        MqttDevice(url(DETECTOR), DETECTOR, detector.kind, model=detector, reconnect_s=0.2),
+        *(
+            MqttDevice(url(ident), ident, valve.kind, model=valve, reconnect_s=0.2)
+            for ident, valve in zip(VALVES, valves, strict=True)
+        ),
+    ]
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        for device in kit:
+            await device.start()
+        async with asyncio.timeout(TIMEOUT_S):
+            for device in kit:
+                await device.online.wait()
+        detector.set_lel(55.0)
+        async with asyncio.timeout(TIMEOUT_S):
+            while not all(v.state is ksp.ValveState.CLOSED for v in valves):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        async with client(broker_port, "gasgate.gateway") as observer:
+            await observer.subscribe(gateway_availability_topic("gw-acl"), qos=1)
+            async with asyncio.timeout(TIMEOUT_S):
+                retained = await anext(aiter(observer.messages))
+        assert retained.payload == b"online"
+    finally:
+        for device in kit:
+            await device.stop()
+        await gateway.stop()
