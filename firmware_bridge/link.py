@@ -226,11 +226,12 @@ class SerialLink:
                 continue
             self.counters.reconnects += opened
             opened, failures = 1, 0
-            opened_at = self._clock.monotonic()
+            loop = asyncio.get_running_loop()
+            opened_at = loop.time()
             self._send(ksp.Ping())  # the receiver answers with a heartbeat
             self._on_port_lost(await protocol.lost)
             # A port that dies right after opening keeps backing off instead of spinning.
-            if self._clock.monotonic() - opened_at >= self.config.backoff_max_s:
+            if loop.time() - opened_at >= self.config.backoff_max_s:
                 delay = self.config.backoff_initial_s
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.backoff_max_s)
