@@ -36,6 +36,7 @@ from firmware_bridge.simulator import (
     Story,
     leak,
 )
+from firmware_bridge.simulator.cli import simulate
 from firmware_bridge.simulator.district import COMPONENTS_HEADER, CYLINDERS_HEADER, SITES_HEADER
 from gateway.contract import (
     CmdAckMessage,
@@ -720,3 +721,21 @@ async def test_paced_pty_sends_at_the_line_rate_and_drops_beyond_its_buffer(
         await port.stop()
     assert elapsed >= 0.45
     assert port.bytes_dropped == 5000
+
+
+def test_cli_runs_one_receiver_per_64_devices_unless_told_otherwise(tmp_path: Path) -> None:
+    link = tmp_path / "ttyKIT0"
+    base = ["--pty-link", str(link), "--duration", "0.2"]
+    result = CliRunner().invoke(simulate, base)
+    assert result.exit_code == 0, result.output
+    receivers = [line for line in result.output.splitlines() if line.startswith("receiver:")]
+    assert len(receivers) == 2
+    assert f"{link}.2 -> /dev/pts/" in receivers[1]
+
+    result = CliRunner().invoke(simulate, [*base, "--capacity", "255"])
+    assert result.exit_code == 0, result.output
+    assert "receiver: 102 radio devices" in result.output
+
+    result = CliRunner().invoke(simulate, ["--serial", str(tmp_path / "ttyUSB9")])
+    assert result.exit_code == 2
+    assert "need 2 receivers" in result.output

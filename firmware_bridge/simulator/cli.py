@@ -16,6 +16,8 @@ from firmware_bridge.simulator.port import PtyPort, SerialPort, SimPort
 from firmware_bridge.simulator.receiver import CAPACITY
 from firmware_bridge.simulator.simulation import SCENARIOS, Simulation, scenario_story
 from gateway.errors import GasgateError
+from gateway.logs import setup_logging
+from gateway.mqtturl import parse_mqtt_url
 
 __all__ = ["simulate"]
 
@@ -25,14 +27,14 @@ _DEFAULT_LINK = Path(tempfile.gettempdir()) / "gasgate-ttyKIT0"
 
 
 def _ports(
-    district: District, pty_link: Path | None, serial_dev: str | None, baud: int
+    district: District, pty_link: Path | None, serial_dev: str | None, baud: int, capacity: int
 ) -> list[SimPort]:
-    needed = district.receivers_needed(CAPACITY) if district.radio_sites else 0
+    needed = district.receivers_needed(capacity) if district.radio_sites else 0
     if serial_dev is not None:
         if needed > 1:
             raise click.UsageError(
                 f"{len(district.radio_devices)} radio devices need {needed} receivers of "
-                f"{CAPACITY}; one serial line holds one: simulate fewer sites"
+                f"{capacity}; one serial line holds one: simulate fewer sites or raise --capacity"
             )
         return [SerialPort(serial_dev, baud)]
     link = pty_link or _DEFAULT_LINK
@@ -54,7 +56,8 @@ def _describe(sim: Simulation, registry: list[Path]) -> None:
             where = f"{port.device}" if isinstance(port, SerialPort) else "?"
         click.echo(f"receiver: {len(receiver.devices)} radio devices on {where}")
     if sim.mqtt_url is not None:
-        click.echo(f"mqtt: {len(sim.mqtt_devices)} MQTT-native devices on {sim.mqtt_url}")
+        broker = parse_mqtt_url(sim.mqtt_url)  # printed without its password
+        click.echo(f"mqtt: {len(sim.mqtt_devices)} MQTT-native devices on {broker}")
     for path in registry:
         click.echo(f"registry: {path}")
 
@@ -128,6 +131,27 @@ async def _run(
     type=click.Choice(sorted(SCENARIOS)),
     help="play a scenario (repeatable; 30 story seconds apart)",
 )
+@click.option(
+    "--capacity",
+    type=click.IntRange(1, 255),
+    default=CAPACITY,
+    show_default=True,
+    help="devices one receiver holds (KSP/1 receivers: 64); more sites, more receivers",
+)
+@click.option(
+    "--log-level",
+    envvar="GASGATE_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    envvar="GASGATE_LOG_FORMAT",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+)
 @click.option("--duration", type=click.FloatRange(min=0), help="stop after this many seconds")
 def simulate(
     *,
@@ -143,14 +167,15 @@ def simulate(
     registry_out: Path | None,
     scenarios: tuple[str, ...],
     duration: float | None,
+    capacity: int,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Simulate a district of gas-safety kits: a KSP/1 receiver on a pty, MQTT-native devices."""
     if pty_link is not None and serial_dev is not None:
         raise click.UsageError("--pty-link and --serial exclude each other")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level, log_format)  # type: ignore[arg-type]  # click.Choice checked it
     district = District.generate(restaurants, households, seed, time_scale)
-    ports = _ports(district, pty_link, serial_dev, int(baud))
-    sim = Simulation(district, ports, mqtt_url=mqtt_url, heartbeat_s=heartbeat_s)
+    ports = _ports(district, pty_link, serial_dev, int(baud), capacity)
+    sim = Simulation(district, ports, mqtt_url=mqtt_url, heartbeat_s=heartbeat_s, capacity=capacity)
     asyncio.run(_run(sim, scenarios, registry_out, duration))

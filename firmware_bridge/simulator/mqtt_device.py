@@ -105,6 +105,7 @@ class MqttDevice:
     async def _run(self, broker: MqttUrl) -> None:
         availability = device_availability_topic(self.device_id)
         will = aiomqtt.Will(availability, "offline", qos=1, retain=True)
+        warned = False  # one line per outage, not one per retry
         while True:
             client = broker.client(identifier=f"sim-{self.device_id}", will=will)
             try:
@@ -115,7 +116,9 @@ class MqttDevice:
                         await self._say_offline(client, availability)
                         raise
             except aiomqtt.MqttError as exc:
-                log.info("%s: broker link lost (%s), retrying", self.device_id, exc)
+                if self.online.is_set() or not warned:
+                    log.info("%s: no broker link (%s), retrying", self.device_id, exc)
+                warned = True
             finally:
                 self.online.clear()
             await asyncio.sleep(self.reconnect_s)

@@ -92,6 +92,7 @@ class SimReceiver:
         self._drop_acks = 0
         self._corrupt = 0
         self._heartbeat_muted = False
+        self._gateway_silent = False  # frames are being given up; warned once
         self._started_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._starting: set[asyncio.Task[None]] = set()
@@ -245,7 +246,12 @@ class SimReceiver:
             self._write(pending.frame)
             self.stats.retransmits += 1
         await asyncio.sleep(self.retransmit_s)
-        log.warning("frame seq %d never acknowledged after %d retries", seq, self.max_retransmits)
+        # Warn once per silence of the gateway, not once per frame (no bridge: every frame).
+        level = logging.DEBUG if self._gateway_silent else logging.WARNING
+        log.log(
+            level, "frame seq %d never acknowledged after %d retries", seq, self.max_retransmits
+        )
+        self._gateway_silent = True
         self.stats.gave_up += 1
         self._forget(seq, pending)
 
@@ -313,6 +319,7 @@ class SimReceiver:
             self.stats.acks_unmatched += 1
             return
         self.stats.acks_received += 1
+        self._gateway_silent = False
         if pending.task is not None:
             pending.task.cancel()
         self._forget(acked_seq, pending)

@@ -11,7 +11,7 @@ from firmware_bridge.simulator import scenarios
 from firmware_bridge.simulator.district import District, SimSite
 from firmware_bridge.simulator.mqtt_device import MqttDevice
 from firmware_bridge.simulator.port import PtyPort, SimPort
-from firmware_bridge.simulator.receiver import SimReceiver
+from firmware_bridge.simulator.receiver import CAPACITY, SimReceiver
 from firmware_bridge.simulator.scenarios import Step, Story
 
 __all__ = ["SCENARIOS", "Simulation", "scenario_story"]
@@ -28,11 +28,14 @@ class Simulation:
     ports: Sequence[SimPort]
     mqtt_url: str | None = None
     heartbeat_s: float = 30.0
+    capacity: int = CAPACITY
     receivers: list[SimReceiver] = field(default_factory=list)
     mqtt_devices: list[MqttDevice] = field(default_factory=list)
 
     async def start(self) -> None:
-        self.receivers = [SimReceiver(p, heartbeat_s=self.heartbeat_s) for p in self.ports]
+        self.receivers = [
+            SimReceiver(p, heartbeat_s=self.heartbeat_s, capacity=self.capacity) for p in self.ports
+        ]
         if self.receivers:
             self.district.attach(*self.receivers)
         for port, receiver in zip(self.ports, self.receivers, strict=True):
