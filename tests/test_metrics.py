@@ -5,6 +5,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -105,3 +106,12 @@ def test_two_gateways_in_one_process_do_not_share_series() -> None:
         families = scrape(url)
     assert families["gasgate_reports"] == []
     assert b'gasgate_reports_total{kind="valve"} 1.0' in first.render()
+
+
+def test_every_family_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    families = list(GatewayMetrics().registry.collect())
+    assert len(families) == 9
+    for family in families:
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"| `{name}` |" in docs, f"{name} is missing from docs/operations.md"
