@@ -167,6 +167,7 @@ class Outbox:
         self._channels = {c.name: c for c in channels}
         self._settings = settings
         self._wakes: dict[str, asyncio.Event] = {}
+        self._retries: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.counts: Counter[str] = Counter()
 
@@ -176,6 +177,7 @@ class Outbox:
         loop = asyncio.get_running_loop()
         for name, channel in self._channels.items():
             self._wakes[name] = asyncio.Event()
+            self._retries[name] = asyncio.Event()
             self._tasks.append(loop.create_task(self._lane(channel), name=f"outbox:{name}"))
 
     async def stop(self) -> None:
@@ -193,6 +195,12 @@ class Outbox:
             event = self._wakes.get(name)
             if event is not None:
                 event.set()
+
+    def retry_now(self, lane: str) -> None:
+        """End a lane's backoff: its peer is back (the gas company link reconnected)."""
+        event = self._retries.get(lane)
+        if event is not None:
+            event.set()
 
     def pending(self, lane: str | None = None) -> int:
         sql = "SELECT COUNT(*) FROM outbox WHERE status = ?"
@@ -212,7 +220,7 @@ class Outbox:
                 continue
             delay = await self._deliver(channel, item)
             if delay:
-                await self._sleep(delay)
+                await self._backoff(delay, self._retries[channel.name])
 
     def _head(self, lane: str) -> OutboxItem | None:
         row = self._store.db.execute(
@@ -292,18 +300,14 @@ class Outbox:
                 )
                 audit.record(db, entry)
 
-    async def _sleep(self, seconds: float) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        timer = self._clock.call_later(seconds, lambda: _settle(done))
+    async def _backoff(self, seconds: float, retry: asyncio.Event) -> None:
+        """Wait ``seconds`` on the room's clock, or until :meth:`retry_now`."""
+        retry.clear()
+        timer = self._clock.call_later(seconds, retry.set)
         try:
-            await done
+            await retry.wait()
         finally:
             timer.cancel()
-
-
-def _settle(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
 
 
 def _kind(item: OutboxItem) -> str:

@@ -76,7 +76,7 @@ def build(
         clock=clock,
         desk=desk,
         summaries=lambda: room.summaries(),  # noqa: PLW0108 (room is built below)
-        on_connected=lambda: outbox.wake([GASCO_LANE]),
+        on_connected=lambda: outbox.retry_now(GASCO_LANE),
     )
     # Without a gas company broker its events wait in the outbox (no lane drains them).
     lanes: list[Channel] = [gasco, *people] if settings.gasco.url else [*people]

@@ -1,0 +1,335 @@
+"""The gas company link with real brokers: events, commands back, availability, summaries, and a
+broker outage. Real time (SystemClock) with shortened policy delays."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import jsonschema
+import pytest
+
+from gateway.alarms import Alarms
+from gateway.bus import Bus
+from gateway.clock import SystemClock
+from gateway.escalation import EscalationService, EscalationSettings, PolicySet, build, trail
+from gateway.model import Alarm
+from gateway.store import Store
+from tests.support.escalation_kit import SITE_ID, eventually, leak, registry, settings_for
+from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.support.services import Mosquitto
+
+SCHEMAS = Path(__file__).parents[1] / "docs" / "schemas"
+BASE = "gasco/v1/gw1"
+
+# safety-domain.md's leak policy with its 2 min / 10 min shortened to 2 s / 4 s.
+SHORT = PolicySet.model_validate(
+    {
+        "policies": [
+            {
+                "name": "leak",
+                "steps": [
+                    {
+                        "after_s": 0,
+                        "notify": [
+                            {"to": "site_contacts", "via": ["sms"]},
+                            {"to": "duty_room", "via": ["duty_room_im"]},
+                        ],
+                    },
+                    {"after_s": 2, "notify": [{"to": "duty_supervisor", "via": ["sms", "email"]}]},
+                    {"after_s": 4, "notify": [{"to": "emergency_dispatcher", "via": ["sms"]}]},
+                ],
+            }
+        ]
+    }
+)
+
+
+def schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    return loaded
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    with HttpReceiver().running() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    with SmtpReceiver().running() as receiver:
+        yield receiver
+
+
+@dataclass
+class GasCompany:
+    """The gas company's side: a client on its broker recording everything under our prefix."""
+
+    client: aiomqtt.Client
+    seen: list[tuple[str, Any, bool]] = field(default_factory=list)
+
+    def on(self, suffix: str) -> list[Any]:
+        return [p for t, p, _ in self.seen if t == f"{BASE}/{suffix}"]
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.on("alarms/events")
+
+    async def command(self, officer: str, **body: Any) -> None:
+        await self.client.publish(f"{BASE}/cmd/{officer}", json.dumps(body), qos=1)
+
+
+@contextlib.asynccontextmanager
+async def gas_company(broker: Mosquitto) -> AsyncIterator[GasCompany]:
+    client = aiomqtt.Client("127.0.0.1", broker.port, identifier="duty-console")
+    async with client:
+        await client.subscribe(f"{BASE}/#", qos=1)
+        company = GasCompany(client)
+
+        async def record() -> None:
+            async for m in client.messages:
+                text = m.payload.decode() if isinstance(m.payload, bytes) else str(m.payload)
+                try:
+                    payload = json.loads(text)
+                except ValueError:  # availability, and the malformed command a test sends
+                    payload = text
+                company.seen.append((str(m.topic), payload, m.retain))
+
+        task = asyncio.get_running_loop().create_task(record())
+        try:
+            yield company
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass
+class Gateway:
+    bus: Bus
+    store: Store
+    alarms: Alarms
+    service: EscalationService
+
+    async def raise_leak(self) -> Alarm:
+        self.bus.publish(leak(SystemClock().now()))
+        await self.bus.join()
+        (alarm,) = self.alarms.open_alarms()
+        return alarm
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    path: Path, http: HttpReceiver, smtp: SmtpReceiver, broker: Mosquitto, **extra: Any
+) -> AsyncIterator[Gateway]:
+    bus, store, clock = Bus(), Store(path / "gasgate.db"), SystemClock()
+    store.open()
+    alarms = Alarms(bus, store, clock, "gw1")
+    settings = EscalationSettings.model_validate(
+        settings_for(http.url, smtp.port, broker.url, **extra)
+    )
+    service = build(
+        settings,
+        bus=bus,
+        store=store,
+        clock=clock,
+        registry=registry(),
+        desk=alarms,
+        gateway_id="gw1",
+        policies=SHORT,
+    )
+    await alarms.start()
+    await service.start()
+    try:
+        yield Gateway(bus, store, alarms, service)
+    finally:
+        await service.stop()
+        await alarms.stop()
+        await bus.stop()
+        store.close()
+
+
+async def test_leak_reaches_the_gas_company_with_site_people_and_schema(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with (
+        gas_company(own_mosquitto) as company,
+        gateway(tmp_path, http, smtp, own_mosquitto) as gw,
+    ):
+        await eventually(lambda: company.on("availability") == ["online"], what="online")
+        await eventually(lambda: len(company.on(f"sites/{SITE_ID}/summary")) == 1)
+        alarm = await gw.raise_leak()
+        await eventually(lambda: len(company.events()) == 1, what="raised event")
+        (event,) = company.events()
+        jsonschema.validate(event, schema("gasco-alarm-event"))
+        assert (event["alarm_id"], event["revision"], event["transition"]) == (
+            alarm.alarm_id,
+            1,
+            "raised",
+        )
+        assert event["site"]["address"] == "漕溪北路 88 号"
+        assert event["site"]["contacts"][0]["phone"] == "13800000001"
+        assert event["readings"] == {"lel_pct": 55.0}
+        assert event["valves"] == [{"device_id": "5e6f7a8b", "state": "unknown"}]
+        await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS")
+        await eventually(lambda: len(smtp.messages()) == 1, what="supervisor e-mail at 2 s")
+        await eventually(lambda: len(company.events()) == 2, what="escalated event")
+        escalated = company.events()[1]
+        jsonschema.validate(escalated, schema("gasco-alarm-event"))
+        assert escalated["transition"] == "escalated"
+        assert escalated["revision"] == 2
+        assert escalated["alarm_revision"] == 1
+        assert escalated["escalation"] == {
+            "policy": "leak",
+            "step": 1,
+            "targets": ["duty_supervisor"],
+        }
+        summary = company.on(f"sites/{SITE_ID}/summary")[0]
+        jsonschema.validate(summary, schema("gasco-site-summary"))
+        assert summary["kit"] == {
+            "complete": False,
+            "missing": ["metal_hose", "overflow_regulator or smart_regulator"],
+        }
+    retained = [(t, p) for t, p, r in company.seen if t == f"{BASE}/availability"]
+    assert retained[-1] == (f"{BASE}/availability", "offline")
+
+
+async def test_acknowledgement_over_mqtt_stops_the_steps(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with (
+        gas_company(own_mosquitto) as company,
+        gateway(tmp_path, http, smtp, own_mosquitto) as gw,
+    ):
+        await eventually(lambda: company.on("availability") == ["online"])
+        alarm = await gw.raise_leak()
+        await eventually(lambda: len(company.events()) == 1)
+        await company.command(
+            "officer-7",
+            cmd_id="c1",
+            alarm_id=alarm.alarm_id,
+            action="acknowledge",
+            officer_id="officer-7",
+            note="派人前往",
+        )
+        await eventually(lambda: len(company.on("reply/officer-7")) == 1, what="reply")
+        (reply,) = company.on("reply/officer-7")
+        jsonschema.validate(reply, schema("gasco-command-reply"))
+        assert reply["accepted"] is True
+        assert reply["state"] == "ack_active"
+        assert reply["cmd_id"] == "c1"
+        await eventually(lambda: len(company.events()) == 2, what="acknowledged event")
+        acked = company.events()[1]
+        assert (acked["transition"], acked["by"], acked["note"]) == (
+            "acknowledged",
+            "officer-7",
+            "派人前往",
+        )
+        await asyncio.sleep(5)  # past the supervisor (2 s) and dispatcher (4 s) steps
+        assert smtp.messages() == []
+        phones = {r.json()["phone"] for r in http.received("/sms")}
+        assert phones <= {"13800000001", "13800000002"}  # the site only: nobody escalated
+        assert [e["transition"] for e in company.events()] == ["raised", "acknowledged"]
+        commands = [e for e in trail(gw.store, alarm.alarm_id) if e.kind == "command"]
+        assert [(c.recipient, c.result) for c in commands] == [("officer-7", "accepted")]
+
+
+async def test_bad_commands_are_refused_with_a_reason(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with (
+        gas_company(own_mosquitto) as company,
+        gateway(
+            tmp_path,
+            http,
+            smtp,
+            own_mosquitto,
+            gasco={"url": own_mosquitto.url, "officers": ["officer-7", "mallory"]},
+        ) as gw,
+    ):
+        await eventually(lambda: company.on("availability") == ["online"])
+        alarm = await gw.raise_leak()
+        await company.command(
+            "officer-7",
+            cmd_id="c1",
+            alarm_id="gw1-NOSUCHALARM",
+            action="acknowledge",
+            officer_id="officer-7",
+        )
+        await company.command(
+            "mallory",
+            cmd_id="c2",
+            alarm_id=alarm.alarm_id,
+            action="acknowledge",
+            officer_id="officer-7",
+        )
+        await company.command(
+            "stranger",
+            cmd_id="c3",
+            alarm_id=alarm.alarm_id,
+            action="acknowledge",
+            officer_id="stranger",
+        )
+        await company.command(
+            "officer-7",
+            cmd_id="c4",
+            alarm_id=alarm.alarm_id,
+            action="resolve",
+            officer_id="officer-7",
+        )
+        await company.client.publish(f"{BASE}/cmd/officer-7", b"{not json", qos=1)
+        await eventually(lambda: len(company.on("reply/officer-7")) == 3, what="3 replies")
+        await eventually(lambda: len(company.on("reply/mallory")) == 1)
+        await eventually(lambda: len(company.on("reply/stranger")) == 1)
+        replies = [
+            *company.on("reply/officer-7"),
+            *company.on("reply/mallory"),
+            *company.on("reply/stranger"),
+        ]
+        for reply in replies:
+            jsonschema.validate(reply, schema("gasco-command-reply"))
+            assert reply["accepted"] is False
+        reasons = {(r["cmd_id"], r["reason"]) for r in replies}
+        assert reasons == {
+            ("c1", "unknown_alarm"),
+            ("c2", "unauthorised_topic"),
+            ("c3", "unknown_officer"),
+            ("c4", "wrong_state"),
+            (None, "bad_json"),
+        }
+        still = gw.alarms.get(alarm.alarm_id)
+        assert still is not None
+        assert still.state.value == "unack_active"
+
+
+async def test_broker_outage_loses_nothing_and_delivers_in_order(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with gateway(tmp_path, http, smtp, own_mosquitto) as gw:
+        await eventually(gw.service.gasco.connected.is_set)
+        own_mosquitto.stop()
+        await eventually(lambda: not gw.service.gasco.connected.is_set(), what="link down")
+        alarm = await gw.raise_leak()
+        await asyncio.sleep(5)  # escalation goes on meanwhile: people are still told
+        await eventually(lambda: len(smtp.messages()) == 1, what="supervisor e-mail")
+        result = gw.alarms.acknowledge(alarm.alarm_id, "officer-9", "seen on the console")
+        assert isinstance(result, Alarm)
+        await gw.bus.join()
+        assert gw.service.outbox.pending("gasco") == 4  # raised, 2 x escalated, acknowledged
+        own_mosquitto.start()
+        async with gas_company(own_mosquitto) as company:
+            await eventually(
+                lambda: gw.service.outbox.pending("gasco") == 0, within=40, what="backlog delivered"
+            )
+            await eventually(lambda: len(company.events()) >= 4)
+    revisions = [e["revision"] for e in company.events()]
+    assert sorted(set(revisions)) == [1, 2, 3, 4]
+    assert revisions == sorted(revisions)  # in order (a repeat after a lost PUBACK is allowed)
+    assert [e["transition"] for e in company.events()][-1] == "acknowledged"
+    sms = [r.json()["reference"] for r in http.received("/sms")]
+    assert len(sms) == len(set(sms)) == 4  # 2 site contacts, supervisor, dispatcher: once each
