@@ -739,3 +739,21 @@ def test_cli_runs_one_receiver_per_64_devices_unless_told_otherwise(tmp_path: Pa
     result = CliRunner().invoke(simulate, ["--serial", str(tmp_path / "ttyUSB9")])
     assert result.exit_code == 2
     assert "need 2 receivers" in result.output
+
+
+async def test_serial_device_that_goes_away_stops_being_read(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    port = SerialPort(os.ttyname(slave))
+    await port.start()
+    try:
+        os.close(slave)
+        os.close(master)  # the adapter is gone: reads fail with EIO for ever
+        loop = asyncio.get_running_loop()
+        fd = port._fd
+        assert fd is not None
+        await asyncio.sleep(0.2)
+        assert not loop.remove_reader(fd)  # no longer watched, so the loop cannot spin on it
+        port.write(b"\xa5\x5a")
+        assert port.bytes_dropped == 2
+    finally:
+        await port.stop()

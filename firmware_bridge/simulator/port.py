@@ -84,11 +84,15 @@ class _FdPort:
             data = os.read(fd, _READ_CHUNK)
         except BlockingIOError:
             return
-        except OSError as exc:  # EIO: the pty has no peer right now; wait for one
-            log.debug("read on fd %d failed: %s", fd, exc)
-            return
+        except OSError as exc:
+            data = b""
+            log.warning("line lost: %s", exc)
         if data:
             self._inbox.put_nowait(data)
+        else:
+            # EOF or an error (a real adapter pulled): stop reading, or the loop would spin on a
+            # descriptor that stays readable. Writes fail from now on and are counted as dropped.
+            asyncio.get_running_loop().remove_reader(fd)
 
 
 class PtyPort(_FdPort):

@@ -343,7 +343,7 @@ class SimReceiver:
 
     def _reject_command(self, frame: ksp.Frame) -> None:
         self.stats.commands_rejected += 1
-        device_id = _COMMAND.unpack(frame.payload)[0] if len(frame.payload) == 5 else 0
+        device_id, _ = _COMMAND.unpack(frame.payload)  # it parsed up to the command code
         log.warning("command frame seq %d has a code KSP/1 does not define: rejected", frame.seq)
         self._send(ksp.CmdAck(frame.seq, device_id, ksp.CmdResult.REJECTED))
         self.stats.cmd_acks += 1
