@@ -283,8 +283,16 @@ class TelemetryWriter:
             # The disk failed us: keep alarm transitions in memory for the next cycle.
             alarms = [line for line in lines if line[0] is Priority.ALARM]
             self._pending.extendleft(reversed(alarms))
-            log.error("telemetry: spool write failed (%s): %d points lost", exc, len(lines))
             dropped = len(lines) - len(alarms)
+            log.error(
+                "telemetry: spool write failed (%s): %d periodic points lost, "
+                "%d alarm transitions kept in memory",
+                exc,
+                dropped,
+                len(alarms),
+            )
+            self._count(dropped=dropped)
+            return
         if dropped:
             log.warning(
                 "telemetry: spool over its bound, dropped %d oldest periodic points", dropped
