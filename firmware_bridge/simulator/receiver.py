@@ -43,7 +43,7 @@ class ReceiverStats:
     reports_sent: int = 0  # first transmissions of REPORT frames
     pairings_sent: int = 0
     retransmits: int = 0
-    gave_up: int = 0  # acknowledged frames that were never ACKed after all retransmissions
+    gave_up: int = 0  # REPORT / PAIRING frames never ACKed, even after every retransmission
     acks_received: int = 0
     acks_ignored: int = 0  # dropped on purpose by drop_next_acks()
     acks_unmatched: int = 0  # ACK for a SEQ that is not outstanding (late or duplicate)
@@ -217,10 +217,9 @@ class SimReceiver:
             frame = frame[:-1] + bytes((frame[-1] ^ 0xFF,))
         self.port.write(frame)
 
-    def _send(self, message: ksp.Message) -> int:
-        seq = self._next_seq()
-        self._write(ksp.encode(seq, message))
-        return seq
+    def _send(self, message: ksp.Message) -> None:
+        """A frame that is not acknowledged (HEARTBEAT, CMD_ACK): sent once."""
+        self._write(ksp.encode(self._next_seq(), message))
 
     def _send_acknowledged(self, message: ksp.Report | ksp.Pairing) -> bool:
         """Send and keep retransmitting until ACKed; False if the receiver is off."""

@@ -54,7 +54,7 @@ class Simulation:
             await port.stop()
 
     def restaurant(self, *, with_regulator: bool = False) -> SimSite:
-        """The first restaurant the simulation runs (radio sites first when there is a line)."""
+        """The first restaurant the simulation runs (behind a receiver, or on MQTT if given)."""
         running = [s for s in self.district.sites if self._runs(s)]
         for site in running:
             if site.site_type == "restaurant" and (site.regulator or not with_regulator):
