@@ -757,3 +757,19 @@ async def test_serial_device_that_goes_away_stops_being_read(tmp_path: Path) -> 
         assert port.bytes_dropped == 2
     finally:
         await port.stop()
+
+
+async def test_no_command_ever_opens_a_closed_valve() -> None:
+    valve = SimValve(VALVE_ID, close_time_s=0.01)
+    states: list[ksp.ValveState] = []
+    valve.connect(lambda d, _e: states.append(d.body().state))  # type: ignore[union-attr]
+    valve.close(ksp.ValveCause.LINKED_ALARM)
+    await eventually(lambda: valve.state is ksp.ValveState.CLOSED)
+    for _ in range(3):
+        for code in ksp.CommandCode:
+            if valve.accepts(code):
+                valve.execute(code)
+            await asyncio.sleep(0.02)
+    assert states[-1] is ksp.ValveState.CLOSED
+    assert ksp.ValveState.OPEN not in states
+    assert valve.cause is ksp.ValveCause.LINKED_ALARM
