@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +355,16 @@ def test_backup_takes_a_consistent_snapshot_while_the_store_is_written(
     # One transaction's two writes are both in the snapshot or both not: it is consistent.
     assert rows == last == total
     assert 200 <= total <= len(written)
+
+
+def test_the_image_gets_every_package_and_file_the_install_needs() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = sorted(pattern.rstrip("*") for pattern in include)
+    needed = ["pyproject.toml", project["project"]["readme"], *packages]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    for path in needed:
+        assert (REPO / path).exists()
+        assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.MULTILINE), path
+        assert f"!{path}/" in ignore or f"!{path}" in ignore, f".dockerignore leaves out {path}"

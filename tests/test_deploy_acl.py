@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -245,3 +247,48 @@ async def test_the_gateway_closes_valves_with_every_device_logged_in_as_itself(
         for device in kit:
             await device.stop()
         await gateway.stop()
+
+
+async def test_the_compose_bridge_and_simulator_commands_publish_through_the_acl(
+    broker_port: int, tmp_path: Path
+) -> None:
+    """``gasgate simulate`` and ``gasgate bridge`` as the compose file starts them: settings from
+    GASGATE_* variables, the bridge's user and bridge id as deployed."""
+    gasgate = str(Path(sys.executable).parent / "gasgate")
+    link = tmp_path / "ksp-receiver"
+    broker = f"127.0.0.1:{broker_port}"
+    env = {
+        "PATH": os.environ["PATH"],
+        "GASGATE_MQTT": f"mqtt://gasgate.bridge:{PASSWORDS['gasgate.bridge']}@{broker}",
+        "GASGATE_BRIDGE_ID": "rx1",
+        "GASGATE_LOG_FORMAT": "json",
+    }
+    bridge_log = tmp_path / "bridge.log"
+    district = ["--restaurants", "2", "--households", "2", "--time-scale", "0.01"]
+    wanted = {"kit/v1/_bridge/rx1/availability", "kit/v1/_bridge/rx1/receiver", "report"}
+    seen: set[str] = set()
+    with (tmp_path / "sim.log").open("wb") as sim_out, bridge_log.open("wb") as bridge_out:
+        async with client(broker_port, "gasgate.gateway") as observer:
+            await observer.subscribe("kit/v1/#", qos=1)
+            simulator = await asyncio.create_subprocess_exec(
+                gasgate, "simulate", "--pty-link", str(link), *district, "--duration", "60",
+                stdout=sim_out, stderr=sim_out,
+            )  # fmt: skip
+            bridge = await asyncio.create_subprocess_exec(
+                gasgate, "bridge", "--port", str(link),
+                env=env, stdout=bridge_out, stderr=bridge_out,
+            )  # fmt: skip
+            try:
+                async with asyncio.timeout(30):
+                    async for message in observer.messages:
+                        topic = message.topic.value
+                        seen.add("report" if topic.endswith("/report") else topic)
+                        if wanted <= seen:
+                            break
+            finally:
+                for process in (bridge, simulator):
+                    process.terminate()
+                    async with asyncio.timeout(15):
+                        await process.wait()
+    assert bridge.returncode == 0, bridge_log.read_text()
+    assert b'"level": "ERROR"' not in bridge_log.read_bytes()
