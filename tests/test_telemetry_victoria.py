@@ -27,7 +27,7 @@ from gateway.telemetry import (
     TelemetryWriter,
 )
 from gateway.telemetry.schema import alarm_point, report_point
-from tests.support.services import VictoriaMetrics
+from tests.support.services import VictoriaMetrics, free_port
 
 Series = tuple[str, frozenset[tuple[str, str]]]
 Samples = dict[Series, dict[int, float]]
@@ -166,7 +166,8 @@ async def test_points_are_read_back_exactly(tmp_path, victoria):
 async def test_a_bad_point_is_logged_and_the_rest_flow(tmp_path, victoria, caplog):
     # A line an older gateway left in the spool that no parser accepts: VictoriaMetrics skips it.
     load = Load()
-    spool_writer = TelemetryWriter(settings("http://127.0.0.1:9"), tmp_path)
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    spool_writer = TelemetryWriter(settings(nowhere), tmp_path)
     await spool_writer.start()
     load.tick(spool_writer)
     await until(lambda: spool_writer.stats().spooled == 5, timeout_s=20)
