@@ -20,7 +20,9 @@ from pathlib import Path
 
 SUITES: dict[str, str] = {
     "decoder": "bench.decoder",
+    "notify": "bench.notify",
     "ingest": "bench.ingest",
+    "linkage": "bench.linkage",
     "telemetry": "bench.telemetry",
 }
 
