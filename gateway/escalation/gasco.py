@@ -156,8 +156,14 @@ class GascoLink:
         self._task = self._summary_task = None
 
     async def send(self, item: OutboxItem) -> str:
+        if not self.connected.is_set():
+            # Briefly: at start the first event is usually queued before the link is up.
+            try:
+                await asyncio.wait_for(self.connected.wait(), self._settings.publish_timeout_s)
+            except TimeoutError:
+                raise DeliveryFailed("gas company broker not connected") from None
         client = self._client
-        if client is None or not self.connected.is_set():
+        if client is None:
             raise DeliveryFailed("gas company broker not connected")
         body = json.dumps(item.payload["message"], ensure_ascii=False, sort_keys=True)
         try:

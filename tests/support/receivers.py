@@ -37,6 +37,7 @@ class HttpRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float  # time.monotonic() when it arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -71,7 +72,9 @@ class HttpReceiver:
                 if ok:  # a failed request is not a delivery: recorded only when accepted
                     with receiver._lock:
                         receiver.requests.append(
-                            HttpRequest(self.path, dict(self.headers.items()), body)
+                            HttpRequest(
+                                self.path, dict(self.headers.items()), body, time.monotonic()
+                            )
                         )
                 answer = json.dumps(receiver.reply).encode()
                 self.send_response(receiver.status)
