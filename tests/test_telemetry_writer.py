@@ -278,7 +278,8 @@ async def test_the_spool_survives_a_restart(tmp_path, influx):
 
 
 async def test_report_fields_follow_the_schema(tmp_path, influx):
-    writer = TelemetryWriter(settings(influx.url), tmp_path)
+    # Nothing is written before stop(), so the writer's own counters below are exact.
+    writer = TelemetryWriter(settings(influx.url, telemetry_flush_interval_s=60), tmp_path)
     await writer.start()
     valve = KitReport.model_validate(
         {
@@ -295,7 +296,11 @@ async def test_report_fields_follow_the_schema(tmp_path, influx):
     writer.write_site_summary(
         SITE, T0, kit_complete=False, devices_online=2, devices_offline=1, open_alarms=1
     )
-    await until(lambda: len(influx.lines) == 2)
+    site_alarm = AlarmTransitionPoint(
+        "gw1-01J", SITE, "", "kit_incomplete", "low", "normal", "unack_active", T0, "raised"
+    )
+    writer.write_alarm_transition(site_alarm)
+    writer.write_gateway_metrics("gw1", T0, {"devices_online": 2, "loop_lag_s": 0.25})
     await writer.stop()
     assert influx.lines == [
         "kit_report,device_id=00c0ffee,district=chaoyang,kind=valve,site_id=site-1,"
@@ -305,6 +310,12 @@ async def test_report_fields_follow_the_schema(tmp_path, influx):
         'valve_state="closed",valve_state_code=1i 1795860000000000000',
         "site_summary,district=chaoyang,site_id=site-1,site_type=restaurant devices_offline=1i,"
         "devices_online=2i,kit_complete=0i,open_alarms=1i 1795860000000000000",
+        "alarm_transition,alarm_type=kit_incomplete,district=chaoyang,severity=low,"
+        'site_id=site-1,site_type=restaurant alarm_id="gw1-01J",from_state="normal",raised=1i,'
+        'to_state="unack_active",transition="raised",transitions=1i 1795860000000000000',
+        "gateway,gateway_id=gw1 devices_online=2i,loop_lag_s=0.25,telemetry_dropped=0i,"
+        "telemetry_queued=3i,telemetry_rejected=0i,telemetry_spool_bytes=0i,telemetry_spooled=0i,"
+        "telemetry_written=0i 1795860000000000000",
     ]
 
 

@@ -84,7 +84,8 @@ class AlarmTransitionPoint:
     """One alarm state change as the alarms room records it (``at``: the gateway's time).
 
     ``device_id`` is ``""`` for a site-level alarm; ``from_state``/``to_state`` are
-    :class:`gateway.model.AlarmState` values (a new alarm comes from ``normal``).
+    :class:`gateway.model.AlarmState` values (a new alarm comes from ``normal``);
+    ``transition`` the :class:`gateway.model.Transition` that made the change, when known.
     """
 
     alarm_id: str
@@ -95,6 +96,7 @@ class AlarmTransitionPoint:
     from_state: str
     to_state: str
     at: datetime
+    transition: str = ""
 
 
 def _flag_fields(kind: str, flags: tuple[str, ...]) -> dict[str, FieldValue]:
@@ -155,6 +157,8 @@ def alarm_point(transition: AlarmTransitionPoint) -> Point:
         "transitions": 1,
         "raised": int(transition.from_state == NORMAL and transition.to_state != NORMAL),
     }
+    if transition.transition:
+        fields["transition"] = transition.transition
     return Point(ALARM_TRANSITION, tags, fields, time_ns(transition.at), Priority.ALARM)
 
 
