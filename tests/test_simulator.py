@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from firmware_bridge import ksp
 from firmware_bridge.simulator import (
+    SCENARIOS,
     District,
     MqttDevice,
     PtyPort,
@@ -31,10 +32,12 @@ from firmware_bridge.simulator import (
     SimDevice,
     SimReceiver,
     SimRegulator,
+    Simulation,
     SimValve,
     Step,
     Story,
     leak,
+    scenario_story,
 )
 from firmware_bridge.simulator.cli import simulate
 from firmware_bridge.simulator.district import COMPONENTS_HEADER, CYLINDERS_HEADER, SITES_HEADER
@@ -773,3 +776,39 @@ async def test_no_command_ever_opens_a_closed_valve() -> None:
     assert states[-1] is ksp.ValveState.CLOSED
     assert ksp.ValveState.OPEN not in states
     assert valve.cause is ksp.ValveCause.LINKED_ALARM
+
+
+async def test_named_scenarios_play_on_a_running_district(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    district = District.generate(restaurants=6, households=6, seed=4, time_scale=0.001)
+    port = PtyPort(tmp_path / "ttyKIT0")
+    sim = Simulation(district, [port], mqtt_url=mosquitto.url, capacity=255)
+    names = ["leak", "stuck-valve", "overflow", "low-battery", "silent", "noise", "lost-acks"]
+    await sim.start()
+    end = GatewayEnd(port.link_path, auto_ack=True)
+    end.open()
+    try:
+        story = scenario_story(sim, names, start_s=0.0, gap_s=100.0)  # 0.1 s apart
+        async with asyncio.timeout(WAIT):
+            await story.run()
+        receiver = sim.first_receiver()
+        leak_site, stuck_site = sim.restaurant(0), sim.restaurant(1)
+        assert leak_site is not stuck_site
+        await eventually(lambda: leak_site.valve is not None and leak_site.valve.state == "closed")
+        assert ksp.DetectorFlag.ALARM_LOW in leak_site.detector.flags
+        assert ksp.DetectorFlag.ALARM_HIGH in stuck_site.detector.flags
+        assert stuck_site.valve is not None
+        await eventually(lambda: stuck_site.valve is not None and stuck_site.valve.state == "open")
+        tripped = sim.restaurant(-1, with_regulator=True).regulator
+        assert tripped is not None
+        assert ksp.RegulatorFlag.OVERFLOW_TRIPPED in tripped.flags
+        assert ksp.DetectorFlag.LOW_BATTERY in sim.household().detector.flags
+        assert sim.household(radio=True).detector.silent
+        assert receiver.stats.noise_bytes == 64
+        await eventually(lambda: receiver.stats.acks_ignored == 3)
+        assert story.done == [f"{n}: {SCENARIOS[n][0]}" for n in names]
+        assert any(d.stats.reports_published for d in sim.mqtt_devices)
+    finally:
+        end.close()
+        await sim.stop()

@@ -53,13 +53,17 @@ class Simulation:
             await receiver.stop()
             await port.stop()
 
-    def restaurant(self, *, with_regulator: bool = False) -> SimSite:
-        """The first restaurant the simulation runs (behind a receiver, or on MQTT if given)."""
-        running = [s for s in self.district.sites if self._runs(s)]
-        for site in running:
-            if site.site_type == "restaurant" and (site.regulator or not with_regulator):
-                return site
-        raise LookupError("no running restaurant site fits this scenario")
+    def restaurant(self, nth: int = 0, *, with_regulator: bool = False) -> SimSite:
+        """The ``nth`` restaurant the simulation runs (behind a receiver, or on MQTT if given);
+        negative counts from the end, and a district with fewer gives its last one."""
+        running = [
+            s
+            for s in self.district.sites
+            if s.site_type == "restaurant" and self._runs(s) and (s.regulator or not with_regulator)
+        ]
+        if not running:
+            raise LookupError("no running restaurant site fits this scenario")
+        return running[max(-len(running), min(nth, len(running) - 1))]
 
     def household(self, *, radio: bool = False) -> SimSite:
         """The first household the simulation runs (``radio``: one behind a receiver)."""
@@ -96,14 +100,14 @@ async def _clear(sim: Simulation) -> None:
 
 
 async def _stuck_valve(sim: Simulation) -> None:
-    site = sim.restaurant()
+    site = sim.restaurant(1)  # not the leak scenario's restaurant, so both can be played
     if site.valve is not None:
         site.valve.fail_to_close = True
     await scenarios.leak(site.detector, peak_pct=55.0)
 
 
 async def _overflow(sim: Simulation) -> None:
-    regulator = sim.restaurant(with_regulator=True).regulator
+    regulator = sim.restaurant(-1, with_regulator=True).regulator
     if regulator is not None:
         await scenarios.overflow_trip(regulator)
 
@@ -137,10 +141,10 @@ SCENARIOS: dict[str, tuple[str, Callable[[Simulation], Awaitable[None]]]] = {
     "leak": ("gas rises to 35 %LEL at the first restaurant", _leak),
     "clear": ("the gas at the first restaurant clears", _clear),
     "stuck-valve": (
-        "a restaurant valve fails to close; gas rises to 55 %LEL",
+        "at a second restaurant the valve fails to close; gas reaches 55 %LEL",
         _stuck_valve,
     ),
-    "overflow": ("a restaurant's smart regulator trips on over-flow", _overflow),
+    "overflow": ("the last restaurant's smart regulator trips on over-flow", _overflow),
     "low-battery": ("a household's wireless alarm runs low on battery", _low_battery),
     "silent": ("a radio household's detector stops reporting", _silent),
     "noise": ("64 random bytes on the first receiver's line", _noise),
