@@ -41,7 +41,7 @@ _SECRET_KEY: Final = re.compile(rf"(?i)(?:{_SECRET_WORDS}|^authorization$|^auth$
 # ``password=x``, ``token: x``, ``"secret": "x"``, ``?token=x&``: keep the key, mask the value.
 _KEY_VALUE: Final = re.compile(
     rf"""(?ix)
-    (?P<key>[\w.-]*{_SECRET_WORDS}[\w.-]*["']?\s*[:=]\s*)
+    (?P<key>(?<![\w.-])[\w.-]*{_SECRET_WORDS}[\w.-]*["']?\s*[:=]\s*)
     (?P<quote>["'])?
     (?P<value>(?(quote)[^"']*|[^\s"',;&)}}\]]+))
     """
@@ -54,6 +54,20 @@ _AUTH_HEADER: Final = re.compile(
 # ``scheme://user:password@host``: the user stays (it says which account), the password goes.
 _URL_PASSWORD: Final = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/:@]*):[^\s/@]*@")
 
+# Substrings without which no pattern above can match ("@" for URL passwords): most lines
+# contain none, and a few substring scans cost far less than the patterns.
+_HINTS: Final = (
+    "pass",
+    "pwd",
+    "token",
+    "secret",
+    "hmac",
+    "key",
+    "credential",
+    "authorization",
+    "@",
+)
+
 _RECORD_FIELDS: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
@@ -61,6 +75,9 @@ _RECORD_FIELDS: Final = frozenset(
 
 def redact(text: str) -> str:
     """``text`` with every secret value it shows replaced by ``***``."""
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _HINTS):
+        return text
     text = _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
     text = _AUTH_HEADER.sub(lambda m: f"{m['key']}{m['scheme'] or ''}{MASK}", text)
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['quote'] or ''}{MASK}", text)
