@@ -154,3 +154,16 @@ async def test_kill_mid_retry_resumes_the_schedule(
         if gateway.proc is not None and gateway.proc.poll() is None:
             gateway.kill9()
         await kit.stop()
+
+
+def test_unusable_registry_stops_the_start_with_located_errors(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "sites.csv").write_text("site_id,name\nr-1,Golden Wok\n", encoding="utf-8")
+    result = subprocess.run(
+        [str(GASGATE), "run", "--registry", str(registry), "--data-dir", str(tmp_path / "d"),
+         "--mqtt", "mqtt://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "sites.csv:1:3: missing column 'site_type'" in result.stderr

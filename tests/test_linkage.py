@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from firmware_bridge.ksp import CommandCode, DeviceKind, Event, ValveState
 from gateway.alarms import Alarms
 from gateway.bus import Bus
 from gateway.clock import ManualClock
-from gateway.contract import KitReport
+from gateway.contract import CmdMessage, KitReport
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
 from gateway.linkage import RETRY_S, TRIES, Linkage, command_message
 from gateway.registry import Registry, import_dir
@@ -235,3 +236,9 @@ async def test_restart_does_not_recommand_valves_closed_for_either_leak_level(
     await second.advance(RETRY_S * TRIES * 2)
     assert second.outbox.sent == []
     await second.stop()
+
+
+@pytest.mark.parametrize("cmd", ["open", "open_valve", "OPEN_VALVE", "reopen"])
+def test_the_command_contract_refuses_any_open(cmd: str) -> None:
+    with pytest.raises(ValidationError):
+        CmdMessage.model_validate({"id": "c1", "cmd": cmd})
