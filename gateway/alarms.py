@@ -101,6 +101,10 @@ def latched(alarm_type: str) -> bool:
         return False
 
 
+def _why(c: ConditionChanged) -> str:
+    return f"{c.rule_id}: {c.message}"
+
+
 @dataclass(frozen=True, slots=True)
 class Refused:
     """An operation the alarms room declined. ``reason``: unknown_alarm · wrong_state ·
@@ -222,7 +226,7 @@ class Alarms:
                 updated_at=now,
                 chattering=chattering,
             )
-            self._commit(alarm, Transition.RAISED, notify=not chattering)
+            self._commit(alarm, Transition.RAISED, not chattering, why=_why(c))
             return
         if current.active:
             if (current.severity, current.message, dict(current.readings)) == (
@@ -235,7 +239,8 @@ class Alarms:
             alarm = current.evolve(
                 severity=c.severity, message=c.message, readings=readings, updated_at=now
             )
-            self._commit(alarm, Transition.UPDATED, notify=more_urgent and self._notifiable(alarm))
+            notify = more_urgent and self._notifiable(alarm)
+            self._commit(alarm, Transition.UPDATED, notify, why=_why(c))
             return
         alarm = current.evolve(
             state=AlarmState.UNACK_ACTIVE,
@@ -251,9 +256,9 @@ class Alarms:
             raise_count=current.raise_count + 1,
         )
         if chattering and not current.chattering:
-            self._commit(alarm, Transition.CHATTERING, notify=False)
+            self._commit(alarm, Transition.CHATTERING, False, why=_why(c))
         else:
-            self._commit(alarm, Transition.REACTIVATED, notify=self._notifiable(alarm))
+            self._commit(alarm, Transition.REACTIVATED, self._notifiable(alarm), why=_why(c))
 
     def _clear(self, c: ConditionChanged, current: Alarm) -> None:
         now = self._clock.now()
@@ -267,7 +272,7 @@ class Alarms:
             changes["state"] = AlarmState.UNACK_CLEARED
         elif not current.latched:
             changes |= {"state": AlarmState.NORMAL, "closed_at": now}
-        self._commit(current.evolve(**changes), Transition.CLEARED, notify=False)
+        self._commit(current.evolve(**changes), Transition.CLEARED, False, why=_why(c))
 
     def _count_raise(self, key: tuple[str, str]) -> bool:
         """Record a raise; True if the key now chatters (more than 3 raises in 60 s)."""
@@ -436,8 +441,11 @@ class Alarms:
         notify: bool,
         by: str | None = None,
         note: str | None = None,
+        *,
+        why: str | None = None,
     ) -> Alarm:
-        """Store the snapshot and its history row atomically, then publish it."""
+        """Store the snapshot and its history row atomically, then publish it. ``why`` (the
+        rule's verdict, for automatic transitions) goes to the history in place of a note."""
         snapshot = alarm.to_json()
         with self._store.transaction() as db:
             db.execute(
@@ -464,7 +472,7 @@ class Alarms:
                     alarm.state.value,
                     alarm.updated_at.isoformat(),
                     by,
-                    note,
+                    note or why,
                     int(notify),
                     snapshot,
                 ),

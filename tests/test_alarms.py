@@ -113,9 +113,9 @@ async def test_raise_ack_clear_closes_a_plain_alarm(room: Room) -> None:
     ]
     history = room.alarms.history(alarm.alarm_id)
     assert [(h.revision, h.transition, h.by, h.note) for h in history] == [
-        (1, Transition.RAISED, None, None),
+        (1, Transition.RAISED, None, "rule.gas_rising: gas"),
         (2, Transition.ACKNOWLEDGED, "officer7", "on my way"),
-        (3, Transition.CLEARED, None, None),
+        (3, Transition.CLEARED, None, "rule.gas_rising: gas"),
     ]
 
 
