@@ -199,6 +199,19 @@ def test_the_image_is_slim_runs_as_a_user_and_checks_healthz() -> None:
     assert ignore[ignore.index("*") :].count("!deploy/") == 0  # no secrets in the build context
 
 
+def verify(directory: Path, *units: str) -> None:
+    """``systemd-analyze verify``: no error and no warning (an unknown key is only a warning)."""
+    done = subprocess.run(
+        [installed("systemd-analyze"), "verify", *units],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 @pytest.mark.parametrize(
     ("unit", "instance"),
     [("gasgate-gateway.service", None), ("gasgate-bridge@.service", "rx1")],
@@ -212,19 +225,21 @@ def test_systemd_units_verify_and_are_hardened(
     # systemd-analyze checks that ExecStart exists: point it at this venv's gasgate.
     name = unit.replace("@", f"@{instance}") if instance else unit
     (tmp_path / name).write_text(text.replace("/opt/gasgate/bin/gasgate", str(gasgate)))
-    done = subprocess.run(
-        [installed("systemd-analyze"), "verify", name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert (done.returncode, done.stderr) == (0, "")
+    verify(tmp_path, name)
     settings = set(text.splitlines())
     assert {"Restart=always", "User=gasgate", "ProtectSystem=strict", "NoNewPrivileges=yes"} <= (
         settings
     )
+
+
+def test_backup_timer_and_unit_verify(tmp_path: Path) -> None:
+    text = (DEPLOY / "systemd" / "gasgate-backup.service").read_text()
+    assert "ExecStart=/usr/local/sbin/gasgate-backup /var/lib/gasgate " in text
+    (tmp_path / "gasgate-backup.service").write_text(
+        text.replace("/usr/local/sbin/gasgate-backup", str(DEPLOY / "backup.sh"))
+    )
+    shutil.copy(DEPLOY / "systemd" / "gasgate-backup.timer", tmp_path)
+    verify(tmp_path, "gasgate-backup.service", "gasgate-backup.timer")
 
 
 def test_gateway_unit_writes_only_its_data_dir() -> None:
@@ -368,3 +383,29 @@ def test_the_image_gets_every_package_and_file_the_install_needs() -> None:
         assert (REPO / path).exists()
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.MULTILINE), path
         assert f"!{path}/" in ignore or f"!{path}" in ignore, f".dockerignore leaves out {path}"
+
+
+def test_backup_keeps_only_the_newest_snapshots(tmp_path: Path) -> None:
+    data, backups = tmp_path / "data", tmp_path / "backups"
+    data.mkdir()
+    (data / "gasgate.db").write_bytes(b"")  # not SQLite yet: copied as a plain file
+    old = ["gasgate-20250101T000000Z", "gasgate-20250102T000000Z", "gasgate-20250103T000000Z"]
+    for name in [*old, "notes"]:
+        (backups / name).mkdir(parents=True)
+
+    def backup(*keep: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", DEPLOY / "backup.sh", data, backups, *keep],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert backup("0").returncode == 2
+    done = backup("2")
+    assert done.returncode == 0, done.stderr
+    kept = sorted(p.name for p in backups.iterdir())
+    assert kept[:2] == ["gasgate-20250103T000000Z", kept[1]]
+    assert kept[1] > old[-1]
+    assert kept[2:] == ["notes"]  # only snapshots are ever pruned
