@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
 
-from firmware_bridge.ksp import CommandCode, ValveState
+from firmware_bridge.ksp import CmdResult, CommandCode, ValveState
 from gateway.alarm_types import AlarmType, info
 from gateway.alarms import new_id
 from gateway.bus import Bus
 from gateway.clock import Clock, Timer
-from gateway.contract import CmdMessage, cmd_topic
+from gateway.contract import CmdAckMessage, CmdMessage, cmd_topic, decode, parse_topic
+from gateway.errors import RejectedInput
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
 from gateway.model import Alarm, Transition
 from gateway.registry import DeviceInfo
@@ -71,6 +72,11 @@ _MIGRATIONS: Final = (
         state TEXT NOT NULL,
         at TEXT NOT NULL
     );
+    """,
+    # What the device (or the bridge, for a radio valve) answered on cmd/ack, and when.
+    """
+    ALTER TABLE valve_command ADD COLUMN ack TEXT;
+    ALTER TABLE valve_command ADD COLUMN ack_at TEXT;
     """,
 )
 
@@ -321,6 +327,32 @@ class Linkage:
                 },
             )
         )
+
+    # --- command acknowledgements -------------------------------------------------------------
+
+    def handle_ack(self, topic: str, payload: bytes) -> None:
+        """A ``kit/v1/{device}/cmd/ack`` message: stored beside its command for the audit trail.
+        Only the valve's ``closed`` report confirms a close; an ack says it was delivered."""
+        try:
+            kind, device_id = parse_topic(topic)
+            if kind != "cmd/ack":
+                return
+            ack = decode(CmdAckMessage, payload, topic)
+        except RejectedInput as exc:
+            self.counts[f"ack_rejected.{exc.reason}"] += 1
+            log.warning("command ack refused (%s): %s", exc.reason, exc)
+            return
+        with self._store.transaction() as db:
+            found = db.execute(
+                "UPDATE valve_command SET ack = ?, ack_at = ? WHERE cmd_id = ? AND valve_id = ?",
+                (ack.result.value, self._clock.now().isoformat(), ack.id, device_id),
+            ).rowcount
+        if not found:
+            self.counts["ack_unknown_command"] += 1  # another sender's command: not ours
+            return
+        self.counts[f"ack.{ack.result.value}"] += 1
+        if ack.result is not CmdResult.OK:
+            log.warning("valve %s answered close command %s: %s", device_id, ack.id, ack.result)
 
     # --- valve reports ----------------------------------------------------------------------
 

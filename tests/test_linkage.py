@@ -242,3 +242,23 @@ async def test_restart_does_not_recommand_valves_closed_for_either_leak_level(
 def test_the_command_contract_refuses_any_open(cmd: str) -> None:
     with pytest.raises(ValidationError):
         CmdMessage.model_validate({"id": "c1", "cmd": cmd})
+
+
+async def test_command_acks_are_stored_for_the_audit_trail(gw: Gateway) -> None:
+    await gw.condition("leak_high", DETECTOR)
+    (topic_1, first), (topic_2, second) = gw.outbox.sent
+    gw.linkage.handle_ack(
+        f"{topic_1}/ack", json.dumps({"id": first["id"], "result": "ok"}).encode()
+    )
+    unreachable = {"id": second["id"], "result": "unreachable"}
+    gw.linkage.handle_ack(f"{topic_2}/ack", json.dumps(unreachable).encode())
+    gw.linkage.handle_ack(f"{topic_2}/ack", b'{"id": "not-ours", "result": "ok"}')
+    gw.linkage.handle_ack(f"{topic_2}/ack", b"{broken")
+    rows = gw.store.db.execute("SELECT cmd_id, ack FROM valve_command ORDER BY valve_id").fetchall()
+    assert sorted(tuple(r) for r in rows) == sorted(
+        [(first["id"], "ok"), (second["id"], "unreachable")]
+    )
+    assert gw.linkage.counts["ack_unknown_command"] == 1
+    assert gw.linkage.counts["ack_rejected.bad_json"] == 1
+    await gw.advance(RETRY_S)  # an ack is not a confirmation: both are commanded again
+    assert len(gw.outbox.sent) == 4
