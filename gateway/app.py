@@ -1,6 +1,7 @@
 """The gateway controller: settings in, rooms built in data-flow order, started, stopped.
 
-    store → registry → bus → rules → alarms → linkage → supervision → ingest → site MQTT
+    store → registry → bus → rules → alarms → linkage → escalation → supervision → ingest
+    → site MQTT
 
 Rooms start in that order (each subscribes to the bus in ``start``, so every consumer listens
 before the site MQTT client lets the first report in) and stop in reverse. After all have
@@ -22,6 +23,8 @@ from gateway.alarms import Alarms
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
 from gateway.errors import ConfigError
+from gateway.escalation import EscalationSettings
+from gateway.escalation import build as build_escalation
 from gateway.events import AlarmChanged
 from gateway.ingest import Ingest
 from gateway.linkage import RETRY_S, TRIES, Linkage
@@ -81,14 +84,25 @@ class GatewaySettings(GasgateSettings):
         description="A valve not reporting closed this long after a close command is "
         f"commanded again ({TRIES} tries in all, then valve_failed_to_close).",
     )
+    gasco_mqtt: str | None = Field(
+        None,
+        description="Gas company broker, mqtt:// or mqtts:// (overrides escalation.gasco.url); "
+        "unset: alarm events wait in the outbox.",
+    )
+    escalation: EscalationSettings = Field(
+        default_factory=EscalationSettings,
+        description="Escalation: gas company link, channels, people, policies "
+        "(docs/gas-company-contract.md).",
+    )
     log_level: str = Field("INFO", description="debug, info, warning or error.")
     log_format: LogFormat = Field("auto", description="auto, json or text.")
 
-    @field_validator("mqtt")
+    @field_validator("mqtt", "gasco_mqtt")
     @classmethod
-    def _broker_url(cls, value: str) -> str:
+    def _broker_url(cls, value: str | None) -> str | None:
         try:
-            parse_mqtt_url(value)
+            if value is not None:
+                parse_mqtt_url(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
@@ -136,6 +150,15 @@ class Gateway:
             self.clock,
             retry_s=s.valve_retry_s,
         )
+        self.escalation = build_escalation(
+            s.escalation.with_gasco_url(s.gasco_mqtt),
+            bus=self.bus,
+            store=self.store,
+            clock=self.clock,
+            registry=self.registry,
+            desk=self.alarms,
+            gateway_id=s.gateway_id,
+        )
         self.supervision = Supervision(
             self.bus, self.registry, self.clock, missed_intervals=s.missed_intervals
         )
@@ -144,6 +167,7 @@ class Gateway:
             self.rules,
             self.alarms,
             self.linkage,
+            self.escalation,
             self.supervision,
             self.ingest,
             self.site_mqtt,

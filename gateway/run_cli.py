@@ -59,6 +59,9 @@ async def run_gateway(settings: GatewaySettings) -> None:
 )
 @click.option("--gateway-id", help="This gateway's id [env GASGATE_GATEWAY_ID].")
 @click.option(
+    "--gasco-mqtt", help="Gas company broker URL, mqtt:// or mqtts:// [env GASGATE_GASCO_MQTT]."
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -73,24 +73,25 @@ class GasCompany:
     """The gas company's side: a client on its broker recording everything under our prefix."""
 
     client: aiomqtt.Client
+    base: str = BASE
     seen: list[tuple[str, Any, bool]] = field(default_factory=list)
 
     def on(self, suffix: str) -> list[Any]:
-        return [p for t, p, _ in self.seen if t == f"{BASE}/{suffix}"]
+        return [p for t, p, _ in self.seen if t == f"{self.base}/{suffix}"]
 
     def events(self) -> list[dict[str, Any]]:
         return self.on("alarms/events")
 
     async def command(self, officer: str, **body: Any) -> None:
-        await self.client.publish(f"{BASE}/cmd/{officer}", json.dumps(body), qos=1)
+        await self.client.publish(f"{self.base}/cmd/{officer}", json.dumps(body), qos=1)
 
 
 @contextlib.asynccontextmanager
-async def gas_company(broker: Mosquitto) -> AsyncIterator[GasCompany]:
+async def gas_company(broker: Mosquitto, base: str = BASE) -> AsyncIterator[GasCompany]:
     client = aiomqtt.Client("127.0.0.1", broker.port, identifier="duty-console")
     async with client:
-        await client.subscribe(f"{BASE}/#", qos=1)
-        company = GasCompany(client)
+        await client.subscribe(f"{base}/#", qos=1)
+        company = GasCompany(client, base)
 
         async def record() -> None:
             async for m in client.messages:

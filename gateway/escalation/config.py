@@ -139,3 +139,10 @@ class EscalationSettings(_Model):
         default_factory=dict, description="district → its regulator's recipients"
     )
     outbox: OutboxSettings = OutboxSettings()
+
+    def with_gasco_url(self, url: str | None) -> EscalationSettings:
+        """These settings with the gas company broker the ``--gasco-mqtt`` flag names, if any."""
+        if url is None:
+            return self
+        gasco = GascoSettings.model_validate({**self.gasco.model_dump(), "url": url})
+        return self.model_copy(update={"gasco": gasco})
