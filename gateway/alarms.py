@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ from gateway.bus import Bus
 from gateway.clock import Clock, Timer
 from gateway.events import AlarmChanged, ConditionChanged
 from gateway.model import Alarm, AlarmState, Transition
-from gateway.store import Store
+from gateway.store import Store, StoreError
 
 __all__ = [
     "CHATTER_RAISES",
@@ -135,6 +136,7 @@ class Alarms:
         self._open_by_id: dict[str, Alarm] = {}
         self._raises: dict[tuple[str, str], deque[float]] = {}
         self._shelf_timers: dict[str, Timer] = {}
+        self.store_failures = 0  # transitions acted on without being stored
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -445,7 +447,28 @@ class Alarms:
         why: str | None = None,
     ) -> Alarm:
         """Store the snapshot and its history row atomically, then publish it. ``why`` (the
-        rule's verdict, for automatic transitions) goes to the history in place of a note."""
+        rule's verdict, for automatic transitions) goes to the history in place of a note.
+
+        If the store cannot be written (disk full, failing card), a transition the rules
+        caused is published anyway, loudly: a leak must close its valves and reach a person
+        even when it cannot be recorded. A person's operation is not: the error goes back."""
+        try:
+            self._write(alarm, transition, notify, by, note or why)
+        except (StoreError, sqlite3.Error):
+            if why is None:
+                raise
+            self.store_failures += 1
+            log.critical(
+                "alarm %s (%s at %s) %s could NOT be stored; acting on it anyway",
+                alarm.alarm_id, alarm.alarm_type, alarm.source, transition, exc_info=True,
+            )  # fmt: skip
+        self._remember(alarm)
+        self._bus.publish(AlarmChanged(alarm, transition, notify, by, note))
+        return alarm
+
+    def _write(
+        self, alarm: Alarm, transition: Transition, notify: bool, by: str | None, note: str | None
+    ) -> None:
         snapshot = alarm.to_json()
         with self._store.transaction() as db:
             db.execute(
@@ -472,14 +495,11 @@ class Alarms:
                     alarm.state.value,
                     alarm.updated_at.isoformat(),
                     by,
-                    note or why,
+                    note,
                     int(notify),
                     snapshot,
                 ),
             )
-        self._remember(alarm)
-        self._bus.publish(AlarmChanged(alarm, transition, notify, by, note))
-        return alarm
 
     def _remember(self, alarm: Alarm) -> None:
         key = (alarm.source, alarm.alarm_type)

@@ -17,6 +17,7 @@ builder and takes a :class:`firmware_bridge.ksp.CommandCode`, which has no "open
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +33,7 @@ from gateway.errors import RejectedInput
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
 from gateway.model import Alarm, Transition
 from gateway.registry import DeviceInfo
-from gateway.store import Store
+from gateway.store import Store, StoreError
 
 __all__ = ["RETRY_S", "TRIES", "Linkage", "Publisher", "ValveLookup", "command_message"]
 
@@ -221,27 +222,13 @@ class Linkage:
         follow_ups = [
             _FollowUp(v, alarm_id, new_id("close", now), tries, now, "pending") for v in valves
         ]
-        with self._store.transaction() as db:
-            for f in follow_ups:
-                db.execute(
-                    "INSERT INTO valve_close (valve_id, alarm_id, cmd_id, tries, sent_at, status)"
-                    " VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT (valve_id) DO UPDATE SET"
-                    " alarm_id = excluded.alarm_id, cmd_id = excluded.cmd_id,"
-                    " tries = excluded.tries, sent_at = excluded.sent_at, status = 'pending'",
-                    (f.valve_id, f.alarm_id, f.cmd_id, f.tries, now.isoformat()),
-                )
-                db.execute(
-                    "INSERT INTO valve_command (cmd_id, valve_id, alarm_id, cmd, try, at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        f.cmd_id,
-                        f.valve_id,
-                        alarm_id,
-                        CommandCode.CLOSE_VALVE.value,
-                        f.tries,
-                        now.isoformat(),
-                    ),
-                )
+        try:
+            self._store_commands(follow_ups, alarm_id, now)
+        except (StoreError, sqlite3.Error):
+            # Closing the valves matters more than remembering it: a restart re-closes.
+            self.counts["store_failed"] += 1
+            log.critical("valve close for alarm %s could NOT be stored; commanding anyway",
+                         alarm_id, exc_info=True)  # fmt: skip
         for f in follow_ups:
             topic, payload = command_message(f.valve_id, f.cmd_id, CommandCode.CLOSE_VALVE)
             self._mqtt.publish(topic, payload)
@@ -264,6 +251,38 @@ class Linkage:
             else:
                 self._arm(f, self._retry_s)
 
+    def _store_commands(self, follow_ups: list[_FollowUp], alarm_id: str, now: datetime) -> None:
+        with self._store.transaction() as db:
+            for f in follow_ups:
+                db.execute(
+                    "INSERT INTO valve_close (valve_id, alarm_id, cmd_id, tries, sent_at, status)"
+                    " VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT (valve_id) DO UPDATE SET"
+                    " alarm_id = excluded.alarm_id, cmd_id = excluded.cmd_id,"
+                    " tries = excluded.tries, sent_at = excluded.sent_at, status = 'pending'",
+                    (f.valve_id, f.alarm_id, f.cmd_id, f.tries, now.isoformat()),
+                )
+                db.execute(
+                    "INSERT INTO valve_command (cmd_id, valve_id, alarm_id, cmd, try, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        f.cmd_id,
+                        f.valve_id,
+                        alarm_id,
+                        CommandCode.CLOSE_VALVE.value,
+                        f.tries,
+                        now.isoformat(),
+                    ),
+                )
+
+    def _persist(self, what: str, sql: str, params: tuple[str, ...]) -> None:
+        """One write that must not stop the valve work if the disk fails (said loudly)."""
+        try:
+            with self._store.transaction() as db:
+                db.execute(sql, params)
+        except (StoreError, sqlite3.Error):
+            self.counts["store_failed"] += 1
+            log.critical("%s could NOT be stored", what, exc_info=True)
+
     def _arm(self, f: _FollowUp, delay_s: float) -> None:
         cmd_id = f.cmd_id
         f.timer = self._clock.call_later(delay_s, lambda: self._due(f.valve_id, cmd_id))
@@ -284,8 +303,11 @@ class Linkage:
 
     def _settle(self, f: _FollowUp, status: str) -> None:
         """Record a follow-up's outcome; a failure raises, a later close clears, the alarm."""
-        with self._store.transaction() as db:
-            db.execute("UPDATE valve_close SET status = ? WHERE valve_id = ?", (status, f.valve_id))
+        self._persist(
+            f"valve {f.valve_id} {status}",
+            "UPDATE valve_close SET status = ? WHERE valve_id = ?",
+            (status, f.valve_id),
+        )
         previous, f.status = f.status, status
         if f.timer is not None:
             f.timer.cancel()
@@ -362,13 +384,12 @@ class Linkage:
             return
         state = reading.state
         if self._valve_states.get(event.device_id) is not state:
-            with self._store.transaction() as db:
-                db.execute(
-                    "INSERT INTO valve_state (valve_id, state, at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (valve_id) DO UPDATE SET state = excluded.state,"
-                    " at = excluded.at",
-                    (event.device_id, state.value, event.received_at.isoformat()),
-                )
+            self._persist(
+                f"valve {event.device_id} state {state}",
+                "INSERT INTO valve_state (valve_id, state, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (valve_id) DO UPDATE SET state = excluded.state, at = excluded.at",
+                (event.device_id, state.value, event.received_at.isoformat()),
+            )
             self._valve_states[event.device_id] = state
         f = self._follow_ups.get(event.device_id)
         if state is ValveState.CLOSED and f is not None and f.status in ("pending", "failed"):

@@ -4,6 +4,7 @@ captured where the site MQTT queue would take them (the broker path is in the e2
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from gateway.clock import ManualClock
 from gateway.contract import CmdMessage, KitReport
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
 from gateway.linkage import RETRY_S, TRIES, Linkage, command_message
+from gateway.model import Transition
 from gateway.registry import Registry, import_dir
 from gateway.store import Store
 from tests.support.kit_site import DETECTOR, REGULATOR, REGULATOR_VALVE, VALVES, write_registry
@@ -262,3 +264,20 @@ async def test_command_acks_are_stored_for_the_audit_trail(gw: Gateway) -> None:
     assert gw.linkage.counts["ack_rejected.bad_json"] == 1
     await gw.advance(RETRY_S)  # an ack is not a confirmation: both are commanded again
     assert len(gw.outbox.sent) == 4
+
+
+async def test_a_failing_disk_does_not_stop_a_leak_closing_valves(gw: Gateway) -> None:
+    gw.store.db.execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
+    await gw.condition("leak_high", DETECTOR)
+    assert sorted(gw.outbox.valves()) == sorted(VALVES)
+    assert gw.alarms.store_failures == 1
+    assert [a.alarm_type for a in gw.alarms.open_alarms()] == ["leak_high"]
+    assert [c.transition for c in gw.changes] == [Transition.RAISED]
+    await gw.valve_reports(VALVES[0], ValveState.CLOSED)
+    await gw.advance(RETRY_S)
+    assert gw.outbox.valves()[2:] == [VALVES[1]]  # the follow-up goes on from memory
+    assert gw.linkage.counts["store_failed"] >= 3
+    # A person's acknowledgement is not taken without being recorded: the error goes back.
+    with pytest.raises(sqlite3.OperationalError):
+        gw.alarms.acknowledge(gw.alarms.open_alarms()[0].alarm_id, "officer7")
+    gw.store.db.execute("PRAGMA query_only = OFF")
