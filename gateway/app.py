@@ -140,7 +140,7 @@ class Gateway:
         self.rules = RuleEngine(self.bus, self.registry, self.clock, ruleset)
         self.alarms = Alarms(self.bus, self.store, self.clock, s.gateway_id)
         self.site_mqtt = SiteMqtt(
-            s.mqtt, f"gasgate-{s.gateway_id}", s.gateway_id, self.ingest.handle_message
+            s.mqtt, f"gasgate-{s.gateway_id}", s.gateway_id, self._on_site_message
         )
         self.linkage = Linkage(
             self.bus,
@@ -184,6 +184,12 @@ class Gateway:
             len(self.alarms.open_alarms()),
             parse_mqtt_url(s.mqtt),
         )
+
+    def _on_site_message(self, topic: str, payload: bytes) -> None:
+        """Every kit/v1 message to the ingest; command acks also to the linkage's audit."""
+        self.ingest.handle_message(topic, payload)
+        if topic.endswith("/cmd/ack"):
+            self.linkage.handle_ack(topic, payload)
 
     def _load_registry(self) -> Registry:
         source = self.settings.registry

@@ -189,6 +189,9 @@ async def test_leak_closes_both_linked_valves_once(
         assert spy.to(REGULATOR_VALVE) == []
         assert spy.to(DETECTOR) == []
         assert kit.valves[REGULATOR_VALVE].state is ksp.ValveState.OPEN
+        await wait_until(lambda: gateway.linkage.counts["ack.ok"] == 2)  # devices' cmd/acks
+        acks = gateway.store.db.execute("SELECT valve_id, ack FROM valve_command").fetchall()
+        assert sorted(tuple(r) for r in acks) == [(v, "ok") for v in sorted(VALVES)]
     finally:
         await kit.stop()
         await gateway.stop()
