@@ -109,7 +109,8 @@ class Alarm:
             elif isinstance(value, Mapping):
                 value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
             data[f.name] = value
-        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+        # default=str: a reading of an unexpected type must not cost the alarm its record.
+        return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> Alarm:

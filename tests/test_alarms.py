@@ -366,3 +366,13 @@ def test_snapshot_json_round_trip() -> None:
         acked_by="o",
     )
     assert Alarm.from_json(alarm.to_json()) == alarm
+
+
+def test_snapshot_survives_an_odd_reading() -> None:
+    clock = ManualClock()
+    alarm = Alarm(
+        "gw1-X", 1, "det1", "leak_high", None, "det1", "r", Severity.CRITICAL,
+        AlarmState.UNACK_ACTIVE, True, True, "m", {"at": clock.now()},  # type: ignore[dict-item]
+        clock.now(), clock.now(),
+    )  # fmt: skip
+    assert Alarm.from_json(alarm.to_json()).readings == {"at": clock.now().isoformat(sep=" ")}
