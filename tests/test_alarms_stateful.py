@@ -88,6 +88,10 @@ class AlarmMachine(RuleBasedStateMachine):
     def shelve(self, index: int, seconds: int) -> None:
         self._do(lambda: self.alarms.shelve(self._pick(index), "officer7", "noisy", seconds))
 
+    @rule(index=st.integers(0, 3), out=st.booleans())
+    def out_of_service(self, index: int, out: bool) -> None:
+        self._do(lambda: self.alarms.set_out_of_service(self._pick(index), "tech3", "work", out))
+
     @rule(seconds=st.sampled_from([1, 20, 61, 400]))
     def advance(self, seconds: int) -> None:
         self._do(lambda: self.clock.advance(seconds))
@@ -123,6 +127,13 @@ class AlarmMachine(RuleBasedStateMachine):
             alarm = change.alarm
             if alarm.latched and alarm.state is AlarmState.NORMAL:
                 assert change.by in ("officer7", "officer8"), change
+
+    @invariant()
+    def nobody_called_for_a_suppressed_alarm(self) -> None:
+        for change in self.changes:
+            if change.notify:
+                assert not change.alarm.suppressed, change
+                assert not change.alarm.chattering, change
 
     def teardown(self) -> None:
         self._run(self.alarms.stop())
