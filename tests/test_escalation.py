@@ -4,6 +4,7 @@ server; time moved by a ManualClock (the receivers answer in real time)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Iterator
@@ -306,3 +307,69 @@ def test_policy_file_loads_and_defaults_match_safety_domain(tmp_path: Path) -> N
     assert maintenance is not None
     assert maintenance.name == "maintenance"
     assert timedelta(seconds=leak_policy.steps[1].after_s) == timedelta(minutes=2)
+
+
+async def test_shelving_stops_escalation_and_unshelving_starts_a_new_episode(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    offline = dataclasses.replace(
+        leak(ManualClock().now()),
+        alarm_type="device_offline",
+        severity=Severity.HIGH,
+        rule_id="supervision.offline",
+        message="device offline",
+    )
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        w.bus.publish(offline)
+        await w.bus.join()
+        (alarm,) = w.alarms.open_alarms()
+        await eventually(lambda: len(http.received("/wecom")) == 1, what="duty room, episode 1")
+        shelved = w.alarms.shelve(alarm.alarm_id, "officer-7", "technician on site", 3600)
+        assert isinstance(shelved, Alarm)
+        await w.advance(900)  # past the urgent policy's 10-min supervisor step: shelved, silent
+        await eventually(lambda: settled(w))
+        assert phones(http) == []
+        assert isinstance(w.alarms.unshelve(alarm.alarm_id, "officer-7"), Alarm)
+        await w.bus.join()
+        await eventually(lambda: len(http.received("/wecom")) == 2, what="duty room, episode 2")
+        keys = [r.headers["X-Gasgate-Delivery"] for r in http.received("/wecom")]
+        assert [k.split("/")[1] for k in keys] == ["e1", "e2"]
+
+
+async def test_maintenance_alarm_makes_a_work_order_and_a_daily_digest(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    settings = settings_for(http.url, smtp.port)
+    settings["channels"]["work_order"] = {"kind": "webhook", "url": http.url("/tickets")}
+    settings["service_team"] = [{"name": "Service team", "email": "service@gasco.example"}]
+    low_battery = dataclasses.replace(
+        leak(ManualClock().now()),
+        alarm_type="low_battery",
+        severity=Severity.LOW,
+        rule_id="maintenance.battery",
+        message="battery 2.1 V",
+    )
+    clock = ManualClock()  # 10:00 UTC = 18:00 in Shanghai: today's 08:00 digest is past
+    async with world(tmp_path, settings, clock) as w:
+        w.bus.publish(low_battery)
+        await w.bus.join()
+        (alarm,) = w.alarms.open_alarms()
+        await eventually(lambda: len(http.received("/tickets")) == 1, what="work order")
+        order = http.received("/tickets")[0].json()
+        assert order["alarm_id"] == alarm.alarm_id
+        assert order["target"] == "service_team"
+        assert "电池电量低" in order["title"]
+        assert smtp.messages() == []
+        await w.advance(14 * 3600)  # 08:00 local the next day
+        await eventually(lambda: len(smtp.messages()) == 1, what="digest")
+    (digest,) = smtp.messages()
+    assert digest["To"] == "service@gasco.example"
+    assert "2026-11-29" in digest["Subject"]
+    assert "待处理维护告警 1 条" in digest["Subject"]
+    assert "老王饭店" in digest.get_content()
+    assert "电池电量低" in digest.get_content()
+    clock.advance(3600)
+    async with world(tmp_path, settings, clock) as w:  # restarted the same day: not again
+        await w.advance(60)
+        await eventually(lambda: settled(w))
+    assert len(smtp.messages()) == 1

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from gateway.errors import ConfigError
+from gateway.escalation.messages import check_zone
 from gateway.mqtturl import parse_mqtt_url
 
 __all__ = [
@@ -121,12 +122,23 @@ class OutboxSettings(_Model):
     )
 
 
+class DigestSettings(_Model):
+    """The daily digest of open maintenance alarms (policies with ``digest: true``)."""
+
+    at: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = Field(
+        "08:00", description="local time (HH:MM) it is sent"
+    )
+    to: tuple[Literal["duty_room", "duty_supervisor", "service_team"], ...] = ("service_team",)
+    via: tuple[str, ...] = Field(("email",), description="channel names")
+
+
 class EscalationSettings(_Model):
     policies_file: Path | None = Field(
         None, description="YAML escalation policies (default: safety-domain.md's)"
     )
     hotline: str = Field("", description="the gas company's phone number, quoted in alerts")
     timezone: str = Field("Asia/Shanghai", description="local time zone of times in alerts")
+    digest: DigestSettings = DigestSettings()
     gasco: GascoSettings = GascoSettings()
     channels: dict[str, ChannelSettings] = Field(
         default_factory=dict, description="named notification channels the policies use"
@@ -139,6 +151,11 @@ class EscalationSettings(_Model):
         default_factory=dict, description="district → its regulator's recipients"
     )
     outbox: OutboxSettings = OutboxSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
 
     def with_gasco_url(self, url: str | None) -> EscalationSettings:
         """These settings with the gas company broker the ``--gasco-mqtt`` flag names, if any."""

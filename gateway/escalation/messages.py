@@ -7,15 +7,16 @@ closed; "closed" only once every linked valve has reported closed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import date, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.alarm_types import AlarmType, info
 from gateway.model import Alarm
 from gateway.registry.model import Site
 
-__all__ = ["Message", "known_type", "local_zone", "render"]
+__all__ = ["Message", "check_zone", "known_type", "local_zone", "render", "render_digest"]
 
 _LEAK_LIKE = {
     AlarmType.LEAK_LOW,
@@ -33,10 +34,16 @@ class Message:
 
 
 def local_zone(name: str) -> tzinfo:
+    """The zone alerts give times in (validated with the settings: see ``check_zone``)."""
+    return ZoneInfo(name)
+
+
+def check_zone(name: str) -> str:
     try:
-        return ZoneInfo(name)
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+        raise ValueError(f"unknown time zone {name!r} (an IANA name: Asia/Shanghai)") from None
+    return name
 
 
 def render(
@@ -144,3 +151,32 @@ def _todo(kind: AlarmType | None, hotline: str, *, zh: bool) -> str:
         if zh
         else f"Please check the kit on site; if you smell gas, leave at once and call {call_en}."
     )
+
+
+def render_digest(
+    alarms: Sequence[Alarm], sites: Mapping[str, Site], lang: str, day: date, zone: tzinfo
+) -> Message:
+    """The daily list of open maintenance alarms (coverage gaps), one line per alarm."""
+    zh = lang != "en"
+    lines = []
+    for alarm in alarms:
+        site = sites.get(alarm.site_id or "")
+        where = (
+            f"{site.name}（{site.address}）"
+            if site and zh
+            else (f"{site.name} ({site.address})" if site else (alarm.site_id or alarm.source))
+        )
+        what = _title(known_type(alarm.alarm_type), alarm, zh=zh)
+        since = alarm.raised_at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        device = alarm.device_id or "-"
+        lines.append(
+            f"- {where}：{what}，设备 {device}，自 {since}"
+            if zh
+            else f"- {where}: {what}, device {device}, since {since}"
+        )
+    count = len(alarms)
+    if zh:
+        title = f"【燃气安全日报】{day.isoformat()} 待处理维护告警 {count} 条"
+    else:
+        title = f"[Daily digest] {day.isoformat()}: {count} open maintenance alarm(s)"
+    return Message(title, "\n".join(lines))

@@ -201,21 +201,33 @@ class Escalation:
                 ),
             )
             return
-        episode = alarm.raise_count
-        cursor = db.execute(
-            "INSERT OR IGNORE INTO escalation (alarm_id, episode, policy, started_at)"
-            " VALUES (?, ?, ?, ?)",
+        # A new episode each time an alarm needs people again (raised, reactivated after an
+        # acknowledgement, unshelved while unacknowledged); replays never get here (revision).
+        episode = (
+            1
+            + db.execute(
+                "SELECT COALESCE(MAX(episode), 0) FROM escalation WHERE alarm_id = ?",
+                (alarm.alarm_id,),
+            ).fetchone()[0]
+        )
+        db.execute(
+            "INSERT INTO escalation (alarm_id, episode, policy, started_at) VALUES (?, ?, ?, ?)",
             (alarm.alarm_id, episode, policy.name, now.isoformat()),
         )
-        if cursor.rowcount:
-            self.counts["started"] += 1
-            audit.record(
-                db,
-                audit.AuditEntry(
-                    alarm.alarm_id, now, "escalation", "", "", "started", f"policy {policy.name}"
-                ),
-            )
-            self._fire_steps(db, _Running(alarm.alarm_id, episode, policy, now, 0), alarm)
+        self.counts["started"] += 1
+        audit.record(
+            db,
+            audit.AuditEntry(
+                alarm.alarm_id,
+                now,
+                "escalation",
+                "",
+                "",
+                "started",
+                f"policy {policy.name}, episode {episode}",
+            ),
+        )
+        self._fire_steps(db, _Running(alarm.alarm_id, episode, policy, now, 0), alarm)
 
     def _maybe_stop(self, db: sqlite3.Connection, running: _Running, alarm: Alarm) -> None:
         reason = _stop_reason(running.policy, alarm)

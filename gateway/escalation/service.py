@@ -11,6 +11,7 @@ from gateway.bus import Bus
 from gateway.clock import Clock
 from gateway.escalation.channels import EmailChannel, WebhookChannel
 from gateway.escalation.config import EmailSettings, EscalationSettings
+from gateway.escalation.digest import Digest
 from gateway.escalation.gasco import GascoLink
 from gateway.escalation.outbox import Channel, Outbox
 from gateway.escalation.policy import DEFAULT_POLICIES, PolicySet, load_policies
@@ -29,16 +30,19 @@ class EscalationService:
     gasco: GascoLink
     outbox: Outbox
     room: Escalation
+    digest: Digest
 
     async def start(self) -> None:
         for channel in self.people:
             await channel.start()
         await self.outbox.start()
         await self.room.start()
+        await self.digest.start()
         await self.gasco.start()
 
     async def stop(self) -> None:
         await self.gasco.stop()
+        await self.digest.stop()
         await self.room.stop()
         await self.outbox.stop()
         for channel in reversed(self.people):
@@ -91,4 +95,5 @@ def build(
         settings=settings,
         gateway_id=gateway_id,
     )
-    return EscalationService(people, gasco, outbox, room)
+    digest = Digest(store, clock, registry, outbox, policies=policies, settings=settings)
+    return EscalationService(people, gasco, outbox, room, digest)
