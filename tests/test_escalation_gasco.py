@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from gateway.store import Store
 from tests.support.escalation_kit import SITE_ID, eventually, leak, registry, settings_for
 from tests.support.receivers import HttpReceiver, SmtpReceiver
 from tests.support.services import Mosquitto
+from tests.test_bridge_mqtturl import _broker, _certificates
 
 SCHEMAS = Path(__file__).parents[1] / "docs" / "schemas"
 BASE = "gasco/v1/gw1"
@@ -284,6 +286,7 @@ async def test_bad_commands_are_refused_with_a_reason(
             officer_id="officer-7",
         )
         await company.client.publish(f"{BASE}/cmd/officer-7", b"{not json", qos=1)
+        await company.client.publish(f"{BASE}/cmd/officer-7/x", b"{}", qos=1)
         await eventually(lambda: len(company.on("reply/officer-7")) == 3, what="3 replies")
         await eventually(lambda: len(company.on("reply/mallory")) == 1)
         await eventually(lambda: len(company.on("reply/stranger")) == 1)
@@ -303,6 +306,7 @@ async def test_bad_commands_are_refused_with_a_reason(
             ("c4", "wrong_state"),
             (None, "bad_json"),
         }
+        await eventually(lambda: gw.service.gasco.counts["refused.unauthorised_topic"] == 2)
         still = gw.alarms.get(alarm.alarm_id)
         assert still is not None
         assert still.state.value == "unack_active"
@@ -334,3 +338,76 @@ async def test_broker_outage_loses_nothing_and_delivers_in_order(
     assert [e["transition"] for e in company.events()][-1] == "acknowledged"
     sms = [r.json()["reference"] for r in http.received("/sms")]
     assert len(sms) == len(set(sms)) == 4  # 2 site contacts, supervisor, dispatcher: once each
+
+
+async def test_commands_sent_while_the_gateway_is_away_wait_in_its_session(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with gas_company(own_mosquitto) as company:
+        async with gateway(tmp_path, http, smtp, own_mosquitto) as gw:
+            await eventually(lambda: company.on("availability") == ["online"])
+            alarm = await gw.raise_leak()
+            await eventually(lambda: len(company.events()) == 1)
+        # The gateway is away (clean stop); its MQTT v5 session stays at the broker.
+        await eventually(lambda: company.on("availability")[-1:] == ["offline"])
+        await company.command(
+            "officer-7",
+            cmd_id="late",
+            alarm_id=alarm.alarm_id,
+            action="acknowledge",
+            officer_id="officer-7",
+        )
+        async with gateway(tmp_path, http, smtp, own_mosquitto) as gw:
+            await eventually(lambda: company.on("reply/officer-7"), what="queued command")
+            assert company.on("reply/officer-7")[0]["accepted"] is True
+            acked = gw.alarms.get(alarm.alarm_id)
+            assert acked is not None
+            assert acked.acked_by == "officer-7"
+
+
+def _users(tmp_path: Path, **passwords: str) -> Path:
+    users = tmp_path / "passwords"
+    for user, password in passwords.items():
+        flags = ["-b"] if users.exists() else ["-c", "-b"]
+        subprocess.run(["mosquitto_passwd", *flags, str(users), user, password], check=True)
+    return users
+
+
+# paho-mqtt 2.2 leaves the socket of a failed TLS handshake to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_mqtts_with_credentials_and_a_private_ca(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    users = _users(tmp_path, gw1="gw-secret", console="c0nsole")
+    config = (
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\nallow_anonymous false\n"
+        f"password_file {users}\n"
+    )
+    with _broker(tmp_path, config).running() as broker:
+        tls = {
+            "url": f"mqtts://127.0.0.1:{broker.port}",
+            "username": "gw1",
+            "password": "gw-secret",
+            "tls_ca": str(ca),
+            "client_id": "gw1-tls",
+        }
+        console = aiomqtt.Client(
+            "127.0.0.1",
+            broker.port,
+            username="console",
+            password="c0nsole",
+            tls_params=aiomqtt.TLSParameters(str(ca)),
+        )
+        async with console, gateway(tmp_path, http, smtp, broker, gasco=tls) as gw:
+            await console.subscribe(f"{BASE}/availability", qos=1)
+            async with asyncio.timeout(20):
+                async for message in console.messages:
+                    assert message.payload == b"online"
+                    break
+            await eventually(lambda: gw.service.gasco.counts["connects"] == 1)
+        wrong = {**tls, "password": "guess"}
+        async with gateway(tmp_path, http, smtp, broker, gasco=wrong) as gw:
+            await asyncio.sleep(1.5)
+            assert not gw.service.gasco.connected.is_set()
+            assert gw.service.gasco.counts["disconnects"] >= 1
