@@ -142,5 +142,5 @@ class AlarmMachine(RuleBasedStateMachine):
         self.dir.cleanup()
 
 
-AlarmMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=25, deadline=None)
+AlarmMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestAlarmMachine = AlarmMachine.TestCase
