@@ -221,6 +221,9 @@ class GascoLink:
                 log.warning(
                     "gas company broker %s: %s; retrying in %.0f s", self._settings.url, exc, delay
                 )
+            except Exception:  # a bug or a bad TLS file must not end the link for good
+                self.counts["link_errors"] += 1
+                log.exception("gas company link failed; retrying in %.0f s", delay)
             finally:
                 self._client = None
                 self.connected.clear()
@@ -237,7 +240,13 @@ class GascoLink:
         self._on_connected()
         await self.publish_summaries()
         async for message in client.messages:
-            await self._command(str(message.topic), message.payload, retained=message.retain)
+            try:
+                await self._command(str(message.topic), message.payload, retained=message.retain)
+            except aiomqtt.MqttError:
+                raise
+            except Exception:  # one bad command (or a store error) must not end the session
+                self.counts["command_errors"] += 1
+                log.exception("gas company command on %s failed", message.topic)
 
     # --- summaries -------------------------------------------------------------------------
 

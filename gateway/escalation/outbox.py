@@ -218,7 +218,11 @@ class Outbox:
                 wake.clear()  # no await since _head: a commit cannot have slipped in between
                 await wake.wait()
                 continue
-            delay = await self._deliver(channel, item)
+            try:
+                delay = await self._deliver(channel, item)
+            except (GasgateError, sqlite3.Error):  # the result not recorded: retried later
+                log.exception("outbox lane %s: cannot record row %d", channel.name, item.id)
+                delay = self._settings.backoff_max_s
             if delay:
                 await self._backoff(delay, self._retries[channel.name])
 

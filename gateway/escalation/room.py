@@ -26,6 +26,7 @@ from firmware_bridge.ksp import DeviceKind
 from gateway.alarm_types import info
 from gateway.bus import Bus
 from gateway.clock import Clock, Timer
+from gateway.errors import GasgateError
 from gateway.escalation import audit
 from gateway.escalation.channels import address_for
 from gateway.escalation.config import ChannelSettings, EscalationSettings, Recipient
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 ROOM = "escalation"
 GASCO_LANE = "gasco"
 ESCALATED = "escalated"  # the gas company event for a step; not an alarm transition
+STEP_RETRY_S = 5.0
 MIGRATIONS = (
     """
     CREATE TABLE escalation_alarm (
@@ -297,6 +299,16 @@ class Escalation:
         self._timers.pop((alarm_id, episode), None)
         if not self._running:
             return
+        try:
+            self._fire_due_now(alarm_id, episode)
+        except (GasgateError, sqlite3.Error):  # disk full, locked: try again, never drop
+            log.exception("alarm %s: escalation step not recorded; retrying", alarm_id)
+            self.counts["step_errors"] += 1
+            self._timers[(alarm_id, episode)] = self._clock.call_later(
+                STEP_RETRY_S, lambda: self._fire_due(alarm_id, episode)
+            )
+
+    def _fire_due_now(self, alarm_id: str, episode: int) -> None:
         with self._store.transaction() as db:
             running = self._running_escalation(db, alarm_id)
             row = db.execute(
