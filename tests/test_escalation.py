@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from gateway.escalation import (
     load_policies,
     trail,
 )
-from gateway.events import Severity
+from gateway.events import AlarmChanged, Severity
 from gateway.model import Alarm
 from gateway.store import Store
 from tests.support.escalation_kit import eventually, leak, registry, settings_for
@@ -67,7 +67,10 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(
-    path: Path, settings: dict[str, Any], clock: ManualClock | None = None
+    path: Path,
+    settings: dict[str, Any],
+    clock: ManualClock | None = None,
+    first: Callable[[AlarmChanged], None] | None = None,
 ) -> AsyncIterator[World]:
     bus, store, clock = Bus(), Store(path / "gasgate.db"), clock or ManualClock()
     store.open()
@@ -82,6 +85,8 @@ async def world(
         gateway_id="gw1",
     )
     await alarms.start()
+    if first is not None:  # a handler that runs before escalation's
+        bus.subscribe(AlarmChanged, first)
     await service.start()
     try:
         yield World(bus, store, clock, alarms, service)
@@ -373,3 +378,22 @@ async def test_maintenance_alarm_makes_a_work_order_and_a_daily_digest(
         await w.advance(60)
         await eventually(lambda: settled(w))
     assert len(smtp.messages()) == 1
+
+
+async def test_an_alarm_change_the_store_refuses_is_retried_not_lost(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    holder: list[World] = []
+
+    def disk_trouble(_: AlarmChanged) -> None:
+        holder[0].store.db.execute("PRAGMA query_only = ON")  # every write now fails
+
+    async with world(tmp_path, settings_for(http.url, smtp.port), first=disk_trouble) as w:
+        holder.append(w)
+        alarm = await w.raise_leak()
+        assert w.service.room.counts["change_errors"] == 1
+        assert http.received() == []
+        w.store.db.execute("PRAGMA query_only = OFF")
+        await w.advance(5)
+        await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS after retry")
+        assert trail(w.store, alarm.alarm_id)[0].kind == "alarm_changed"

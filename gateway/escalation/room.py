@@ -136,6 +136,15 @@ class Escalation:
     # --- alarm changes ---------------------------------------------------------------------
 
     def on_alarm_changed(self, event: AlarmChanged) -> None:
+        try:
+            self._record_change(event)
+        except (GasgateError, sqlite3.Error):  # never lose an alarm: retried until recorded
+            log.exception("alarm %s: change not recorded; retrying", event.alarm.alarm_id)
+            self.counts["change_errors"] += 1
+            if self._running:
+                self._clock.call_later(STEP_RETRY_S, lambda: self.on_alarm_changed(event))
+
+    def _record_change(self, event: AlarmChanged) -> None:
         alarm = event.alarm
         with self._store.transaction() as db:
             seen = db.execute(
