@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CHATTER_WINDOW_S: Final = 60.0
 CHATTER_RAISES: Final = 3  # more raises than this within the window: chattering
 MAX_SHELVE_S: Final = 24 * 3600.0
+SHELF_RETRY_S: Final = 10.0  # an expiry the store could not record is tried again this soon
 SYSTEM: Final = "system"  # the "who" of transitions nobody made by hand
 
 _MIGRATIONS: Final = (
@@ -109,7 +110,7 @@ def _why(c: ConditionChanged) -> str:
 @dataclass(frozen=True, slots=True)
 class Refused:
     """An operation the alarms room declined. ``reason``: unknown_alarm · wrong_state ·
-    not_allowed · bad_request."""
+    not_allowed · bad_request · store_failed (could not be recorded: retry)."""
 
     reason: str
     message: str
@@ -303,7 +304,7 @@ class Alarms:
         else:
             return Refused("wrong_state", f"alarm {alarm_id} is already acknowledged")
         changes |= {"acked_at": now, "acked_by": by, "updated_at": now}
-        return self._commit(alarm.evolve(**changes), Transition.ACKNOWLEDGED, False, by, note)
+        return self._operate(alarm.evolve(**changes), Transition.ACKNOWLEDGED, False, by, note)
 
     def resolve(self, alarm_id: str, by: str, note: str | None = None) -> Alarm | Refused:
         """Close an alarm whose condition has cleared (what closes a latched alarm)."""
@@ -323,7 +324,7 @@ class Alarms:
             acked_at=alarm.acked_at or now,
             acked_by=alarm.acked_by or by,
         )
-        return self._commit(resolved, Transition.RESOLVED, False, by, note)
+        return self._operate(resolved, Transition.RESOLVED, False, by, note)
 
     def shelve(self, alarm_id: str, by: str, reason: str, duration_s: float) -> Alarm | Refused:
         alarm = self._target(alarm_id, by)
@@ -343,8 +344,9 @@ class Alarms:
             shelve_reason=reason,
             updated_at=now,
         )
-        result = self._commit(shelved, Transition.SHELVED, False, by, reason)
-        self._arm_shelf(result)
+        result = self._operate(shelved, Transition.SHELVED, False, by, reason)
+        if isinstance(result, Alarm):
+            self._arm_shelf(result)
         return result
 
     def unshelve(self, alarm_id: str, by: str, note: str | None = None) -> Alarm | Refused:
@@ -367,14 +369,14 @@ class Alarms:
                 return Refused("wrong_state", f"alarm {alarm_id} is not out of service")
             back = alarm.evolve(out_of_service_by=None, out_of_service_reason=None, updated_at=now)
             notify = back.state.unacknowledged and self._notifiable(back)
-            return self._commit(back, Transition.IN_SERVICE, notify, by, reason)
+            return self._operate(back, Transition.IN_SERVICE, notify, by, reason)
         refusal = self._suppressible(alarm, reason)
         if refusal is not None:
             return refusal
         if alarm.out_of_service_by is not None:
             return Refused("wrong_state", f"alarm {alarm_id} is already out of service")
         oos = alarm.evolve(out_of_service_by=by, out_of_service_reason=reason, updated_at=now)
-        return self._commit(oos, Transition.OUT_OF_SERVICE, False, by, reason)
+        return self._operate(oos, Transition.OUT_OF_SERVICE, False, by, reason)
 
     def _target(self, alarm_id: str, by: str) -> Alarm | Refused:
         """The open alarm an operation acts on, or why there is none."""
@@ -419,12 +421,13 @@ class Alarms:
         alarm = self._open_by_id.get(alarm_id)
         if alarm is None or alarm.shelved_until != until:
             return  # closed, unshelved or shelved again meanwhile
-        try:
-            self._unshelve(alarm, SYSTEM, "shelving expired")
-        except Exception:
-            log.exception("alarm %s: could not end its shelving", alarm_id)
+        if isinstance(self._unshelve(alarm, SYSTEM, "shelving expired"), Refused):
+            # Not recorded (the store failed): try again, or the alarm stays silenced.
+            self._shelf_timers[alarm_id] = self._clock.call_later(
+                SHELF_RETRY_S, lambda: self._shelf_expired(alarm_id, until)
+            )
 
-    def _unshelve(self, alarm: Alarm, by: str, note: str | None) -> Alarm:
+    def _unshelve(self, alarm: Alarm, by: str, note: str | None) -> Alarm | Refused:
         timer = self._shelf_timers.pop(alarm.alarm_id, None)
         if timer is not None:
             timer.cancel()
@@ -432,9 +435,19 @@ class Alarms:
             shelved_until=None, shelved_by=None, shelve_reason=None, updated_at=self._clock.now()
         )
         notify = back.state.unacknowledged and self._notifiable(back)
-        return self._commit(back, Transition.UNSHELVED, notify, by, note)
+        return self._operate(back, Transition.UNSHELVED, notify, by, note)
 
     # --- the one write path -----------------------------------------------------------------
+
+    def _operate(
+        self, alarm: Alarm, transition: Transition, notify: bool, by: str, note: str | None
+    ) -> Alarm | Refused:
+        """A person's transition: recorded, or refused if it cannot be (nothing changes)."""
+        try:
+            return self._commit(alarm, transition, notify, by, note)
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("alarm %s: %s by %s not recorded: %s", alarm.alarm_id, transition, by, exc)
+            return Refused("store_failed", f"alarm {alarm.alarm_id}: not recorded ({exc}); retry")
 
     def _commit(
         self,
@@ -451,7 +464,7 @@ class Alarms:
 
         If the store cannot be written (disk full, failing card), a transition the rules
         caused is published anyway, loudly: a leak must close its valves and reach a person
-        even when it cannot be recorded. A person's operation is not: the error goes back."""
+        even when it cannot be recorded. A person's operation is not: it is refused."""
         try:
             self._write(alarm, transition, notify, by, note or why)
         except (StoreError, sqlite3.Error):

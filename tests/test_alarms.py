@@ -376,3 +376,17 @@ def test_snapshot_survives_an_odd_reading() -> None:
         clock.now(), clock.now(),
     )  # fmt: skip
     assert Alarm.from_json(alarm.to_json()).readings == {"at": clock.now().isoformat(sep=" ")}
+
+
+async def test_shelving_expiry_the_store_refused_is_tried_again(room: Room) -> None:
+    await room.condition(True, "gas_rising", severity=Severity.MEDIUM)
+    alarm_id = room.only().alarm_id
+    ok(room.alarms.shelve(alarm_id, "officer7", "noisy", 60))
+    room.store.db.execute("PRAGMA query_only = ON")  # the disk fails meanwhile
+    room.clock.advance(61)
+    assert room.only().shelved_until is not None
+    room.store.db.execute("PRAGMA query_only = OFF")
+    room.clock.advance(10)
+    await room.bus.join()
+    assert room.only().shelved_until is None
+    assert room.changes[-1].transition is Transition.UNSHELVED

@@ -4,7 +4,6 @@ captured where the site MQTT queue would take them (the broker path is in the e2
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from firmware_bridge.ksp import CommandCode, DeviceKind, Event, ValveState
-from gateway.alarms import Alarms
+from gateway.alarms import Alarms, Refused
 from gateway.bus import Bus
 from gateway.clock import ManualClock
 from gateway.contract import CmdMessage, KitReport
@@ -277,7 +276,10 @@ async def test_a_failing_disk_does_not_stop_a_leak_closing_valves(gw: Gateway) -
     await gw.advance(RETRY_S)
     assert gw.outbox.valves()[2:] == [VALVES[1]]  # the follow-up goes on from memory
     assert gw.linkage.counts["store_failed"] >= 3
-    # A person's acknowledgement is not taken without being recorded: the error goes back.
-    with pytest.raises(sqlite3.OperationalError):
-        gw.alarms.acknowledge(gw.alarms.open_alarms()[0].alarm_id, "officer7")
+    # A person's acknowledgement is not taken without being recorded: it is refused.
+    leak = gw.alarms.open_alarms()[0]
+    refused = gw.alarms.acknowledge(leak.alarm_id, "officer7")
+    assert isinstance(refused, Refused)
+    assert refused.reason == "store_failed"
+    assert gw.alarms.open_alarms() == [leak]
     gw.store.db.execute("PRAGMA query_only = OFF")
