@@ -208,8 +208,11 @@ class Alarms:
 
     def _activate(self, c: ConditionChanged, current: Alarm | None) -> None:
         now = self._clock.now()
-        chattering = self._count_raise((c.source, c.alarm_type))
         readings = MappingProxyType(dict(c.readings))
+        # Only a (re)raise counts towards chattering, not a repeat of an active condition.
+        chattering = (current is None or not current.active) and self._count_raise(
+            (c.source, c.alarm_type)
+        )
         if current is None:
             alarm = Alarm(
                 alarm_id=new_id(self._gateway_id, now),

@@ -390,3 +390,13 @@ async def test_shelving_expiry_the_store_refused_is_tried_again(room: Room) -> N
     await room.bus.join()
     assert room.only().shelved_until is None
     assert room.changes[-1].transition is Transition.UNSHELVED
+
+
+async def test_repeats_of_an_active_condition_are_not_chattering(room: Room) -> None:
+    await room.condition(True, "gas_rising", severity=Severity.MEDIUM)
+    for lel in (21.0, 22.0, 23.0, 24.0, 25.0):  # the rule sends new readings while active
+        await room.condition(True, "gas_rising", severity=Severity.MEDIUM, lel=lel)
+    await room.condition(False, "gas_rising", severity=Severity.MEDIUM)
+    await room.condition(True, "gas_rising", severity=Severity.MEDIUM)
+    assert not room.only().chattering
+    assert room.transitions()[-1] == (Transition.REACTIVATED, True)
