@@ -162,7 +162,6 @@ class Gateway:
         self.supervision = Supervision(
             self.bus, self.registry, self.clock, missed_intervals=s.missed_intervals
         )
-        self.bus.subscribe(AlarmChanged, _log_transition, name="app.log")
         rooms: list[_Room] = [
             self.rules,
             self.alarms,
@@ -175,6 +174,8 @@ class Gateway:
         for room in rooms:
             await room.start()
             self._started.append(room)
+        # Handlers run in subscription order: the log line comes after the valve commands.
+        self.bus.subscribe(AlarmChanged, _log_transition, name="app.log")
         self.alarms.announce_restored()
         log.info(
             "gateway %s started: %d site(s), %d device(s), %d open alarm(s), broker %s",
