@@ -3,6 +3,7 @@ server; time moved by a ManualClock (the receivers answer in real time)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -397,3 +398,26 @@ async def test_an_alarm_change_the_store_refuses_is_retried_not_lost(
         await w.advance(5)
         await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS after retry")
         assert trail(w.store, alarm.alarm_id)[0].kind == "alarm_changed"
+
+
+async def test_a_webhook_down_for_a_while_gets_everything_in_order_once(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    http.status = 503
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        first = await w.raise_leak()
+        w.bus.publish(leak(w.clock.now(), source="9f9f9f9f"))
+        await w.bus.join()
+        for _ in range(3):  # three failed attempts (backoff runs on the manual clock)
+            failures = w.service.outbox.counts["error.sms"]
+            await eventually(lambda: w.service.outbox.counts["error.sms"] > failures)  # noqa: B023
+            await w.advance(1)
+        assert w.service.outbox.pending("sms") == 4
+        http.status = 200
+        for _ in range(10):
+            await w.advance(1)
+            await asyncio.sleep(0.05)
+        await eventually(lambda: settled(w), what="backlog delivered")
+    keys = [r.headers["X-Gasgate-Delivery"] for r in http.received("/sms")]
+    assert len(keys) == len(set(keys)) == 4
+    assert [k.startswith(first.alarm_id) for k in keys] == [True, True, False, False]
