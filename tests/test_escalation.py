@@ -421,3 +421,27 @@ async def test_a_webhook_down_for_a_while_gets_everything_in_order_once(
     keys = [r.headers["X-Gasgate-Delivery"] for r in http.received("/sms")]
     assert len(keys) == len(set(keys)) == 4
     assert [k.startswith(first.alarm_id) for k in keys] == [True, True, False, False]
+
+
+async def test_a_raise_killed_before_escalation_saw_it_is_escalated_after_restart(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    clock = ManualClock()
+    bus, store = Bus(), Store(tmp_path / "gasgate.db")
+    store.open()
+    alarms = Alarms(bus, store, clock, "gw1")  # the alarm is committed; escalation never ran
+    await alarms.start()
+    bus.publish(leak(clock.now()))
+    await bus.join()
+    await alarms.stop()
+    await bus.stop()
+    store.close()
+    clock.advance(180)  # restarted 3 min later: the site and the supervisor are both due
+    async with world(tmp_path, settings_for(http.url, smtp.port), clock) as w:
+        w.alarms.announce_restored()  # as gateway/app.py does once every room has started
+        await w.bus.join()
+        await eventually(lambda: len(smtp.messages()) == 1, what="supervisor e-mail")
+        await eventually(lambda: sorted(phones(http)) == SITE_AND_SUPERVISOR, what="SMS")
+
+
+SITE_AND_SUPERVISOR = ["13800000001", "13800000002", "13900000001"]

@@ -221,9 +221,12 @@ class Escalation:
                 (alarm.alarm_id,),
             ).fetchone()[0]
         )
+        # Steps count from the transition that needs people (normally this instant; earlier
+        # when a raise committed just before a crash reaches us as RESTORED after it).
+        started = min(alarm.updated_at, now)
         db.execute(
             "INSERT INTO escalation (alarm_id, episode, policy, started_at) VALUES (?, ?, ?, ?)",
-            (alarm.alarm_id, episode, policy.name, now.isoformat()),
+            (alarm.alarm_id, episode, policy.name, started.isoformat()),
         )
         self.counts["started"] += 1
         audit.record(
@@ -238,7 +241,7 @@ class Escalation:
                 f"policy {policy.name}, episode {episode}",
             ),
         )
-        self._fire_steps(db, _Running(alarm.alarm_id, episode, policy, now, 0), alarm)
+        self._fire_steps(db, _Running(alarm.alarm_id, episode, policy, started, 0), alarm)
 
     def _maybe_stop(self, db: sqlite3.Connection, running: _Running, alarm: Alarm) -> None:
         reason = _stop_reason(running.policy, alarm)
