@@ -10,7 +10,7 @@ from datetime import datetime
 
 from gateway.store import Store
 
-__all__ = ["MIGRATIONS", "ROOM", "AuditEntry", "record", "trail"]
+__all__ = ["MIGRATIONS", "ROOM", "AuditEntry", "note", "record", "trail"]
 
 ROOM = "escalation_audit"
 MIGRATIONS = (
@@ -55,6 +55,21 @@ def record(db: sqlite3.Connection, entry: AuditEntry) -> None:
             entry.detail,
         ),
     )
+
+
+def note(
+    db: sqlite3.Connection,
+    alarm_id: str,
+    kind: str,
+    result: str,
+    detail: str = "",
+    *,
+    at: datetime,
+    channel: str = "",
+    recipient: str = "",
+) -> None:
+    """:func:`record` with the usual fields first."""
+    record(db, AuditEntry(alarm_id, at, kind, channel, recipient, result, detail))
 
 
 def trail(store: Store, alarm_id: str) -> list[AuditEntry]:

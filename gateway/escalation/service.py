@@ -11,6 +11,7 @@ from gateway.bus import Bus
 from gateway.clock import Clock
 from gateway.escalation.channels import EmailChannel, WebhookChannel
 from gateway.escalation.config import EmailSettings, EscalationSettings
+from gateway.escalation.coverage import Coverage
 from gateway.escalation.digest import Digest
 from gateway.escalation.gasco import GascoLink
 from gateway.escalation.outbox import Channel, Outbox
@@ -29,6 +30,7 @@ class EscalationService:
     people: list[WebhookChannel | EmailChannel]
     gasco: GascoLink
     outbox: Outbox
+    coverage: Coverage
     room: Escalation
     digest: Digest
 
@@ -36,6 +38,7 @@ class EscalationService:
         for channel in self.people:
             await channel.start()
         await self.outbox.start()
+        await self.coverage.start()
         await self.room.start()
         await self.digest.start()
         await self.gasco.start()
@@ -44,6 +47,7 @@ class EscalationService:
         await self.gasco.stop()
         await self.digest.stop()
         await self.room.stop()
+        await self.coverage.stop()
         await self.outbox.stop()
         for channel in reversed(self.people):
             await channel.stop()
@@ -79,21 +83,23 @@ def build(
         store=store,
         clock=clock,
         desk=desk,
-        summaries=lambda: room.summaries(),  # noqa: PLW0108 (room is built below)
+        summaries=lambda: coverage.summaries(),  # noqa: PLW0108 (built below)
         on_connected=lambda: outbox.retry_now(GASCO_LANE),
     )
     # Without a gas company broker its events wait in the outbox (no lane drains them).
     lanes: list[Channel] = [gasco, *people] if settings.gasco.url else [*people]
     outbox = Outbox(store, clock, lanes, settings.outbox)
+    coverage = Coverage(bus, store, clock, registry, gateway_id)
     room = Escalation(
         bus,
         store,
         clock,
         registry,
         outbox,
+        coverage=coverage,
         policies=policies,
         settings=settings,
         gateway_id=gateway_id,
     )
     digest = Digest(store, clock, registry, outbox, policies=policies, settings=settings)
-    return EscalationService(people, gasco, outbox, room, digest)
+    return EscalationService(people, gasco, outbox, coverage, room, digest)

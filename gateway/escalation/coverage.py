@@ -1,0 +1,104 @@
+"""What escalation knows about the kits themselves: each valve's last reported state and each
+device's availability (from the bus), and the per-site summary the gas company's coverage view
+gets (docs/schemas/gasco-site-summary.schema.json)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from firmware_bridge.ksp import DeviceKind
+from gateway.bus import Bus
+from gateway.clock import Clock
+from gateway.escalation.payloads import SITE_SUMMARY
+from gateway.escalation.ports import SiteDirectory
+from gateway.events import DeviceAvailabilityChanged, ReportReceived
+from gateway.model import Alarm
+from gateway.store import Store
+
+__all__ = ["Coverage"]
+
+_OPEN_ALARM_FIELDS = ("alarm_id", "alarm_type", "severity", "state", "raised_at")
+
+
+class Coverage:
+    """Constructing it does nothing; :meth:`start` subscribes to reports and availability.
+    Open alarms are read from the escalation room's ``escalation_alarm`` table."""
+
+    def __init__(
+        self, bus: Bus, store: Store, clock: Clock, registry: SiteDirectory, gateway_id: str
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._clock = clock
+        self._registry = registry
+        self._gateway_id = gateway_id
+        self._online: dict[str, bool] = {}
+        self._valves: dict[str, str] = {}  # valve device id → its last reported state
+
+    async def start(self) -> None:
+        self._bus.subscribe(ReportReceived, self._on_report, name="escalation.valves")
+        self._bus.subscribe(
+            DeviceAvailabilityChanged, self._on_availability, name="escalation.availability"
+        )
+
+    async def stop(self) -> None:
+        """Nothing to release: the bus outlives the rooms."""
+
+    def _on_report(self, event: ReportReceived) -> None:
+        if event.report.kind is DeviceKind.VALVE and event.report.valve is not None:
+            self._valves[event.device_id] = event.report.valve.state.value
+
+    def _on_availability(self, event: DeviceAvailabilityChanged) -> None:
+        self._online[event.device_id] = event.online
+
+    def valve_states(self, alarm: Alarm) -> dict[str, str]:
+        """The alarm's linked shut-off valves → last reported state (``unknown`` before any)."""
+        device = alarm.device_id
+        if device is None:
+            return {}
+        ids = list(self._registry.valves_for_detector(device))
+        regulator_valve = self._registry.valve_for_regulator(device)
+        if regulator_valve:
+            ids.append(regulator_valve)
+        if not ids and device in self._valves:
+            ids = [device]  # the alarm is about a valve itself
+        return {d: self._valves.get(d, "unknown") for d in ids}
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """One summary per registered site."""
+        open_alarms: dict[str, list[dict[str, Any]]] = {}
+        for site_id, snapshot in self._store.db.execute(
+            "SELECT site_id, snapshot FROM escalation_alarm WHERE is_open = 1 ORDER BY alarm_id"
+        ):
+            alarm = json.loads(snapshot)
+            open_alarms.setdefault(site_id, []).append({k: alarm[k] for k in _OPEN_ALARM_FIELDS})
+        devices: dict[str, list[str]] = {}
+        for device in self._registry.devices():
+            devices.setdefault(device.site_id, []).append(device.device_id)
+        at = self._clock.now().isoformat()
+        out = []
+        for site in self._registry.sites():
+            kit = self._registry.kit_status(site.site_id)
+            ids = devices.get(site.site_id, [])
+            out.append(
+                {
+                    "schema": SITE_SUMMARY,
+                    "gateway_id": self._gateway_id,
+                    "site_id": site.site_id,
+                    "name": site.name,
+                    "district": site.district,
+                    "site_type": site.site_type.value,
+                    "kit": None
+                    if kit is None
+                    else {"complete": kit.complete, "missing": [str(m) for m in kit.missing]},
+                    "devices": {
+                        "total": len(ids),
+                        "online": sum(1 for d in ids if self._online.get(d) is True),
+                        "offline": sum(1 for d in ids if self._online.get(d) is False),
+                    },
+                    "open_alarms": open_alarms.get(site.site_id, []),
+                    "at": at,
+                }
+            )
+        return out
