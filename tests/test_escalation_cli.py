@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -52,3 +53,22 @@ def test_trail_and_outbox_read_the_store(tmp_path: Path) -> None:
     assert "nothing recorded about alarm 'gw1-B'" in missing.output
     result = CliRunner().invoke(escalation, ["outbox", "--data-dir", str(tmp_path)])
     assert result.output == "the outbox is empty\n"
+
+
+def test_between_lists_a_time_window_in_order(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = Store(tmp_path / "gasgate.db")
+    store.open()
+    store.migrate(audit.ROOM, audit.MIGRATIONS)
+    start = clock.now()
+    for alarm_id, step in (("gw1-A", 0.0), ("gw1-B", 0.5), ("gw1-A", 1.0), ("gw1-B", 60.0)):
+        clock.advance(step)
+        with store.transaction() as db:
+            audit.note(db, alarm_id, "step", "fired", at=clock.now())
+    window = audit.between(store, start, start + timedelta(seconds=60))
+    store.close()
+    assert [(e.alarm_id, (e.at - start).total_seconds()) for e in window] == [
+        ("gw1-A", 0.0),
+        ("gw1-B", 0.5),
+        ("gw1-A", 1.5),
+    ]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from gateway.store import Store
 
-__all__ = ["MIGRATIONS", "ROOM", "AuditEntry", "note", "record", "trail"]
+__all__ = ["MIGRATIONS", "ROOM", "AuditEntry", "between", "note", "record", "trail"]
 
 ROOM = "escalation_audit"
 MIGRATIONS = (
@@ -27,6 +27,7 @@ MIGRATIONS = (
     );
     CREATE INDEX escalation_audit_alarm ON escalation_audit (alarm_id, id);
     """,
+    "CREATE INDEX escalation_audit_at ON escalation_audit (at);",
 )
 
 
@@ -47,7 +48,7 @@ def record(db: sqlite3.Connection, entry: AuditEntry) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             entry.alarm_id,
-            entry.at.isoformat(),
+            _stamp(entry.at),
             entry.kind,
             entry.channel,
             entry.recipient,
@@ -72,13 +73,28 @@ def note(
     record(db, AuditEntry(alarm_id, at, kind, channel, recipient, result, detail))
 
 
+_SELECT = "SELECT alarm_id, at, kind, channel, recipient, result, detail FROM escalation_audit"
+
+
 def trail(store: Store, alarm_id: str) -> list[AuditEntry]:
     """Everything recorded about one alarm, oldest first."""
+    rows = store.db.execute(f"{_SELECT} WHERE alarm_id = ? ORDER BY id", (alarm_id,))
+    return [_entry(r) for r in rows]
+
+
+def between(store: Store, start: datetime, end: datetime) -> list[AuditEntry]:
+    """Everything recorded in ``[start, end)`` (UTC), oldest first: the regulator's export."""
     rows = store.db.execute(
-        "SELECT alarm_id, at, kind, channel, recipient, result, detail FROM escalation_audit"
-        " WHERE alarm_id = ? ORDER BY id",
-        (alarm_id,),
-    ).fetchall()
-    return [
-        AuditEntry(r[0], datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows
-    ]
+        f"{_SELECT} WHERE at >= ? AND at < ? ORDER BY at, id",
+        (_stamp(start), _stamp(end)),
+    )
+    return [_entry(r) for r in rows]
+
+
+def _stamp(at: datetime) -> str:
+    """UTC, fixed width: stored stamps compare in time order as text."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _entry(r: sqlite3.Row) -> AuditEntry:
+    return AuditEntry(r[0], datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5], r[6])
