@@ -2,7 +2,8 @@
 
 Every alert says which site and where, what happened, what the gateway already did, and what to
 do now. The valve sentence only claims what is known: a leak's linked valves were *commanded*
-closed; "closed" only once every linked valve has reported closed.
+closed; "closed" only once every linked valve has reported closed; a site without a linked
+valve is told so.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def _what(title: str, alarm: Alarm, zone: tzinfo, *, zh: bool) -> str:
 
 
 def _valve(kind: AlarmType | None, state: str | None, *, zh: bool) -> str:
+    """``state``: the linked valves' summary (None: no valve is linked to the alarm)."""
     if kind is AlarmType.VALVE_FAILED_TO_CLOSE:
         return (
             "网关多次发出关阀指令，燃气切断阀未能关闭！"
@@ -120,13 +122,19 @@ def _valve(kind: AlarmType | None, state: str | None, *, zh: bool) -> str:
         )
     if state == "closed":
         return "燃气切断阀已关闭。" if zh else "The shut-off valve is closed."
-    if kind is not None and info(kind).closes_valves:
+    if kind is None or not info(kind).closes_valves:
+        return ""
+    if state is None:
         return (
-            "网关已发出关闭燃气切断阀的指令。"
+            "此处没有联动的燃气切断阀：如能确保安全，请关闭气瓶角阀。"
             if zh
-            else "The gateway has commanded the shut-off valve to close."
+            else "No shut-off valve is linked here: if it is safe, close the cylinder by hand."
         )
-    return ""
+    return (
+        "网关已发出关闭燃气切断阀的指令，尚未确认关闭。"
+        if zh
+        else "The gateway has commanded the shut-off valve to close; not yet confirmed closed."
+    )
 
 
 def _todo(kind: AlarmType | None, hotline: str, *, zh: bool) -> str:
