@@ -384,10 +384,15 @@ class Escalation:
         """One row per (channel, recipient) of one target; what cannot be sent is recorded."""
         site = self._registry.site(alarm.site_id) if alarm.site_id else None
         valve_state = valve_summary(self._coverage.valve_states(alarm))
-        items = []
+        items: list[NewItem] = []
+        recipients = self._recipients(notify.to, alarm)
+        if not recipients:
+            why = f"nobody configured as {notify.to.value}"
+            audit.note(db, alarm.alarm_id, "notification", "skipped", why, at=self._clock.now())
+            log.warning("alarm %s: %s", alarm.alarm_id, why)
         for via in notify.via:
             channel = self._settings.channels.get(via)
-            for recipient in self._recipients(notify.to, alarm):
+            for recipient in recipients:
                 address = address_for(channel, recipient) if channel else None
                 if channel is None or address is None or not self._outbox.has_lane(via):
                     why = (
