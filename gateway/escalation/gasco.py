@@ -17,6 +17,7 @@ while the gateway is away wait at the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -129,6 +130,7 @@ class GascoLink:
         self._task: asyncio.Task[None] | None = None
         self._summary_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self._summaries_due = asyncio.Event()
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -238,7 +240,7 @@ class GascoLink:
         self.counts["connects"] += 1
         log.info("connected to the gas company broker %s", self._settings.url)
         self._on_connected()
-        await self.publish_summaries()
+        self._summaries_due.set()
         async for message in client.messages:
             try:
                 await self._command(str(message.topic), message.payload, retained=message.retain)
@@ -265,13 +267,21 @@ class GascoLink:
             )
 
     async def _summary_loop(self) -> None:
+        """Every ``summary_interval_s``, and at once after each connection (in its own task:
+        thousands of sites must not hold back a duty officer's command)."""
         while True:
-            await asyncio.sleep(self._settings.summary_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._summaries_due.wait(), self._settings.summary_interval_s
+                )
+            self._summaries_due.clear()
             if self.connected.is_set():
                 try:
                     await self.publish_summaries()
                 except aiomqtt.MqttError as exc:
                     log.warning("site summaries not published: %s", exc)
+                except Exception:  # the next round tries again
+                    log.exception("site summaries failed")
 
     # --- commands --------------------------------------------------------------------------
 
