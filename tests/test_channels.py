@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from gateway.escalation.channels import EmailChannel, WebhookChannel, webhook_bo
 from gateway.escalation.config import EmailSettings, WebhookSettings
 from gateway.escalation.outbox import DeliveryFailed, OutboxItem
 from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.test_bridge_mqtturl import _certificates
 
 PAYLOAD: dict[str, Any] = {
     "kind": "notification",
@@ -120,3 +124,38 @@ async def test_email_without_an_address_is_refused_for_good() -> None:
     with pytest.raises(DeliveryFailed) as failed:
         await channel.send(item())
     assert failed.value.permanent
+
+
+def _server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    ca, cert, key = _certificates(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, ca
+
+
+async def test_email_over_starttls_with_login(tmp_path: Path) -> None:
+    tls, ca = await asyncio.to_thread(_server_tls, tmp_path)
+    payload = {**PAYLOAD, "recipient": {**PAYLOAD["recipient"], "email": "boss@example.cn"}}
+    with SmtpReceiver(tls=tls, users={"gasgate": "m@il"}).running() as smtp:
+        settings = {
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "username": "gasgate",
+            "password": "m@il",
+        }
+        plain = EmailChannel("email", EmailSettings.model_validate(settings))
+        with pytest.raises(DeliveryFailed):  # the server requires STARTTLS first
+            await plain.send(item(payload))
+        secure = EmailChannel(
+            "email", EmailSettings.model_validate({**settings, "starttls": True, "tls_ca": ca})
+        )
+        await secure.send(item(payload))
+        wrong = EmailChannel(
+            "email",
+            EmailSettings.model_validate(
+                {**settings, "starttls": True, "tls_ca": ca, "password": "guess"}
+            ),
+        )
+        with pytest.raises(DeliveryFailed):
+            await wrong.send(item(payload))
+        assert len(smtp.messages()) == 1

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from email.message import EmailMessage
@@ -183,6 +184,7 @@ class EmailChannel:
                 username=settings.username,
                 password=settings.password.get_secret_value() if settings.password else None,
                 start_tls=settings.starttls,
+                tls_context=self._tls_context(),
                 timeout=settings.timeout_s,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -194,3 +196,9 @@ class EmailChannel:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
         return f"SMTP accepted for {address}"
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        ca = self._settings.tls_ca
+        if not self._settings.starttls or ca is None:
+            return None
+        return ssl.create_default_context(cafile=str(ca))

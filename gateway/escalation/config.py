@@ -92,7 +92,8 @@ class EmailSettings(_Model):
     kind: Literal["email"] = "email"
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 25
-    starttls: bool = False
+    starttls: bool = Field(False, description="upgrade the session with STARTTLS")
+    tls_ca: Path | None = Field(None, description="CA bundle for STARTTLS (default: system CAs)")
     username: str | None = None
     password: SecretStr | None = None
     sender: str = "gasgate@localhost"

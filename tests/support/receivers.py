@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.support.services import free_port
 
@@ -112,16 +114,33 @@ class _Inbox:
 
 @dataclass
 class SmtpReceiver:
+    """``tls``: offer (and require) STARTTLS; ``users``: require AUTH with these passwords."""
+
     port: int = field(default_factory=free_port)
+    tls: ssl.SSLContext | None = None
+    users: dict[str, str] = field(default_factory=dict)
     _inbox: _Inbox = field(default_factory=_Inbox)
 
     def messages(self) -> list[Message]:
         with self._inbox.lock:
             return list(self._inbox.messages)
 
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and self.users.get(data.login.decode()) == (
+            data.password.decode()
+        )
+        return AuthResult(success=ok, handled=False)
+
     @contextlib.contextmanager
     def running(self) -> Iterator[SmtpReceiver]:
-        controller = Controller(self._inbox, hostname="127.0.0.1", port=self.port)
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            options |= {"tls_context": self.tls, "require_starttls": True}
+        if self.users:
+            options |= {"auth_required": True, "authenticator": self._authenticate}
+        controller = Controller(self._inbox, hostname="127.0.0.1", port=self.port, **options)
         controller.start()
         try:
             yield self
