@@ -58,7 +58,7 @@ class World:
     async def raise_leak(self) -> Alarm:
         self.bus.publish(leak(self.clock.now()))
         await self.bus.join()
-        (alarm,) = self.alarms.open_alarms()
+        (alarm,) = [a for a in self.alarms.open_alarms() if a.alarm_type == "leak_high"]
         return alarm
 
     async def advance(self, seconds: float) -> None:
@@ -445,3 +445,34 @@ async def test_a_raise_killed_before_escalation_saw_it_is_escalated_after_restar
 
 
 SITE_AND_SUPERVISOR = ["13800000001", "13800000002", "13900000001"]
+
+
+async def test_a_policy_that_stops_on_clear_stops_when_the_condition_clears(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    offline = dataclasses.replace(
+        leak(ManualClock().now()),
+        alarm_type="device_offline",
+        severity=Severity.HIGH,
+        rule_id="supervision.offline",
+        message="device offline",
+    )
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        w.bus.publish(offline)
+        await w.bus.join()
+        (alarm,) = w.alarms.open_alarms()
+        await eventually(lambda: len(http.received("/wecom")) == 1, what="duty room")
+        w.bus.publish(dataclasses.replace(offline, active=False, at=w.clock.now()))
+        await w.bus.join()
+        await w.advance(900)  # the urgent policy's supervisor step (10 min) would be due
+        await eventually(lambda: settled(w))
+        assert phones(http) == []
+        stopped = [e for e in trail(w.store, alarm.alarm_id) if e.result == "stopped"]
+        assert [e.detail for e in stopped] == ["cleared; 0 cancelled"]
+        # A latched leak is not stopped by its gas clearing: only a person stops it.
+        leak_alarm = await w.raise_leak()
+        w.bus.publish(leak(w.clock.now(), active=False))
+        await w.bus.join()
+        await w.advance(120)
+        await eventually(lambda: "13900000001" in phones(http), what="supervisor still told")
+        assert not any(e.result == "stopped" for e in trail(w.store, leak_alarm.alarm_id))
