@@ -476,3 +476,21 @@ async def test_a_policy_that_stops_on_clear_stops_when_the_condition_clears(
         await w.advance(120)
         await eventually(lambda: "13900000001" in phones(http), what="supervisor still told")
         assert not any(e.result == "stopped" for e in trail(w.store, leak_alarm.alarm_id))
+
+
+async def test_finished_outbox_rows_are_pruned_after_keep_days_pending_never(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: settled(w))
+        assert isinstance(w.alarms.acknowledge(alarm.alarm_id, "officer-7"), Alarm)
+        await w.bus.join()
+        outbox = w.service.outbox
+        assert outbox.pending("gasco") == 2  # no gas company broker here: they wait
+        await w.advance(29 * 86400)
+        assert outbox.prune() == 0
+        await w.advance(2 * 86400)  # the daily pass removed the delivered rows
+        remaining = w.store.db.execute("SELECT status FROM outbox").fetchall()
+        assert [r[0] for r in remaining] == ["pending", "pending"]  # gas company events stay
+        assert any(e.result == "sent" for e in trail(w.store, alarm.alarm_id))

@@ -121,6 +121,11 @@ class OutboxSettings(_Model):
         description="attempts before a notification to a person is given up (recorded); "
         "gas company events are retried without limit",
     )
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        30,
+        description="days a delivered, failed or cancelled row is kept (the audit trail keeps "
+        "its record for good); pending rows are never removed",
+    )
 
 
 class DigestSettings(_Model):

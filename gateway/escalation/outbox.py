@@ -24,10 +24,10 @@ import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from gateway.clock import Clock
+from gateway.clock import Clock, Timer
 from gateway.errors import GasgateError
 from gateway.escalation import audit
 from gateway.escalation.config import OutboxSettings
@@ -169,18 +169,42 @@ class Outbox:
         self._wakes: dict[str, asyncio.Event] = {}
         self._retries: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._prune_timer: Timer | None = None
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
         self._store.migrate(audit.ROOM, audit.MIGRATIONS)
         self._store.migrate(ROOM, MIGRATIONS)
+        self._prune_daily()
         loop = asyncio.get_running_loop()
         for name, channel in self._channels.items():
             self._wakes[name] = asyncio.Event()
             self._retries[name] = asyncio.Event()
             self._tasks.append(loop.create_task(self._lane(channel), name=f"outbox:{name}"))
 
+    def prune(self) -> int:
+        """Remove finished rows older than ``keep_days``; how many."""
+        cutoff = self._clock.now() - timedelta(days=self._settings.keep_days)
+        with self._store.transaction() as db:
+            removed = db.execute(
+                "DELETE FROM outbox WHERE status != ? AND done_at < ?",
+                (PENDING, cutoff.isoformat()),
+            ).rowcount
+        if removed:
+            log.info("outbox: removed %d row(s) finished before %s", removed, cutoff)
+        return removed
+
+    def _prune_daily(self) -> None:
+        try:
+            self.prune()
+        except (GasgateError, sqlite3.Error):  # only housekeeping: tomorrow again
+            log.exception("outbox: pruning failed")
+        self._prune_timer = self._clock.call_later(86400.0, self._prune_daily)
+
     async def stop(self) -> None:
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
