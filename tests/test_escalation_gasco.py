@@ -14,12 +14,14 @@ from typing import Any
 
 import aiomqtt
 import jsonschema
+import pydantic
 import pytest
 
 from gateway.alarms import Alarms
 from gateway.bus import Bus
 from gateway.clock import SystemClock
 from gateway.escalation import EscalationService, EscalationSettings, PolicySet, build, trail
+from gateway.escalation.gasco import GascoCommand
 from gateway.model import Alarm
 from gateway.store import Store
 from tests.support.escalation_kit import SITE_ID, eventually, leak, registry, settings_for
@@ -411,3 +413,48 @@ async def test_mqtts_with_credentials_and_a_private_ca(
             await asyncio.sleep(1.5)
             assert not gw.service.gasco.connected.is_set()
             assert gw.service.gasco.counts["disconnects"] >= 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"cmd_id": "c1", "alarm_id": "gw1-A", "action": "acknowledge", "officer_id": "o-7"},
+        {
+            "cmd_id": "c1",
+            "alarm_id": "gw1-A",
+            "action": "resolve",
+            "officer_id": "o-7",
+            "note": "阀门已人工复位",
+        },
+        {"cmd_id": "c1", "alarm_id": "gw1-A", "action": "open_valve", "officer_id": "o-7"},
+        {"cmd_id": "c1", "alarm_id": "gw1-A", "action": "acknowledge"},
+        {"cmd_id": "", "alarm_id": "gw1-A", "action": "acknowledge", "officer_id": "o-7"},
+        {"cmd_id": "c1", "alarm_id": "gw1-A", "action": "acknowledge", "officer_id": "o 7"},
+        {
+            "cmd_id": "c1",
+            "alarm_id": "gw1-A",
+            "action": "acknowledge",
+            "officer_id": "o-7",
+            "extra": 1,
+        },
+        {
+            "cmd_id": "c1",
+            "alarm_id": "gw1-A",
+            "action": "acknowledge",
+            "officer_id": "o-7",
+            "note": "x" * 1001,
+        },
+    ],
+)
+def test_the_command_schema_and_the_gateway_agree(command: dict[str, Any]) -> None:
+    try:
+        jsonschema.validate(command, schema("gasco-command"))
+        by_schema = True
+    except jsonschema.ValidationError:
+        by_schema = False
+    try:
+        GascoCommand.model_validate(command)
+        by_gateway = True
+    except pydantic.ValidationError:
+        by_gateway = False
+    assert by_schema == by_gateway
