@@ -176,6 +176,13 @@ class Outbox:
         self._store.migrate(audit.ROOM, audit.MIGRATIONS)
         self._store.migrate(ROOM, MIGRATIONS)
         self._prune_daily()
+        for lane, count in self._store.db.execute(
+            "SELECT lane, COUNT(*) FROM outbox WHERE status = ? GROUP BY lane", (PENDING,)
+        ):
+            if lane not in self._channels:
+                log.warning(
+                    "outbox: %d row(s) wait for channel %r, which is not configured", count, lane
+                )
         loop = asyncio.get_running_loop()
         for name, channel in self._channels.items():
             self._wakes[name] = asyncio.Event()
@@ -237,15 +244,15 @@ class Outbox:
     async def _lane(self, channel: Channel) -> None:
         wake = self._wakes[channel.name]
         while True:
-            item = self._head(channel.name)
-            if item is None:
-                wake.clear()  # no await since _head: a commit cannot have slipped in between
-                await wake.wait()
-                continue
             try:
+                item = self._head(channel.name)
+                if item is None:
+                    wake.clear()  # no await since _head: a commit cannot have slipped in
+                    await wake.wait()
+                    continue
                 delay = await self._deliver(channel, item)
-            except (GasgateError, sqlite3.Error):  # the result not recorded: retried later
-                log.exception("outbox lane %s: cannot record row %d", channel.name, item.id)
+            except (GasgateError, sqlite3.Error):  # the store failed: the row is retried
+                log.exception("outbox lane %s: the store failed", channel.name)
                 delay = self._settings.backoff_max_s
             if delay:
                 await self._backoff(delay, self._retries[channel.name])
