@@ -29,7 +29,7 @@ from tests.support.services import Mosquitto
 from tests.test_escalation_gasco import gas_company
 
 ROOT = Path(__file__).parents[1]
-SUPERVISOR_S, DISPATCHER_S = 3.0, 6.0
+SUPERVISOR_S, DISPATCHER_S = 5.0, 8.0
 POLICY = {
     "policies": [
         {
@@ -105,8 +105,8 @@ def _kill9(proc: subprocess.Popen[str]) -> None:
 async def test_kill_9_between_steps_resumes_once(tmp_path: Path, own_mosquitto: Mosquitto) -> None:
     with HttpReceiver().running() as http, SmtpReceiver().running() as smtp:
         async with gas_company(own_mosquitto) as company:
-            started = time.monotonic()
             first = _spawn(tmp_path, http, smtp, own_mosquitto, "raise")
+            started = time.monotonic()  # the leak was raised just before READY
             try:
                 await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS")
                 await eventually(lambda: len(company.events()) == 1, what="raised event")
