@@ -26,7 +26,7 @@ policies:
         notify: [{to: site_contacts, via: [sms]}]
       - after_s: 3
         notify: [{to: duty_supervisor, via: [email]}]
-      - after_s: 6
+      - after_s: 8
         notify: [{to: emergency_dispatcher, via: [sms]}]
 """
 
@@ -90,7 +90,7 @@ async def _scenario(tmp_path: Path, site_broker: Mosquitto, gasco_broker: Mosqui
                 )
                 await eventually(lambda: company.on("reply/duty-1"), what="reply")
                 assert company.on("reply/duty-1")[0]["accepted"] is True
-                await asyncio.sleep(4)  # past the dispatcher's 6 s
+                await asyncio.sleep(6)  # past the dispatcher's 8 s
                 assert [r.json()["phone"] for r in http.received("/sms")] == ["13800138000"]
                 transitions = [e["transition"] for e in leak_events(company)]
                 assert transitions == ["raised", "escalated", "acknowledged"]
