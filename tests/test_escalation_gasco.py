@@ -462,3 +462,52 @@ def test_the_command_schema_and_the_gateway_agree(command: dict[str, Any]) -> No
     except pydantic.ValidationError:
         by_gateway = False
     assert by_schema == by_gateway
+
+
+ACL = """\
+user gw1
+topic write gasco/v1/gw1/alarms/events
+topic write gasco/v1/gw1/reply/+
+topic write gasco/v1/gw1/availability
+topic write gasco/v1/gw1/sites/+/summary
+topic read gasco/v1/gw1/cmd/#
+
+pattern write gasco/v1/+/cmd/%u
+pattern read gasco/v1/+/reply/%u
+pattern read gasco/v1/+/alarms/events
+"""
+
+
+async def test_the_documented_broker_acl_lets_only_an_officer_command_as_themselves(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    users = _users(tmp_path, gw1="gw-secret", **{"officer-7": "o7", "mallory": "m"})
+    (tmp_path / "acl").write_text(ACL)
+    config = f"allow_anonymous false\npassword_file {users}\nacl_file {tmp_path / 'acl'}\n"
+    with _broker(tmp_path, config).running() as broker:
+        creds = {"url": broker.url, "username": "gw1", "password": "gw-secret"}
+        officer = aiomqtt.Client("127.0.0.1", broker.port, username="officer-7", password="o7")
+        mallory = aiomqtt.Client("127.0.0.1", broker.port, username="mallory", password="m")
+        async with officer, mallory, gateway(tmp_path, http, smtp, broker, gasco=creds) as gw:
+            await eventually(gw.service.gasco.connected.is_set)
+            await officer.subscribe(f"{BASE}/reply/officer-7", qos=1)
+            alarm = await gw.raise_leak()
+            await eventually(lambda: gw.service.outbox.pending("gasco") == 0, what="event out")
+            forged = {
+                "cmd_id": "m1",
+                "alarm_id": alarm.alarm_id,
+                "action": "acknowledge",
+                "officer_id": "officer-7",
+            }
+            await mallory.publish(f"{BASE}/cmd/officer-7", json.dumps(forged), qos=1)
+            real = {**forged, "cmd_id": "o1"}
+            await officer.publish(f"{BASE}/cmd/officer-7", json.dumps(real), qos=1)
+            async with asyncio.timeout(20):
+                async for message in officer.messages:
+                    assert isinstance(message.payload, bytes)
+                    reply = json.loads(message.payload)
+                    break
+            assert (reply["cmd_id"], reply["accepted"]) == ("o1", True)
+            await asyncio.sleep(0.5)  # mallory's forgery, had it passed, would be handled now
+            assert gw.service.gasco.counts["accepted"] == 1
+            assert sum(v for k, v in gw.service.gasco.counts.items() if "refused" in k) == 0
