@@ -511,3 +511,29 @@ async def test_the_documented_broker_acl_lets_only_an_officer_command_as_themsel
             await asyncio.sleep(0.5)  # mallory's forgery, had it passed, would be handled now
             assert gw.service.gasco.counts["accepted"] == 1
             assert sum(v for k, v in gw.service.gasco.counts.items() if "refused" in k) == 0
+
+
+async def test_a_command_delivered_twice_is_applied_once_and_answered_alike(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with (
+        gas_company(own_mosquitto) as company,
+        gateway(tmp_path, http, smtp, own_mosquitto) as gw,
+    ):
+        await eventually(lambda: company.on("availability") == ["online"])
+        alarm = await gw.raise_leak()
+        command = {
+            "cmd_id": "c9",
+            "alarm_id": alarm.alarm_id,
+            "action": "acknowledge",
+            "officer_id": "officer-7",
+        }
+        await company.command("officer-7", **command)
+        await company.command("officer-7", **command)  # as a QoS 1 redelivery would
+        await eventually(lambda: len(company.on("reply/officer-7")) == 2, what="two replies")
+        first, second = company.on("reply/officer-7")
+        assert first["accepted"] is True
+        assert {**first, "at": None} == {**second, "at": None}
+        assert gw.service.gasco.counts["repeated"] == 1
+        history = [e.transition for e in gw.alarms.history(alarm.alarm_id)]
+        assert history.count("acknowledged") == 1

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import ssl
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,6 +46,7 @@ __all__ = ["GascoCommand", "GascoLink", "GascoTopics"]
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 8 * 1024
+ANSWERS_KEPT = 1024  # (officer, cmd_id) → answer, for repeated deliveries of one command
 _ID = r"^[A-Za-z0-9_.:@-]{1,64}$"
 
 
@@ -131,6 +132,7 @@ class GascoLink:
         self._summary_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self._summaries_due = asyncio.Event()
+        self._answered: OrderedDict[tuple[str, str], Alarm | Refused] = OrderedDict()
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -294,7 +296,16 @@ class GascoLink:
             if officer is not None and not retained:
                 await self._reply(officer, _raw_fields(payload), Refused(reason, reason))
             return
+        key = (command.officer_id, command.cmd_id)
+        earlier = self._answered.get(key)
+        if earlier is not None:  # a QoS 1 redelivery: the same answer again, applied once
+            self.counts["repeated"] += 1
+            await self._reply(command.officer_id, command.model_dump(), earlier)
+            return
         outcome = self._apply(command)
+        self._answered[key] = outcome
+        while len(self._answered) > ANSWERS_KEPT:
+            self._answered.popitem(last=False)
         if isinstance(outcome, Alarm):
             result, detail = "accepted", command.note
             self.counts["accepted"] += 1
