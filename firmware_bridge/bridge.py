@@ -351,7 +351,15 @@ class Bridge:
             )
 
     async def _run_command(self, device: str, cmd: contract.CmdMessage) -> None:
-        result = await self.link.send_command(int(device, 16), cmd.cmd)
+        device_id = int(device, 16)
+        result = await self.link.send_command(device_id, cmd.cmd)
+        if result is ksp.CmdResult.UNKNOWN_DEVICE and device_id not in self._device_seq:
+            # Several bridges may share one site broker, each seeing every radio command. A
+            # receiver that never reported this device is not its home: stay silent and let
+            # the bridge whose receiver holds it answer, instead of racing it with a wrong no.
+            self.counters.commands["not_behind_this_receiver"] += 1
+            _log.info("command %s for %s: not behind this receiver, not answered", cmd.id, device)
+            return
         ack = contract.CmdAckMessage(id=cmd.id, result=result)
         self._queue(
             _Outgoing(contract.cmd_ack_topic(device), ack.model_dump_json().encode(), "cmd_ack")

@@ -6,6 +6,8 @@ import click
 
 from firmware_bridge.cli import bridge
 from firmware_bridge.simulator.cli import simulate
+from gateway.demo import demo
+from gateway.escalation.cli import escalation
 from gateway.registry.cli import registry
 from gateway.run_cli import run
 from rules.cli import rules
@@ -20,6 +22,8 @@ def main() -> None:
 
 
 main.add_command(bridge)
+main.add_command(escalation)
+main.add_command(demo)
 main.add_command(registry)
 main.add_command(simulate)
 main.add_command(rules)

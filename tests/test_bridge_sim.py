@@ -19,7 +19,7 @@ from firmware_bridge.simulator.receiver import SimReceiver
 from gateway import contract
 from gateway.mqtturl import parse_mqtt_url
 from tests.support.services import Mosquitto
-from tests.test_bridge import Watcher, watching
+from tests.test_bridge import Watcher, eventually, watching
 
 DETECTOR, VALVE, REGULATOR = 0x5EC70001, 0x5EC70002, 0x5EC70003
 
@@ -116,3 +116,40 @@ async def test_close_valve_command_round_trip_and_replug(
             ksp.CommandCode.CLOSE_VALVE,
             ksp.CommandCode.QUERY,
         ]
+
+
+async def test_with_two_bridges_only_the_home_receiver_answers_a_command(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    # A second receiver + bridge on the same broker, holding another site's detector: it sees
+    # the valve's command too, its receiver says unknown_device, and it must stay silent.
+    other_port = PtyPort(tmp_path / "ttyOTHER")
+    other = SimReceiver(other_port, heartbeat_s=30)
+    other.add(SimDetector(0x5EC70101))
+    other_bridge = Bridge(
+        BridgeConfig(f"o{uuid.uuid4().hex[:8]}", parse_mqtt_url(mosquitto.url)),
+        LinkConfig(str(other_port.link_path)),
+    )
+    await other_port.start()
+    await other_bridge.start()
+    try:
+        async with watching(mosquitto.url) as watcher, site(tmp_path, mosquitto.url) as s:
+            await other.start()
+            await s.receiver.start()
+            await watcher.wait_for(lambda: len(watcher.reports()) == 4)
+            ack_topic = contract.cmd_ack_topic(ksp.format_device_id(VALVE))
+            payload = b'{"id": "two-1", "cmd": "close_valve"}'
+            await watcher.client.publish(contract.cmd_topic(ksp.format_device_id(VALVE)), payload)
+            await watcher.wait_for(lambda: bool(watcher.on(ack_topic)))
+            await eventually(lambda: other.stats.commands != [])
+            await eventually(
+                lambda: other_bridge.counters.commands["not_behind_this_receiver"] == 1
+            )
+            await asyncio.sleep(0.3)  # a late wrong answer would show now
+            assert [json.loads(p) for p in watcher.on(ack_topic)] == [
+                {"id": "two-1", "result": "ok"}
+            ]
+    finally:
+        await other.stop()
+        await other_bridge.stop()
+        await other_port.stop()

@@ -812,3 +812,16 @@ async def test_named_scenarios_play_on_a_running_district(
     finally:
         end.close()
         await sim.stop()
+
+
+def test_registry_intervals_follow_the_district_time_scale(tmp_path: Path) -> None:
+    # The gateway detects "offline" from the registry's intervals: they must be the ones the
+    # simulated devices keep, or a scaled demo would wait 3 real minutes for a silent detector.
+    district = District.generate(2, 2, seed=3, time_scale=0.1)
+    district.write_registry(tmp_path)
+    with (tmp_path / "components.csv").open(encoding="utf-8") as f:
+        rows = {row["device_id"]: row["report_interval_s"] for row in csv.DictReader(f)}
+    for site in district.sites:
+        for ident, device in site.devices.items():
+            assert rows[ident] == str(round(device.interval_s * 0.1)), ident
+    assert {rows[""]} == {""}  # passive parts never report

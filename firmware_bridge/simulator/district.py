@@ -250,7 +250,9 @@ class _Builder:
         """Add an electronic part; returns its registry device id."""
         ident = f"mq-{site.site_id}-{role}" if site.mqtt_native else device.id_hex
         site.devices[ident] = device
-        interval = int(device.interval_s)
+        # The interval the device really keeps (scaled in a fast district), so the gateway's
+        # offline detection runs on the district's clock, not on three real minutes.
+        interval = max(1, round(device.scaled(device.interval_s)))
         installed = self.day(_INSTALLED_FROM, _INSTALLED_DAYS)
         site.components.append(
             ComponentRow(site.site_id, component, ident, model, installed, links, interval)

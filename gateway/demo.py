@@ -1,0 +1,328 @@
+"""``gasgate demo``: the whole loop on one machine, in about a minute.
+
+An embedded MQTT broker (or a given one), a simulated district (restaurants with four-piece kits,
+households with two-piece kits and wireless alarms) behind a KSP/1 receiver on a pty plus some
+MQTT-native devices, the serial bridge, the gateway, and a monitor that prints what travels:
+decoded reports, valve commands, alarm transitions. A scripted story plays on top: a leak at a
+restaurant, an over-flow trip, a valve that fails to close, a detector going silent.
+
+Everything runs in this one process, on loopback; Ctrl-C stops it all cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from firmware_bridge.bridge import Bridge, BridgeConfig
+from firmware_bridge.link import LinkConfig
+from firmware_bridge.simulator import District, PtyPort, SimSite, Simulation, Step, Story
+from firmware_bridge.simulator import scenarios as sc
+from gateway import contract
+from gateway.alarm_types import AlarmType, info
+from gateway.app import Gateway, GatewaySettings, describe_transition
+from gateway.embedded_broker import EmbeddedBroker
+from gateway.errors import GasgateError, RejectedInput
+from gateway.events import AlarmChanged
+from gateway.logs import setup_logging
+from gateway.mqtturl import parse_mqtt_url
+
+__all__ = ["DemoOptions", "demo", "run_demo"]
+
+log = logging.getLogger(__name__)
+BRIDGE_ID = "demo-receiver"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    mqtt: str | None = None  # None: the embedded broker on a free port
+    data_dir: Path | None = None  # None: a temporary directory, removed at the end
+    restaurants: int = 20
+    households: int = 50
+    seed: int = 1
+    time_scale: float = 0.1  # device report intervals x this (mains 60 s -> 6 s)
+    duration_s: float | None = None  # None: until Ctrl-C
+    story: bool = True
+    verbose: bool = False  # also print periodic reports
+
+
+class Monitor:
+    """Prints what crosses the site broker, in plain words; counts the rest."""
+
+    def __init__(self, url: str, out: Callable[[str], None], sites: dict[str, SimSite]) -> None:
+        self._url = url
+        self._out = out
+        self._sites = {dev: site for site in sites.values() for dev in site.devices}
+        self.counts: Counter[str] = Counter()
+        self.verbose = False
+        self._receivers: dict[str, bool] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._run(ready), name="demo-monitor")
+        await asyncio.wait_for(ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        async with parse_mqtt_url(self._url).client(identifier="gasgate-demo-monitor") as client:
+            await client.subscribe(f"{contract.PREFIX}/#", qos=1)
+            ready.set()
+            async for message in client.messages:
+                self._show(str(message.topic), message.payload)
+
+    def _show(self, topic: str, payload: object) -> None:
+        raw = payload if isinstance(payload, bytes) else str(payload).encode()
+        try:
+            kind, ident = contract.parse_topic(topic)
+        except RejectedInput:
+            return
+        self.counts[kind] += 1
+        if kind == "report":
+            self._report(ident, raw, topic)
+        elif kind in ("cmd", "cmd/ack"):
+            self._out(f"  {_where(self._sites.get(ident))} {ident} {kind}: {raw.decode()}")
+        elif kind == "receiver":
+            self._receiver(ident, raw, topic)
+
+    def _receiver(self, bridge_id: str, raw: bytes, topic: str) -> None:
+        try:
+            status = contract.decode(contract.ReceiverStatus, raw, topic)
+        except RejectedInput as exc:
+            self._out(f"  ! {exc}")
+            return
+        if self._receivers.get(bridge_id) != status.online:
+            self._receivers[bridge_id] = status.online
+            state = "online" if status.online else "OFFLINE"
+            self._out(f"  receiver {bridge_id}: {state}, {status.paired_count} devices paired")
+
+    def _report(self, device_id: str, raw: bytes, topic: str) -> None:
+        try:
+            report = contract.decode(contract.KitReport, raw, topic)
+        except RejectedInput as exc:
+            self._out(f"  ! {exc}")
+            return
+        if report.event in ("periodic", "power_on") and not self.verbose:
+            return
+        self._out(f"  {_where(self._sites.get(device_id))} {device_id} {_reading(report)}")
+
+
+def _where(site: SimSite | None) -> str:
+    return f"[{site.site_id} {site.name}]" if site else "[?]"
+
+
+def _reading(report: contract.KitReport) -> str:
+    body = report.detector or report.valve or report.regulator
+    assert body is not None  # a KitReport always has its body
+    values = ", ".join(
+        f"{k}={'|'.join(v) if isinstance(v, tuple) else v}"
+        for k, v in body.model_dump(exclude_none=True).items()
+        if v not in ((), [])
+    )
+    return f"{report.kind} {report.event}: {values}"
+
+
+class Demo:
+    """The demo's rooms, started in data-flow order and stopped in reverse."""
+
+    def __init__(self, options: DemoOptions, data_dir: Path, out: Callable[[str], None]) -> None:
+        self.options = options
+        self.data_dir = data_dir
+        self.out = out
+        self._rooms: list[object] = []
+        self.maintenance: Counter[str] = Counter()
+        self._scenarios: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        o = self.options
+        url = o.mqtt or await self._embedded_broker()
+        self.district = District.generate(o.restaurants, o.households, o.seed, o.time_scale)
+        self.district.write_registry(self.data_dir / "registry")
+        ports = [
+            PtyPort(self.data_dir / f"ksp-receiver-{n}")
+            for n in range(1, self.district.receivers_needed() + 1)
+        ]
+        self.sim = Simulation(self.district, ports, mqtt_url=url, heartbeat_s=30 * o.time_scale)
+        self.monitor = Monitor(url, self.out, {s.site_id: s for s in self.district.sites})
+        self.monitor.verbose = o.verbose
+        await self._start(self.monitor)
+        await self._start(self.sim)
+        for n, port in enumerate(ports, start=1):
+            bridge = Bridge(
+                BridgeConfig(f"{BRIDGE_ID}-{n}", parse_mqtt_url(url)),
+                LinkConfig(str(port.link_path), heartbeat_timeout_s=90 * o.time_scale),
+            )
+            await self._start(bridge)
+        self.gateway = Gateway(self._gateway_settings(url))
+        await self._start(self.gateway)
+        self.gateway.bus.subscribe(AlarmChanged, self._on_alarm, name="demo.print")
+        await asyncio.sleep(0.5)  # let the start-up maintenance findings arrive
+        self.out(
+            f"demo: broker {url}, {len(ports)} receiver(s) on ptys "
+            f"{', '.join(str(p.link_path) for p in ports)}, "
+            f"{len(self.district.sites)} sites, data in {self.data_dir}; "
+            f"{sum(self.maintenance.values())} maintenance finding(s) at start "
+            "(parts past service life, cylinders overdue): not printed one by one"
+        )
+
+    async def _embedded_broker(self) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free = s.getsockname()[1]
+        broker = EmbeddedBroker(free)
+        await self._start(broker)
+        return broker.url
+
+    def _gateway_settings(self, url: str) -> GatewaySettings:
+        return GatewaySettings.load(
+            None,
+            {
+                "mqtt": url,
+                "data_dir": self.data_dir / "gateway",
+                "registry": self.data_dir / "registry",
+                "gateway_id": "gw-demo",
+                "valve_retry_s": max(1.0, 10 * self.options.time_scale),
+                "log_level": "WARNING",
+            },
+        )
+
+    async def _start(self, room: object) -> None:
+        await room.start()  # type: ignore[attr-defined]
+        self._rooms.append(room)
+
+    async def stop(self) -> None:
+        for task in list(self._scenarios):
+            task.cancel()
+        await asyncio.gather(*self._scenarios, return_exceptions=True)
+        while self._rooms:
+            room = self._rooms.pop()
+            try:
+                await room.stop()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("stopping %s failed", type(room).__name__)
+
+    def _on_alarm(self, event: AlarmChanged) -> None:
+        # Maintenance findings (service life, overdue cylinders, batteries) are counted, not
+        # printed one by one: at start a real district has dozens, and they would bury a leak.
+        if info(AlarmType(event.alarm.alarm_type)).maintenance:
+            self.maintenance[event.transition] += 1
+            return
+        self.out(f"ALARM {describe_transition(event)}")
+
+    def summary(self) -> str:
+        alarms = self.gateway.alarms.open_alarms()
+        urgent = sum(not info(AlarmType(a.alarm_type)).maintenance for a in alarms)
+        return (
+            f"demo: {len(alarms)} open alarm(s), {urgent} urgent and {len(alarms) - urgent} "
+            f"maintenance; MQTT messages by kind: {dict(self.monitor.counts)}"
+        )
+
+    def story(self) -> Story:
+        """Four incidents at four different restaurants, a few seconds apart. Each step starts
+        its scenario in the background, so a slow one (gas rising) does not delay the next."""
+        radio = [s for s in self.district.radio_sites if s.site_type == "restaurant" and s.valve]
+        leak_site = radio[0]
+        trip_site = next(s for s in radio[1:] if s.regulator)
+        stuck_site, silent_site = [s for s in radio if s not in (leak_site, trip_site)][:2]
+        regulator, stuck_valve = trip_site.regulator, stuck_site.valve
+        assert regulator is not None
+        assert stuck_valve is not None
+
+        async def stuck() -> None:
+            stuck_valve.fail_to_close = True
+            await sc.leak(stuck_site.detector, peak_pct=55.0)
+
+        async def silent() -> None:
+            await sc.detector_silent(self.sim.receiver_of(silent_site), silent_site.detector)
+
+        steps: list[tuple[float, str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            (
+                3,
+                f"gas leak at {leak_site.name} ({leak_site.site_id})",
+                lambda: sc.leak(leak_site.detector),
+            ),
+            (12, f"detector goes silent at {silent_site.name} ({silent_site.site_id})", silent),
+            (
+                18,
+                f"over-flow trip at {trip_site.name} ({trip_site.site_id})",
+                lambda: sc.overflow_trip(regulator),
+            ),
+            (28, f"valve fails to close at {stuck_site.name} ({stuck_site.site_id})", stuck),
+        ]
+        return Story([Step(at, label, self._play(label, play)) for at, label, play in steps])
+
+    def _play(
+        self, label: str, play: Callable[[], Coroutine[Any, Any, None]]
+    ) -> Callable[[], None]:
+        def start() -> None:
+            self.out(f"STORY {label}")
+            task = asyncio.create_task(play(), name=f"demo-story: {label}")
+            self._scenarios.add(task)
+            task.add_done_callback(self._scenarios.discard)
+
+        return start
+
+
+async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> int:
+    """Run until Ctrl-C / SIGTERM (or ``duration_s``); 0 on a clean stop."""
+    with contextlib.ExitStack() as stack:
+        data_dir = options.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        demo = Demo(options, data_dir, out)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await demo.start()
+            story = asyncio.create_task(demo.story().run()) if options.story else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.duration_s)
+            if story is not None:
+                story.cancel()
+            out(demo.summary())
+        finally:
+            out("demo: stopping")
+            await demo.stop()
+        out("demo: stopped cleanly")
+    return 0
+
+
+@click.command("demo")
+@click.option("--mqtt", help="Use this broker instead of the embedded one.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Keep data here."
+)
+@click.option("--restaurants", default=20, show_default=True)
+@click.option("--households", default=50, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--time-scale", default=0.1, show_default=True, help="Report intervals x this.")
+@click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
+@click.option("--no-story", is_flag=True, help="Only the district, no scripted incidents.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print periodic reports.")
+def demo(**flags: Any) -> None:
+    """The whole loop on one machine: broker, simulated kits, bridge, gateway, a story."""
+    setup_logging("WARNING", "text")
+    logging.getLogger("gateway.app").setLevel(logging.ERROR)  # the demo prints transitions
+    flags["story"] = not flags.pop("no_story")
+    flags["duration_s"] = flags.pop("duration")
+    options = DemoOptions(**flags)
+    try:
+        raise SystemExit(asyncio.run(run_demo(options, click.echo)))
+    except GasgateError as exc:
+        raise click.ClickException(str(exc)) from None
