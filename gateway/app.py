@@ -36,6 +36,7 @@ from gateway.settings import GasgateSettings
 from gateway.site_mqtt import SiteMqtt
 from gateway.store import Store
 from gateway.supervision import Supervision
+from gateway.telemetry import TelemetryFeed, TelemetrySettings, TelemetryWriter
 from rules.engine import RuleEngine
 from rules.schema import load_rules, rule_files
 
@@ -51,7 +52,7 @@ def _default_gateway_id() -> str:
     return f"gw-{host}"
 
 
-class GatewaySettings(GasgateSettings):
+class GatewaySettings(GasgateSettings, TelemetrySettings):
     """Settings of ``gasgate run`` (env ``GASGATE_`` + the name in capitals)."""
 
     mqtt: str = Field(
@@ -162,12 +163,24 @@ class Gateway:
         self.supervision = Supervision(
             self.bus, self.registry, self.clock, missed_intervals=s.missed_intervals
         )
+        self.telemetry = TelemetryWriter(s, s.data_dir)
+        self.telemetry_feed = TelemetryFeed(
+            self.bus,
+            self.telemetry,
+            self.registry,
+            self.supervision,
+            self.alarms,
+            clock=self.clock,
+            gateway_id=s.gateway_id,
+        )
         rooms: list[_Room] = [
             self.rules,
             self.alarms,
             self.linkage,
             self.escalation,
             self.supervision,
+            self.telemetry,
+            self.telemetry_feed,
             self.ingest,
             self.site_mqtt,
         ]

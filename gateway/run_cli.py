@@ -19,6 +19,7 @@ import click
 from gateway.app import Gateway, GatewaySettings
 from gateway.errors import GasgateError
 from gateway.logs import setup_logging
+from gateway.telemetry import influx_options
 
 __all__ = ["run", "run_gateway"]
 
@@ -61,6 +62,7 @@ async def run_gateway(settings: GatewaySettings) -> None:
 @click.option(
     "--gasco-mqtt", help="Gas company broker URL, mqtt:// or mqtts:// [env GASGATE_GASCO_MQTT]."
 )
+@influx_options
 @click.option(
     "--config",
     "config_file",
@@ -68,7 +70,8 @@ async def run_gateway(settings: GatewaySettings) -> None:
     help="YAML file of settings (keys: mqtt, data_dir, registry, rules_dir, gateway_id, ...).",
 )
 def run(config_file: Path | None, **flags: Path | str | None) -> None:
-    """Run the gateway: kit reports in, alarms, valve linkage, supervision."""
+    """Run the gateway: kit reports in, alarms, valve linkage, supervision, escalation,
+    telemetry."""
     try:
         settings = GatewaySettings.load(config_file, flags)
         setup_logging(settings.log_level, settings.log_format)

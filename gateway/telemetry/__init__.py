@@ -4,6 +4,7 @@ The core builds one :class:`TelemetryWriter` and calls its ``write_*`` methods; 
 and never raise for a bad value. See docs/telemetry.md for the schema and the spool policy.
 """
 
+from gateway.telemetry.feed import TelemetryFeed
 from gateway.telemetry.lineproto import Point, Priority, encode
 from gateway.telemetry.schema import AlarmTransitionPoint, DeviceTags, SiteTags
 from gateway.telemetry.settings import TelemetrySettings, influx_options
@@ -16,6 +17,7 @@ __all__ = [
     "Point",
     "Priority",
     "SiteTags",
+    "TelemetryFeed",
     "TelemetrySettings",
     "TelemetryStats",
     "TelemetryWriter",
