@@ -55,6 +55,7 @@ CHATTER_WINDOW_S: Final = 60.0
 CHATTER_RAISES: Final = 3  # more raises than this within the window: chattering
 MAX_SHELVE_S: Final = 24 * 3600.0
 SHELF_RETRY_S: Final = 10.0  # an expiry the store could not record is tried again this soon
+STORE_RETRY_S: Final = 5.0  # transitions the store refused are written again this often
 SYSTEM: Final = "system"  # the "who" of transitions nobody made by hand
 
 _MIGRATIONS: Final = (
@@ -117,6 +118,17 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
+class _Unrecorded:
+    """The arguments of one ``_write`` the store refused."""
+
+    alarm: Alarm
+    transition: Transition
+    notify: bool
+    by: str | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     revision: int
     transition: Transition
@@ -138,6 +150,10 @@ class Alarms:
         self._raises: dict[tuple[str, str], deque[float]] = {}
         self._shelf_timers: dict[str, Timer] = {}
         self.store_failures = 0  # transitions acted on without being stored
+        # Transitions acted on while the store refused them, oldest first: written (in order,
+        # before any newer one) as soon as the store takes writes again.
+        self._unrecorded: deque[_Unrecorded] = deque()
+        self._store_retry: Timer | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -155,6 +171,11 @@ class Alarms:
         for timer in self._shelf_timers.values():
             timer.cancel()
         self._shelf_timers.clear()
+        if self._store_retry is not None:
+            self._store_retry.cancel()
+            self._store_retry = None
+        if self._unrecorded:
+            log.critical("alarms: stopping with %d transition(s) NOT stored", len(self._unrecorded))
 
     def announce_restored(self) -> None:
         """Publish every open alarm once more (transition RESTORED, notify False), after all
@@ -468,19 +489,47 @@ class Alarms:
         If the store cannot be written (disk full, failing card), a transition the rules
         caused is published anyway, loudly: a leak must close its valves and reach a person
         even when it cannot be recorded. A person's operation is not: it is refused."""
+        self._unrecorded.append(_Unrecorded(alarm, transition, notify, by, note or why))
         try:
-            self._write(alarm, transition, notify, by, note or why)
+            self._write_unrecorded()
         except (StoreError, sqlite3.Error):
             if why is None:
+                self._unrecorded.pop()  # a person's operation is refused, not queued
                 raise
             self.store_failures += 1
             log.critical(
-                "alarm %s (%s at %s) %s could NOT be stored; acting on it anyway",
-                alarm.alarm_id, alarm.alarm_type, alarm.source, transition, exc_info=True,
+                "alarm %s (%s at %s) %s could NOT be stored; acting on it anyway, "
+                "storing it again every %.0f s",
+                alarm.alarm_id, alarm.alarm_type, alarm.source, transition, STORE_RETRY_S,
+                exc_info=True,
             )  # fmt: skip
+            self._arm_store_retry()
         self._remember(alarm)
         self._bus.publish(AlarmChanged(alarm, transition, notify, by, note))
         return alarm
+
+    def _write_unrecorded(self) -> None:
+        """Write the waiting transitions oldest first; raises (keeping the rest) on failure."""
+        while self._unrecorded:
+            w = self._unrecorded[0]
+            self._write(w.alarm, w.transition, w.notify, w.by, w.note)
+            self._unrecorded.popleft()
+
+    def _arm_store_retry(self) -> None:
+        if self._store_retry is None:
+            self._store_retry = self._clock.call_later(STORE_RETRY_S, self._retry_store)
+
+    def _retry_store(self) -> None:
+        self._store_retry = None
+        waiting = len(self._unrecorded)
+        try:
+            self._write_unrecorded()
+        except (StoreError, sqlite3.Error) as exc:
+            log.critical("alarms: %d transition(s) still NOT stored: %s", waiting, exc)
+            self._arm_store_retry()
+            return
+        if waiting:
+            log.warning("alarms: the store takes writes again; %d transition(s) stored", waiting)
 
     def _write(
         self, alarm: Alarm, transition: Transition, notify: bool, by: str | None, note: str | None
