@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 __all__ = ["Clock", "ManualClock", "SystemClock", "Timer"]
+
+log = logging.getLogger(__name__)
+
+_STEP_WARN = timedelta(seconds=1)  # smaller steps back (NTP slews, jitter) are not news
 
 
 class Timer(Protocol):
@@ -35,9 +40,31 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks; timers on the running event loop (whose time is monotonic)."""
+    """The real clocks; timers on the running event loop (whose time is monotonic).
+
+    ``now`` never goes backwards: after the wall clock is stepped back (NTP, an RTC set by
+    hand) it repeats the latest time it gave until the wall clock passes it, so the times this
+    process records stay in order. Steps forward are taken as corrections.
+    """
+
+    def __init__(self) -> None:
+        self._latest = datetime.min.replace(tzinfo=UTC)
+        self._warned: datetime | None = None
 
     def now(self) -> datetime:
+        wall = self._wall()
+        if wall >= self._latest:
+            self._latest = wall
+        elif self._latest - wall > _STEP_WARN and self._warned != self._latest:
+            self._warned = self._latest  # once per step, not on every record
+            log.warning(
+                "wall clock stepped back %.1f s: record times held at %s until it catches up",
+                (self._latest - wall).total_seconds(), self._latest.isoformat(),
+            )  # fmt: skip
+        return self._latest
+
+    def _wall(self) -> datetime:
+        """The system's wall clock (a seam: fault tests step it)."""
         return datetime.now(UTC)
 
     def monotonic(self) -> float:

@@ -1,0 +1,97 @@
+"""Fault: the wall clock is stepped forward and back while the real gateway runs.
+
+The gateway runs on the real system clock with its wall time stepped through the one seam the
+clock has (``SystemClock._wall``); monotonic time and the event loop are untouched, as they are
+when NTP or a person steps the system clock. Offline detection and the valve retry timer run on
+monotonic time, so neither step fires nor starves them; the times the gateway stores never go
+backwards. (``tests/test_supervision.py::test_wall_clock_jump_fires_nothing`` checks the same
+on a manual clock.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.clock import SystemClock
+from gateway.events import ReportReceived
+from tests.support.kit_site import DETECTOR, VALVES
+from tests.support.services import Mosquitto
+from tests.test_gateway_e2e import Kit, settings, wait_until
+
+RETRY_S = 5.0  # longer than the time the test spends stepping the clock around
+
+
+class SteppedClock(SystemClock):
+    """The system clock with a wall-time offset a test can step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = timedelta(0)
+
+    def _wall(self) -> datetime:
+        return super()._wall() + self.offset
+
+
+def stored_times(gateway: Gateway, table: str) -> list[datetime]:
+    """The times of ``table``'s rows, in the order they were written."""
+    rows = gateway.store.db.execute(f"SELECT at FROM {table} ORDER BY rowid")
+    return [datetime.fromisoformat(r[0]) for r in rows]
+
+
+def tries(gateway: Gateway) -> list[int]:
+    """The try numbers of the close commands sent to the leak's two valves."""
+    rows = gateway.store.db.execute(
+        "SELECT try FROM valve_command WHERE valve_id IN (?, ?)", VALVES
+    )
+    return sorted(r[0] for r in rows)
+
+
+async def test_wall_clock_steps_fire_no_timer_and_keep_times_in_order(
+    tmp_path: Path, own_mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = SteppedClock()
+    gateway = Gateway(
+        settings(tmp_path, own_mosquitto.url, interval_s=1, valve_retry_s=RETRY_S), clock
+    )
+    await gateway.start()
+    heard: list[datetime] = []
+    gateway.bus.subscribe(ReportReceived, lambda e: heard.append(e.received_at))
+    kit = Kit(own_mosquitto.url, interval_s=0.5, valve_fails=True)
+    await kit.start()
+    try:
+        await wait_until(lambda: len(heard) >= 10)
+        clock.offset = timedelta(hours=3)  # forward: nothing is three hours overdue
+        kit.detector.set_lel(55.0)
+        await wait_until(lambda: tries(gateway) == [1, 1])
+        commanded = asyncio.get_running_loop().time()
+        clock.offset = timedelta(hours=-6)  # back, behind the gateway's start
+        await asyncio.sleep(1.5)  # reports keep coming, stamped while the clock is behind
+        kit.regulator.trip_overflow()  # a second alarm, raised while the clock is behind
+        await wait_until(
+            lambda: any(a.alarm_type == "overflow" for a in gateway.alarms.open_alarms())
+        )
+        clock.offset = timedelta(days=2)  # forward again: the retry is not two days overdue
+        await asyncio.sleep(0.5)
+        assert tries(gateway) == [1, 1], "a wall-clock step fired the valve retry early"
+        await wait_until(lambda: tries(gateway) == [1, 1, 2, 2])
+        assert asyncio.get_running_loop().time() - commanded >= RETRY_S - 0.05
+
+        assert not any(a.alarm_type == "device_offline" for a in gateway.alarms.open_alarms())
+        assert all(gateway.supervision.online(d) for d in (DETECTOR, *VALVES))
+        assert heard == sorted(heard), "receive times went backwards"
+        for table in ("alarm_history", "valve_command"):
+            times = stored_times(gateway, table)
+            assert times, table
+            assert times == sorted(times), f"stored {table} times went backwards"
+        leak = [a for a in gateway.alarms.open_alarms() if a.alarm_type == "leak_high"]
+        assert [a.source for a in leak] == [DETECTOR]
+        assert leak[0].raised_at >= heard[0]
+        assert "wall clock stepped back" in caplog.text
+    finally:
+        await kit.stop()
+        await gateway.stop()
