@@ -1,7 +1,7 @@
 """The gateway controller: settings in, rooms built in data-flow order, started, stopped.
 
     store → registry → bus → rules → alarms → linkage → escalation → supervision → ingest
-    → site MQTT
+    → site MQTT → api (HTTP console and API, last: it only reads and answers alarms)
 
 Rooms start in that order (each subscribes to the bus in ``start``, so every consumer listens
 before the site MQTT client lets the first report in) and stop in reverse. After all have
@@ -20,6 +20,7 @@ from typing import Annotated, Final, Protocol
 from pydantic import Field, field_validator
 
 from gateway.alarms import Alarms
+from gateway.api import ApiRoom
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
 from gateway.errors import ConfigError
@@ -29,6 +30,7 @@ from gateway.events import AlarmChanged
 from gateway.ingest import Ingest
 from gateway.linkage import RETRY_S, TRIES, Linkage
 from gateway.logs import LogFormat
+from gateway.metrics import GatewayMetrics
 from gateway.model import AlarmState, Transition
 from gateway.mqtturl import parse_mqtt_url
 from gateway.registry import Registry, import_dir, save
@@ -95,6 +97,10 @@ class GatewaySettings(GasgateSettings, TelemetrySettings):
         description="Escalation: gas company link, channels, people, policies "
         "(docs/gas-company-contract.md).",
     )
+    http_host: str = Field(
+        "127.0.0.1", description="Address of the console, API and /metrics (loopback by default)."
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the console and API.")
     log_level: str = Field("INFO", description="debug, info, warning or error.")
     log_format: LogFormat = Field("auto", description="auto, json or text.")
 
@@ -122,6 +128,7 @@ class Gateway:
         self.clock: Clock = clock or SystemClock()
         self.bus = Bus()
         self.store = Store(settings.data_dir / STORE_FILE)
+        self.metrics = GatewayMetrics()
         self._started: list[_Room] = []
 
     async def start(self) -> None:
@@ -183,6 +190,7 @@ class Gateway:
             self.telemetry_feed,
             self.ingest,
             self.site_mqtt,
+            self._build_api(),
         ]
         for room in rooms:
             await room.start()
@@ -198,6 +206,35 @@ class Gateway:
             len(self.alarms.open_alarms()),
             parse_mqtt_url(s.mqtt),
         )
+
+    def _build_api(self) -> ApiRoom:
+        self.api = ApiRoom(
+            self.settings.http_host,
+            self.settings.http_port,
+            bus=self.bus,
+            store=self.store,
+            clock=self.clock,
+            registry=self.registry,
+            alarms=self.alarms,
+            supervision=self.supervision,
+            linkage=self.linkage,
+            metrics=self.metrics,
+            readiness=self.readiness,
+        )
+        return self.api
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: the store open, the site broker connected, a registry loaded."""
+        store_open = True
+        try:
+            self.store.db.execute("SELECT 1")
+        except Exception:  # noqa: BLE001 - any failure means "not ready", never an error page
+            store_open = False
+        return {
+            "store": store_open,
+            "site_broker": self.site_mqtt.connected.is_set(),
+            "registry": bool(self.registry.sites()),
+        }
 
     def _on_site_message(self, topic: str, payload: bytes) -> None:
         """Every kit/v1 message to the ingest; command acks also to the linkage's audit."""

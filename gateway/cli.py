@@ -6,6 +6,7 @@ import click
 
 from firmware_bridge.cli import bridge
 from firmware_bridge.simulator.cli import simulate
+from gateway.api.cli import audit, user
 from gateway.demo import demo
 from gateway.escalation.cli import escalation
 from gateway.registry.cli import registry
@@ -28,3 +29,5 @@ main.add_command(registry)
 main.add_command(simulate)
 main.add_command(rules)
 main.add_command(run)
+main.add_command(user)
+main.add_command(audit)

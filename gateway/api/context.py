@@ -1,0 +1,153 @@
+"""What the HTTP side reads and calls, in one place, and the request dependencies that find out
+who is asking (token or session), check their role and keep a site_user inside their site."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Final
+
+from fastapi import Depends, HTTPException, Request
+
+from gateway.alarms import Alarms
+from gateway.api.auth import (
+    SESSION_COOKIE,
+    LoginLimiter,
+    Permission,
+    Session,
+    Sessions,
+    allowed,
+    csrf_ok,
+)
+from gateway.api.devices import DeviceStates
+from gateway.clock import Clock
+from gateway.events import AlarmChanged
+from gateway.linkage import Linkage
+from gateway.metrics import GatewayMetrics
+from gateway.registry import Registry
+from gateway.store import Store
+from gateway.supervision import Supervision
+from gateway.users import Role, User, Users
+
+__all__ = [
+    "ApiContext",
+    "Broadcaster",
+    "CurrentUser",
+    "context",
+    "current_user",
+    "need",
+    "site_visible",
+]
+
+log = logging.getLogger(__name__)
+
+CSRF_HEADER: Final = "x-csrf-token"
+_QUEUE: Final = 256
+_FORMS: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class Broadcaster:
+    """Alarm changes to every open event stream. A stream that falls behind misses events,
+    never blocks the bus: each event makes the client re-read the current state anyway."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[AlarmChanged | None]] = set()
+
+    def publish(self, event: AlarmChanged) -> None:
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+    def close(self) -> None:
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[asyncio.Queue[AlarmChanged | None]]:
+        queue: asyncio.Queue[AlarmChanged | None] = asyncio.Queue(_QUEUE)
+        self._queues.add(queue)
+        try:
+            yield queue
+        finally:
+            self._queues.discard(queue)
+
+
+@dataclass(slots=True)
+class ApiContext:
+    store: Store
+    clock: Clock
+    registry: Registry
+    alarms: Alarms
+    supervision: Supervision
+    linkage: Linkage
+    metrics: GatewayMetrics
+    users: Users
+    devices: DeviceStates
+    readiness: Callable[[], Mapping[str, bool]]
+    sessions: Sessions = field(default_factory=Sessions)
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    broadcaster: Broadcaster = field(default_factory=Broadcaster)
+
+
+async def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+def _session(request: Request, ctx: ApiContext) -> Session | None:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    return ctx.sessions.get(session_id, ctx.clock.monotonic()) if session_id else None
+
+
+async def current_user(request: Request, ctx: Ctx) -> User:
+    """The bearer token's user, else the session's; 401 if neither. A write made with a
+    session cookie must carry the session's CSRF token (header or form field ``csrf``)."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        user = ctx.users.by_token(header[7:].strip())
+        if user is None:
+            raise HTTPException(401, "unknown API token", {"WWW-Authenticate": "Bearer"})
+        return user
+    session = _session(request, ctx)
+    if session is None:
+        raise HTTPException(401, "log in or send an API token", {"WWW-Authenticate": "Bearer"})
+    unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+    if unsafe and not csrf_ok(session, await _presented_csrf(request)):
+        raise HTTPException(403, "missing or wrong CSRF token")
+    return session.user
+
+
+async def _presented_csrf(request: Request) -> str | None:
+    header = request.headers.get(CSRF_HEADER)
+    if header is not None:
+        return header
+    if request.headers.get("content-type", "").startswith(_FORMS):
+        value = (await request.form()).get("csrf")  # Starlette keeps the parsed form
+        return value if isinstance(value, str) else None
+    return None
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def need(permission: Permission) -> Callable[[User], Awaitable[User]]:
+    """A dependency: the current user, 403 unless their role grants ``permission``."""
+
+    async def check(user: CurrentUser) -> User:
+        if not allowed(user, permission):
+            raise HTTPException(403, f"role {user.role} may not {permission.value}")
+        return user
+
+    return check
+
+
+def site_visible(user: User, site_id: str | None) -> bool:
+    """A site_user sees only their own site (and nothing without a site)."""
+    return user.role is not Role.SITE_USER or (site_id is not None and site_id == user.site_id)

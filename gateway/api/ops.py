@@ -1,0 +1,35 @@
+"""Unauthenticated operations endpoints (docs/api.md): ``/metrics`` (Prometheus text),
+``/healthz`` (the process answers) and ``/readyz`` (store open, site broker connected,
+registry loaded; 503 until all are)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from gateway.api.context import ApiContext, context
+from gateway.metrics import CONTENT_TYPE
+
+__all__ = ["router"]
+
+router = APIRouter()
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(ctx: Ctx) -> Response:
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", responses={503: {}})
+async def readyz(ctx: Ctx) -> JSONResponse:
+    checks = dict(ctx.readiness())
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

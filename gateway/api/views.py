@@ -1,0 +1,310 @@
+"""The records the API returns and the console renders, built from the gateway's rooms.
+
+One builder per thing (alarm, device, site), so the JSON and the pages always agree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import BaseModel
+
+from gateway.api.auth import Permission, allowed
+from gateway.api.context import ApiContext
+from gateway.escalation import trail
+from gateway.model import Alarm
+from gateway.registry import Component, Contact, Site
+from gateway.users import User
+
+__all__ = [
+    "AlarmView",
+    "AuditEntryView",
+    "ComponentView",
+    "ContactView",
+    "CylinderView",
+    "DeviceView",
+    "HistoryView",
+    "SiteDetail",
+    "SiteView",
+    "alarm_view",
+    "device_view",
+    "site_detail",
+    "site_view",
+]
+
+
+class ContactView(BaseModel):
+    name: str
+    role: str
+    lang: str
+    phone: str | None  # None for a user whose role may not see phone numbers
+
+
+class SiteView(BaseModel):
+    site_id: str
+    name: str
+    site_type: str
+    kit: str
+    district: str
+    address: str
+    kit_complete: bool
+    missing: list[str]
+
+
+class DeviceView(BaseModel):
+    device_id: str
+    site_id: str
+    component: str
+    model: str
+    power: str
+    report_interval_s: int
+    online: bool | None
+    last_report_at: datetime | None
+    battery_mv: int | None
+    rssi_dbm: int | None
+    last_event: str | None
+    lel_pct: float | None
+    valve_state: str | None
+    pressure_pa: int | None
+    lel_trend: list[float]
+
+
+class ComponentView(BaseModel):
+    component: str
+    device_id: str | None
+    model: str
+    installed_on: str
+    service_life_months: int | None
+    past_service_life: bool
+    state: str  # online / offline / unknown for a device, "passive" for a passive part
+
+
+class CylinderView(BaseModel):
+    cylinder_id: str
+    capacity_kg: float
+    next_inspection_due: str
+    overdue: bool
+
+
+class AlarmView(BaseModel):
+    alarm_id: str
+    revision: int
+    alarm_type: str
+    severity: str
+    state: str
+    active: bool
+    latched: bool
+    message: str
+    source: str
+    site_id: str | None
+    device_id: str | None
+    site_name: str | None
+    address: str | None
+    district: str | None
+    contacts: list[ContactView]
+    raised_at: datetime
+    updated_at: datetime
+    age_s: float
+    acked_at: datetime | None
+    acked_by: str | None
+    closed_at: datetime | None
+    closed_by: str | None
+    shelved_until: datetime | None
+    out_of_service: bool
+    chattering: bool
+    readings: dict[str, Any]
+    valves: dict[str, str | None]  # linked valve → its last reported state (None: not heard)
+    gateway_did: list[str]  # what the gateway did: valve commands, notifications
+    escalation_step: int | None
+    escalation_stopped: bool
+    lel_trend: list[float]
+
+
+class SiteDetail(BaseModel):
+    site: SiteView
+    contacts: list[ContactView]
+    components: list[ComponentView]
+    cylinders: list[CylinderView]
+    devices: list[DeviceView]
+    alarms: list[AlarmView]
+
+
+class HistoryView(BaseModel):
+    revision: int
+    transition: str
+    state: str
+    at: datetime
+    by: str | None
+    note: str | None
+
+
+class AuditEntryView(BaseModel):
+    at: datetime
+    kind: str
+    channel: str
+    recipient: str
+    result: str
+    detail: str
+
+
+_STEP: Final = re.compile(r"\bstep (\d+)\b")
+
+
+def contact_view(contact: Contact, user: User) -> ContactView:
+    phone = contact.phone if allowed(user, Permission.READ_CONTACT_PHONES) else None
+    return ContactView(name=contact.name, role=contact.role, lang=contact.lang.value, phone=phone)
+
+
+def site_view(ctx: ApiContext, site: Site) -> SiteView:
+    status = ctx.registry.kit_status(site.site_id)
+    return SiteView(
+        site_id=site.site_id,
+        name=site.name,
+        site_type=site.site_type.value,
+        kit=site.kit,
+        district=site.district,
+        address=site.address,
+        kit_complete=status is not None and status.complete,
+        missing=[str(m) for m in status.missing] if status else ["unknown kit"],
+    )
+
+
+def device_view(ctx: ApiContext, device_id: str) -> DeviceView | None:
+    info = ctx.registry.device(device_id)
+    if info is None:
+        return None
+    state = ctx.devices.get(device_id)
+    return DeviceView(
+        device_id=device_id,
+        site_id=info.site_id,
+        component=info.component.value,
+        model=info.model,
+        power=info.power.value,
+        report_interval_s=info.report_interval_s,
+        online=ctx.supervision.online(device_id),
+        last_report_at=state.last_report_at if state else None,
+        battery_mv=state.battery_mv if state else None,
+        rssi_dbm=state.rssi_dbm if state else None,
+        last_event=state.event if state else None,
+        lel_pct=state.lel_pct if state else None,
+        valve_state=state.valve_state if state else None,
+        pressure_pa=state.pressure_pa if state else None,
+        lel_trend=[v for _, v in state.lel_trend] if state else [],
+    )
+
+
+def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
+    site = ctx.registry.site(alarm.site_id) if alarm.site_id else None
+    contacts = ctx.registry.contacts(alarm.site_id) if alarm.site_id else ()
+    valves = _linked_valves(ctx, alarm)
+    entries = trail(ctx.store, alarm.alarm_id)
+    steps = [i for i, e in enumerate(entries) if e.kind == "step" and e.result == "fired"]
+    stops = [i for i, e in enumerate(entries) if e.kind == "escalation" and e.result == "stopped"]
+    did = [f"close_valve → {v}" for v in valves] + [
+        f"{e.kind}: {e.channel or ''} {e.recipient or ''} {e.result}".replace("  ", " ")
+        for e in entries
+        if e.kind in ("notification", "event")
+    ]
+    trend_source = ctx.devices.get(alarm.device_id) if alarm.device_id else None
+    return AlarmView(
+        alarm_id=alarm.alarm_id,
+        revision=alarm.revision,
+        alarm_type=alarm.alarm_type,
+        severity=alarm.severity.value,
+        state=alarm.state.value,
+        active=alarm.active,
+        latched=alarm.latched,
+        message=alarm.message,
+        source=alarm.source,
+        site_id=alarm.site_id,
+        device_id=alarm.device_id,
+        site_name=site.name if site else None,
+        address=site.address if site else None,
+        district=site.district if site else None,
+        contacts=[contact_view(c, user) for c in contacts],
+        raised_at=alarm.raised_at,
+        updated_at=alarm.updated_at,
+        age_s=max(0.0, (ctx.clock.now() - alarm.raised_at).total_seconds()),
+        acked_at=alarm.acked_at,
+        acked_by=alarm.acked_by,
+        closed_at=alarm.closed_at,
+        closed_by=alarm.closed_by,
+        shelved_until=alarm.shelved_until,
+        out_of_service=alarm.out_of_service_by is not None,
+        chattering=alarm.chattering,
+        readings={k: list(v) if isinstance(v, tuple) else v for k, v in alarm.readings.items()},
+        valves={v: _state(ctx, v) for v in valves},
+        gateway_did=did,
+        escalation_step=_step_index(entries[steps[-1]].detail) if steps else None,
+        escalation_stopped=bool(stops) and (not steps or stops[-1] > steps[-1]),
+        lel_trend=[v for _, v in trend_source.lel_trend] if trend_source else [],
+    )
+
+
+def _linked_valves(ctx: ApiContext, alarm: Alarm) -> tuple[str, ...]:
+    if alarm.device_id is None:
+        return ()
+    valves = ctx.registry.valves_for_detector(alarm.device_id)
+    regulator_valve = ctx.registry.valve_for_regulator(alarm.device_id)
+    return valves + ((regulator_valve,) if regulator_valve else ())
+
+
+def _state(ctx: ApiContext, valve_id: str) -> str | None:
+    state = ctx.linkage.valve_state(valve_id)
+    return state.value if state is not None else None
+
+
+def _step_index(detail: str) -> int | None:
+    """The step number from an escalation audit detail ("policy leak step 2: ...")."""
+    found = _STEP.search(detail)
+    return int(found.group(1)) if found else None
+
+
+def component_view(
+    ctx: ApiContext, component: Component, expired: set[tuple[str, str]]
+) -> ComponentView:
+    if component.device_id is None:
+        state = "passive"
+    else:
+        online = ctx.supervision.online(component.device_id)
+        state = "unknown" if online is None else ("online" if online else "offline")
+    return ComponentView(
+        component=component.component.value,
+        device_id=component.device_id,
+        model=component.model,
+        installed_on=component.installed_on.isoformat(),
+        service_life_months=ctx.registry.service_life_months(component),
+        past_service_life=(component.component.value, component.device_id or component.model)
+        in expired,
+        state=state,
+    )
+
+
+def site_detail(ctx: ApiContext, site: Site, user: User) -> SiteDetail:
+    today = ctx.clock.now().date()
+    expired = {
+        (f.component.value, f.device_id or f.model)
+        for f in ctx.registry.past_service_life(today)
+        if f.site_id == site.site_id
+    }
+    components = ctx.registry.components(site.site_id)
+    devices = [device_view(ctx, c.device_id) for c in components if c.device_id]
+    alarms = [a for a in ctx.alarms.open_alarms() if a.site_id == site.site_id]
+    return SiteDetail(
+        site=site_view(ctx, site),
+        contacts=[contact_view(c, user) for c in ctx.registry.contacts(site.site_id)],
+        components=[component_view(ctx, c, expired) for c in components],
+        cylinders=[
+            CylinderView(
+                cylinder_id=c.cylinder_id,
+                capacity_kg=c.capacity_kg,
+                next_inspection_due=c.next_inspection_due.isoformat(),
+                overdue=c.next_inspection_due < today,
+            )
+            for c in ctx.registry.cylinders(site.site_id)
+        ],
+        devices=[d for d in devices if d is not None],
+        alarms=[alarm_view(ctx, a, user) for a in alarms],
+    )

@@ -1,0 +1,186 @@
+"""The people who use the console and the API: names, roles, password hashes (Argon2id), API
+tokens, and the record of every write they make. Kept in the gateway store (room ``users``).
+
+Roles (docs/api.md has the full table):
+
+* ``duty_officer`` answers alarms (acknowledge, resolve);
+* ``supervisor`` also shelves alarms and takes them out of service, and reads the audit;
+* ``regulator`` reads everything (audit, history, escalation trails) but changes nothing and
+  never sees a contact's phone number;
+* ``installer`` imports the registry;
+* ``site_user`` reads their own site's alarms and devices, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from gateway.errors import GasgateError
+from gateway.store import Store
+
+__all__ = ["MIN_PASSWORD", "Role", "User", "UserError", "Users", "Write"]
+
+MIN_PASSWORD: Final = 10
+ROOM: Final = "users"
+_MIGRATIONS: Final = (
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        site_id TEXT,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    -- Only a SHA-256 of each token is kept: a copied database hands out no working token.
+    CREATE TABLE api_tokens (
+        token_sha256 TEXT PRIMARY KEY,
+        name TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE user_writes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
+)
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class UserError(GasgateError):
+    """A user cannot be added (bad name, weak password, unknown role, missing site)."""
+
+
+class Role(StrEnum):
+    DUTY_OFFICER = "duty_officer"
+    SUPERVISOR = "supervisor"
+    REGULATOR = "regulator"
+    INSTALLER = "installer"
+    SITE_USER = "site_user"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: Role
+    site_id: str | None = None  # set for site_user only
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    at: datetime
+    name: str
+    action: str
+    target: str
+    result: str
+    detail: str
+
+
+class Users:
+    """The users table. :meth:`prepare` creates it; every other method needs it prepared."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        # Argon2id with the library's current (RFC 9106 low-memory) parameters.
+        self._hasher = PasswordHasher()
+        self._dummy = ""
+
+    def prepare(self) -> None:
+        self._store.migrate(ROOM, _MIGRATIONS)
+        # A hash to verify against for unknown names, so a login takes as long either way.
+        self._dummy = self._hasher.hash(secrets.token_hex(16))
+
+    def add(
+        self, name: str, role: Role, password: str, at: datetime, site_id: str | None = None
+    ) -> User:
+        if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+            raise UserError(f"user name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+        if len(password) < MIN_PASSWORD:
+            raise UserError(f"user {name}: the password needs at least {MIN_PASSWORD} characters")
+        if (role is Role.SITE_USER) != (site_id is not None):
+            raise UserError(f"user {name}: a site_user needs --site, other roles take none")
+        try:
+            with self._store.transaction() as db:
+                db.execute(
+                    "INSERT INTO users (name, role, site_id, password_hash, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, role.value, site_id, self._hasher.hash(password), at.isoformat()),
+                )
+        except sqlite3.IntegrityError:
+            raise UserError(f"user {name} already exists") from None
+        return User(name, role, site_id)
+
+    def get(self, name: str) -> User | None:
+        row = self._store.db.execute(
+            "SELECT name, role, site_id FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        return User(row[0], Role(row[1]), row[2]) if row else None
+
+    def all(self) -> list[User]:
+        rows = self._store.db.execute("SELECT name, role, site_id FROM users ORDER BY name")
+        return [User(r[0], Role(r[1]), r[2]) for r in rows]
+
+    def check_password(self, name: str, password: str) -> User | None:
+        """The user if the password is theirs, else None (same work for unknown names)."""
+        row = self._store.db.execute(
+            "SELECT password_hash FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        try:
+            self._hasher.verify(row[0] if row else self._dummy, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        return self.get(name) if row else None
+
+    def issue_token(self, name: str, at: datetime) -> str:
+        """A new API token for ``name``; shown once, only its hash is stored."""
+        if self.get(name) is None:
+            raise UserError(f"no user {name}")
+        token = f"gg_{secrets.token_urlsafe(32)}"
+        with self._store.transaction() as db:
+            db.execute(
+                "INSERT INTO api_tokens (token_sha256, name, created_at) VALUES (?, ?, ?)",
+                (_sha256(token), name, at.isoformat()),
+            )
+        return token
+
+    def by_token(self, token: str) -> User | None:
+        row = self._store.db.execute(
+            "SELECT name FROM api_tokens WHERE token_sha256 = ?", (_sha256(token),)
+        ).fetchone()
+        return self.get(row[0]) if row else None
+
+    def record_write(
+        self, at: datetime, user: User, action: str, target: str, *, result: str, detail: str = ""
+    ) -> None:
+        """One line per write made through the API or console, refused ones included."""
+        with self._store.transaction() as db:
+            db.execute(
+                "INSERT INTO user_writes (at, name, action, target, result, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (at.isoformat(), user.name, action, target, result, detail),
+            )
+
+    def writes(self, limit: int = 200) -> list[Write]:
+        rows = self._store.db.execute(
+            "SELECT at, name, action, target, result, detail FROM user_writes"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [Write(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
