@@ -35,6 +35,7 @@ from gateway.users import Role, User, Users
 __all__ = [
     "ApiContext",
     "Broadcaster",
+    "Change",
     "CurrentUser",
     "context",
     "current_user",
@@ -49,17 +50,31 @@ _QUEUE: Final = 256
 _FORMS: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One thing the console should re-read: an alarm changed, or a valve moved."""
+
+    kind: str  # "alarm" or "valve"
+    site_id: str | None
+    data: Mapping[str, str | None]
+
+
 class Broadcaster:
-    """Alarm changes to every open event stream. A stream that falls behind misses events,
-    never blocks the bus: each event makes the client re-read the current state anyway."""
+    """Changes to every open event stream. A stream that falls behind misses events, never
+    blocks the bus: each event makes the client re-read the current state anyway."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[AlarmChanged | None]] = set()
+        self._queues: set[asyncio.Queue[Change | None]] = set()
 
-    def publish(self, event: AlarmChanged) -> None:
+    def publish(self, change: Change) -> None:
         for queue in self._queues:
             with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(event)
+                queue.put_nowait(change)
+
+    def alarm_changed(self, event: AlarmChanged) -> None:
+        a = event.alarm
+        data = {"alarm_id": a.alarm_id, "transition": event.transition.value, "by": event.by}
+        self.publish(Change("alarm", a.site_id, data))
 
     def close(self) -> None:
         for queue in self._queues:
@@ -67,8 +82,8 @@ class Broadcaster:
                 queue.put_nowait(None)
 
     @contextlib.asynccontextmanager
-    async def listen(self) -> AsyncIterator[asyncio.Queue[AlarmChanged | None]]:
-        queue: asyncio.Queue[AlarmChanged | None] = asyncio.Queue(_QUEUE)
+    async def listen(self) -> AsyncIterator[asyncio.Queue[Change | None]]:
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(_QUEUE)
         self._queues.add(queue)
         try:
             yield queue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -56,10 +57,13 @@ class DeviceState:
 
 
 class DeviceStates:
-    def __init__(self, bus: Bus, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, bus: Bus, store: Store, clock: Clock, on_valve: Callable[[str], None]
+    ) -> None:
         self._bus = bus
         self._store = store
         self._clock = clock
+        self._on_valve = on_valve  # told the valve's id when its reported state changes
         self._states: dict[str, DeviceState] = {}
 
     async def start(self) -> None:
@@ -89,8 +93,9 @@ class DeviceStates:
         if r.detector is not None:
             state.lel_pct = r.detector.lel_pct
             state.lel_trend.append((event.received_at, r.detector.lel_pct))
-        if r.valve is not None:
+        if r.valve is not None and r.valve.state.value != state.valve_state:
             state.valve_state = r.valve.state.value
+            self._on_valve(event.device_id)
         if r.regulator is not None:
             state.pressure_pa = r.regulator.pressure_pa
         now = self._clock.monotonic()

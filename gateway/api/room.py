@@ -14,7 +14,7 @@ import uvicorn
 
 from gateway.alarms import Alarms
 from gateway.api.app import create_app
-from gateway.api.context import ApiContext
+from gateway.api.context import ApiContext, Change
 from gateway.api.devices import DeviceStates
 from gateway.bus import Bus
 from gateway.clock import Clock
@@ -58,7 +58,8 @@ class ApiRoom:
         self._host = host
         self._port = port
         self._bus = bus
-        self.devices = DeviceStates(bus, store, clock)
+        self._registry = registry
+        self.devices = DeviceStates(bus, store, clock, self._valve_moved)
         self.users = Users(store)
         self.context = ApiContext(
             store=store,
@@ -83,7 +84,7 @@ class ApiRoom:
     async def start(self) -> None:
         self.users.prepare()
         await self.devices.start()
-        self._bus.subscribe(AlarmChanged, self.context.broadcaster.publish, name="api.events")
+        self._bus.subscribe(AlarmChanged, self.context.broadcaster.alarm_changed, name="api.events")
         try:
             # Bound here, not by uvicorn: its bind failure would exit the whole process.
             sock = socket.create_server((self._host, self._port))
@@ -111,6 +112,12 @@ class ApiRoom:
                     raise OSError(f"HTTP server on {self.url} did not start")
                 await asyncio.sleep(0.02)
         log.info("console and API on %s", self.url)
+
+    def _valve_moved(self, valve_id: str) -> None:
+        info = self._registry.device(valve_id)
+        state = self.devices.get(valve_id)
+        data = {"device_id": valve_id, "state": state.valve_state if state else None}
+        self.context.broadcaster.publish(Change("valve", info.site_id if info else None, data))
 
     async def stop(self) -> None:
         self.context.broadcaster.close()  # ends the event streams, so shutdown is not held

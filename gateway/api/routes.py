@@ -369,7 +369,8 @@ async def out_of_service(
 
 @router.get("/events", response_class=StreamingResponse)
 async def events(user: Reader, ctx: Ctx, request: Request) -> StreamingResponse:
-    """Server-sent events: one ``alarm`` event per alarm change the user may see."""
+    """Server-sent events: ``alarm`` (an alarm changed: alarm_id, transition, by) and
+    ``valve`` (a valve reported a new state: device_id, state), for what the user may see."""
     return StreamingResponse(alarm_stream(ctx, user, request), media_type="text/event-stream")
 
 
@@ -384,14 +385,8 @@ async def alarm_stream(ctx: ApiContext, user: User, request: Request) -> AsyncIt
                 continue
             if event is None:
                 return  # the gateway is stopping
-            a = event.alarm
-            if site_visible(user, a.site_id):
-                data = {
-                    "alarm_id": a.alarm_id,
-                    "transition": event.transition.value,
-                    "by": event.by,
-                }
-                yield f"event: alarm\ndata: {json.dumps(data)}\n\n"
+            if site_visible(user, event.site_id):
+                yield f"event: {event.kind}\ndata: {json.dumps(dict(event.data))}\n\n"
 
 
 # --- registry, audit --------------------------------------------------------------------------

@@ -202,8 +202,8 @@ def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
     entries = trail(ctx.store, alarm.alarm_id)
     steps = [i for i, e in enumerate(entries) if e.kind == "step" and e.result == "fired"]
     stops = [i for i, e in enumerate(entries) if e.kind == "escalation" and e.result == "stopped"]
-    did = [f"close_valve → {v}" for v in valves] + [
-        f"{e.kind}: {e.channel or ''} {e.recipient or ''} {e.result}".replace("  ", " ")
+    did = _valve_commands(ctx, alarm) + [
+        " ".join(x for x in (e.kind, e.channel, e.recipient, e.result) if x)
         for e in entries
         if e.kind in ("notification", "event")
     ]
@@ -241,6 +241,18 @@ def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
         escalation_stopped=bool(stops) and (not steps or stops[-1] > steps[-1]),
         lel_trend=[v for _, v in trend_source.lel_trend] if trend_source else [],
     )
+
+
+def _valve_commands(ctx: ApiContext, alarm: Alarm) -> list[str]:
+    """The commands the linkage recorded (its ``valve_command`` table) for this alarm and the
+    other open alarms of its source (a leak_low and a leak_high from one report share the
+    closing), with what each valve answered: only what the gateway really sent."""
+    rows = ctx.store.db.execute(
+        "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id = ? OR alarm_id IN"
+        " (SELECT alarm_id FROM alarms WHERE source = ? AND is_open = 1) ORDER BY at",
+        (alarm.alarm_id, alarm.source),
+    )
+    return [f"{r[1]} → {r[0]} (try {r[2]}{', ' + r[3] if r[3] else ''})" for r in rows]
 
 
 def _linked_valves(ctx: ApiContext, alarm: Alarm) -> tuple[str, ...]:

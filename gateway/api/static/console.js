@@ -1,4 +1,4 @@
-// Live alarm queue: every alarm event re-reads the queue fragment (no reload, no lost state).
+// Live alarm queue: every alarm or valve event re-reads the queue fragment (no reload, no lost state).
 (function () {
   "use strict";
   const queue = document.getElementById("queue");
@@ -21,6 +21,7 @@
   }
   const events = new EventSource("/api/events");
   events.addEventListener("alarm", refresh);
+  events.addEventListener("valve", refresh);
   events.onopen = function () { live.classList.remove("down"); refresh(); };
   events.onerror = function () { live.classList.add("down"); };
   setInterval(refresh, 30000); // ages move on even when nothing happens
