@@ -494,3 +494,20 @@ async def test_finished_outbox_rows_are_pruned_after_keep_days_pending_never(
         remaining = w.store.db.execute("SELECT status FROM outbox").fetchall()
         assert [r[0] for r in remaining] == ["pending", "pending"]  # gas company events stay
         assert any(e.result == "sent" for e in trail(w.store, alarm.alarm_id))
+
+
+@pytest.mark.parametrize("jump_s", [-3600.0, 3600.0])
+async def test_a_wall_clock_step_neither_fires_nor_starves_a_step(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, jump_s: float
+) -> None:
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        await w.raise_leak()
+        await eventually(lambda: len(http.received("/sms")) == 2)
+        w.clock.jump_wall(jump_s)  # NTP steps the clock an hour back or forward
+        await w.advance(119)
+        await eventually(lambda: settled(w))
+        assert smtp.messages() == []  # not fired early by a forward jump
+        await w.advance(1)
+        await eventually(lambda: len(smtp.messages()) == 1, what="supervisor on time")
+        await eventually(lambda: settled(w))
+        assert "13900000002" not in phones(http)  # the 10-min dispatcher step: not yet

@@ -8,8 +8,9 @@ start, a step that came due while the gateway was down fires at once, once. An a
 (or a clear, per policy) stops the escalation and cancels its queued notifications in one
 transaction.
 
-Step times are wall-clock (they must survive a restart); while running, each wait is measured
-on the monotonic clock from the moment it is scheduled.
+Step times are stored as wall-clock (they must survive a restart); within one run they are
+measured on the monotonic clock, so a wall-clock step (NTP, a wrong RTC) cannot fire or starve
+them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ROOM = "escalation"
 GASCO_LANE = "gasco"
 ESCALATED = "escalated"  # the gas company event for a step; not an alarm transition
 STEP_RETRY_S = 5.0
+_SLACK_S = 0.001  # a timer may fire a float's hair before its step: that step is due
 MIGRATIONS = (
     """
     CREATE TABLE escalation_alarm (
@@ -108,6 +110,7 @@ class Escalation:
         self._settings = settings
         self._gateway_id = gateway_id
         self._timers: dict[tuple[str, int], Timer] = {}
+        self._anchors: dict[tuple[str, int], float] = {}  # monotonic time each escalation began
         self._running = False
         self.counts: Counter[str] = Counter()
 
@@ -238,6 +241,7 @@ class Escalation:
             at=now,
         )
         self.counts["stopped"] += 1
+        self._anchors.pop((running.alarm_id, running.episode), None)
         timer = self._timers.pop((running.alarm_id, running.episode), None)
         if timer is not None:
             timer.cancel()
@@ -258,6 +262,17 @@ class Escalation:
             return None
         return _Running(alarm_id, row[0], policy, datetime.fromisoformat(row[2]), row[3])
 
+    def _elapsed(self, running: _Running) -> float:
+        """Seconds since the escalation started, on the monotonic clock once this process has
+        seen it (a wall-clock step cannot fire or starve a step); from the stored wall time
+        only when it first sees it (at its start, or resumed after a restart)."""
+        key = (running.alarm_id, running.episode)
+        anchor = self._anchors.get(key)
+        if anchor is None:
+            since = (self._clock.now() - running.started_at).total_seconds()
+            anchor = self._anchors[key] = self._clock.monotonic() - since
+        return self._clock.monotonic() - anchor
+
     def _arm(self, alarm_id: str) -> None:
         """Schedule the next step of the alarm's running escalation, if any."""
         if not self._running:
@@ -268,7 +283,7 @@ class Escalation:
         schedule = running.policy.schedule()
         if running.next_step >= len(schedule):
             return
-        elapsed = (self._clock.now() - running.started_at).total_seconds()
+        elapsed = self._elapsed(running)
         key = (alarm_id, running.episode)
         old = self._timers.pop(key, None)
         if old is not None:
@@ -306,8 +321,8 @@ class Escalation:
     def _fire_steps(self, db: sqlite3.Connection, running: _Running, alarm: Alarm) -> None:
         """Every step now due, in one transaction with the escalation's advance."""
         schedule = running.policy.schedule()
-        elapsed = (self._clock.now() - running.started_at).total_seconds()
-        due = [s for s in schedule[running.next_step :] if s.after_s <= elapsed]
+        elapsed = self._elapsed(running)
+        due = [s for s in schedule[running.next_step :] if s.after_s <= elapsed + _SLACK_S]
         if not due:
             return
         # Repeats that all came due while the gateway was down are sent once, not n times.
