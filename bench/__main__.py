@@ -24,6 +24,7 @@ SUITES: dict[str, str] = {
     "ingest": "bench.ingest",
     "linkage": "bench.linkage",
     "telemetry": "bench.telemetry",
+    "fuzz": "bench.fuzz",
 }
 
 RESULTS = Path(__file__).with_name("results")

@@ -290,7 +290,8 @@ class Decoder:
             start = buf.find(SOF, pos)
             if start < 0:
                 # Keep a trailing A5: it may be the first half of the next SOF.
-                keep_from = len(buf) - 1 if buf.endswith(SOF[:1]) else len(buf)
+                # Only an A5 not yet consumed: the last CRC byte of a frame just taken is not.
+                keep_from = len(buf) - 1 if buf.endswith(SOF[:1]) and len(buf) > pos else len(buf)
                 self._drop(DropReason.NOISE, pos, keep_from - pos)
                 pos = keep_from
                 break
