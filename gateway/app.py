@@ -165,6 +165,7 @@ class Gateway:
             clock=self.clock,
             registry=self.registry,
             desk=self.alarms,
+            valves=self.linkage,
             gateway_id=s.gateway_id,
         )
         self.supervision = Supervision(

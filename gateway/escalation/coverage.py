@@ -1,6 +1,6 @@
-"""What escalation knows about the kits themselves: each valve's last reported state and each
-device's availability (from the bus), and the per-site summary the gas company's coverage view
-gets (docs/schemas/gasco-site-summary.schema.json)."""
+"""What escalation knows about the kits themselves: the alarm's linked valves and their state
+(from the linkage room), each device's availability (from the bus), and the per-site summary the
+gas company's coverage view gets (docs/schemas/gasco-site-summary.schema.json)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from firmware_bridge.ksp import DeviceKind
 from gateway.bus import Bus
 from gateway.clock import Clock
 from gateway.escalation.payloads import SITE_SUMMARY
-from gateway.escalation.ports import SiteDirectory
-from gateway.events import DeviceAvailabilityChanged, ReportReceived
+from gateway.escalation.ports import SiteDirectory, ValveStates
+from gateway.events import DeviceAvailabilityChanged
 from gateway.model import Alarm
 from gateway.store import Store
 
@@ -22,22 +22,29 @@ _OPEN_ALARM_FIELDS = ("alarm_id", "alarm_type", "severity", "state", "raised_at"
 
 
 class Coverage:
-    """Constructing it does nothing; :meth:`start` subscribes to reports and availability.
-    Open alarms are read from the escalation room's ``escalation_alarm`` table."""
+    """Constructing it does nothing; :meth:`start` subscribes to device availability. Open
+    alarms are read from the escalation room's ``escalation_alarm`` table. Without ``valves``
+    (no linkage room) every valve's state is ``unknown``."""
 
     def __init__(
-        self, bus: Bus, store: Store, clock: Clock, registry: SiteDirectory, gateway_id: str
+        self,
+        bus: Bus,
+        store: Store,
+        clock: Clock,
+        registry: SiteDirectory,
+        *,
+        valves: ValveStates | None,
+        gateway_id: str,
     ) -> None:
         self._bus = bus
         self._store = store
         self._clock = clock
         self._registry = registry
         self._gateway_id = gateway_id
+        self._valves = valves
         self._online: dict[str, bool] = {}
-        self._valves: dict[str, str] = {}  # valve device id → its last reported state
 
     async def start(self) -> None:
-        self._bus.subscribe(ReportReceived, self._on_report, name="escalation.valves")
         self._bus.subscribe(
             DeviceAvailabilityChanged, self._on_availability, name="escalation.availability"
         )
@@ -45,15 +52,12 @@ class Coverage:
     async def stop(self) -> None:
         """Nothing to release: the bus outlives the rooms."""
 
-    def _on_report(self, event: ReportReceived) -> None:
-        if event.report.kind is DeviceKind.VALVE and event.report.valve is not None:
-            self._valves[event.device_id] = event.report.valve.state.value
-
     def _on_availability(self, event: DeviceAvailabilityChanged) -> None:
         self._online[event.device_id] = event.online
 
     def valve_states(self, alarm: Alarm) -> dict[str, str]:
-        """The alarm's linked shut-off valves → last reported state (``unknown`` before any)."""
+        """The alarm's linked shut-off valves → last reported state (``unknown`` before any);
+        for an alarm about a valve itself (valve failed to close), that valve."""
         device = alarm.device_id
         if device is None:
             return {}
@@ -61,9 +65,14 @@ class Coverage:
         regulator_valve = self._registry.valve_for_regulator(device)
         if regulator_valve:
             ids.append(regulator_valve)
-        if not ids and device in self._valves:
-            ids = [device]  # the alarm is about a valve itself
-        return {d: self._valves.get(d, "unknown") for d in ids}
+        info = self._registry.device(device)
+        if not ids and info is not None and info.kind is DeviceKind.VALVE:
+            ids = [device]
+        return {d: self._state(d) for d in ids}
+
+    def _state(self, valve_id: str) -> str:
+        state = self._valves.valve_state(valve_id) if self._valves else None
+        return state.value if state is not None else "unknown"
 
     def summaries(self) -> list[dict[str, Any]]:
         """One summary per registered site."""

@@ -1,16 +1,18 @@
-"""The small interfaces escalation is given: the registry's read side and the alarms room's
-operations (``gateway.registry.Registry`` and ``gateway.alarms.Alarms`` satisfy them)."""
+"""The small interfaces escalation is given: the registry's read side, the alarms room's
+operations and the linkage's valve states (``gateway.registry.Registry``,
+``gateway.alarms.Alarms`` and ``gateway.linkage.Linkage`` satisfy them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
+from firmware_bridge.ksp import ValveState
 from gateway.alarms import Refused
 from gateway.model import Alarm
 from gateway.registry.model import Contact, DeviceInfo, KitStatus, Site
 
-__all__ = ["AlarmDesk", "SiteDirectory"]
+__all__ = ["AlarmDesk", "SiteDirectory", "ValveStates"]
 
 
 class SiteDirectory(Protocol):
@@ -19,6 +21,8 @@ class SiteDirectory(Protocol):
     def sites(self) -> Sequence[Site]: ...
 
     def contacts(self, site_id: str) -> Sequence[Contact]: ...
+
+    def device(self, device_id: str) -> DeviceInfo | None: ...
 
     def devices(self) -> Sequence[DeviceInfo]: ...
 
@@ -37,3 +41,9 @@ class AlarmDesk(Protocol):
     def acknowledge(self, alarm_id: str, by: str, note: str | None = None) -> Alarm | Refused: ...
 
     def resolve(self, alarm_id: str, by: str, note: str | None = None) -> Alarm | Refused: ...
+
+
+class ValveStates(Protocol):
+    """The linkage room's knowledge of each valve (``gateway.linkage.Linkage``)."""
+
+    def valve_state(self, valve_id: str) -> ValveState | None: ...

@@ -16,7 +16,7 @@ from gateway.escalation.digest import Digest
 from gateway.escalation.gasco import GascoLink
 from gateway.escalation.outbox import Channel, Outbox
 from gateway.escalation.policy import DEFAULT_POLICIES, PolicySet, load_policies
-from gateway.escalation.ports import AlarmDesk, SiteDirectory
+from gateway.escalation.ports import AlarmDesk, SiteDirectory, ValveStates
 from gateway.escalation.room import GASCO_LANE, Escalation
 from gateway.store import Store
 
@@ -61,6 +61,7 @@ def build(
     clock: Clock,
     registry: SiteDirectory,
     desk: AlarmDesk | None,
+    valves: ValveStates | None = None,
     gateway_id: str,
     policies: PolicySet | None = None,
 ) -> EscalationService:
@@ -89,7 +90,7 @@ def build(
     # Without a gas company broker its events wait in the outbox (no lane drains them).
     lanes: list[Channel] = [gasco, *people] if settings.gasco.url else [*people]
     outbox = Outbox(store, clock, lanes, settings.outbox)
-    coverage = Coverage(bus, store, clock, registry, gateway_id)
+    coverage = Coverage(bus, store, clock, registry, valves=valves, gateway_id=gateway_id)
     room = Escalation(
         bus,
         store,
