@@ -26,6 +26,7 @@ from gateway.escalation import (
     EscalationSettings,
     build,
     load_policies,
+    status,
     trail,
 )
 from gateway.events import AlarmChanged, Severity
@@ -175,6 +176,11 @@ async def test_acknowledgement_stops_next_steps_and_queued_notifications(
         assert all("officer-7" in e.detail for e in cancelled)
         assert any(e.kind == "escalation" and e.result == "stopped" for e in entries)
         assert not any(e.kind == "step" and "step 1" in e.detail for e in entries)
+        where = status(w.store, alarm.alarm_id)
+        assert where is not None
+        assert (where.policy, where.episode, where.last_step) == ("leak", 1, 0)
+        assert where.stop_reason == "acknowledged by officer-7"
+        assert status(w.store, "gw1-NEVER") is None
 
 
 async def test_a_step_due_while_the_gateway_was_down_fires_once_at_restart(

@@ -4,7 +4,7 @@ durable outbox, with an audit trail per alarm. See docs/gas-company-contract.md.
 from gateway.escalation.audit import AuditEntry, trail
 from gateway.escalation.config import EscalationSettings
 from gateway.escalation.policy import DEFAULT_POLICIES, PolicySet, load_policies
-from gateway.escalation.room import Escalation
+from gateway.escalation.room import Escalation, EscalationStatus, status
 from gateway.escalation.service import EscalationService, build
 
 __all__ = [
@@ -13,8 +13,10 @@ __all__ = [
     "Escalation",
     "EscalationService",
     "EscalationSettings",
+    "EscalationStatus",
     "PolicySet",
     "build",
     "load_policies",
+    "status",
     "trail",
 ]

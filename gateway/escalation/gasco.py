@@ -180,6 +180,10 @@ class GascoLink:
 
     # --- connection ------------------------------------------------------------------------
 
+    def _logged_url(self) -> str:
+        """The broker URL for logs: its password replaced by ***."""
+        return str(parse_mqtt_url(self._settings.url)) if self._settings.url else "(none)"
+
     def _client_for(self) -> aiomqtt.Client:
         settings = self._settings
         assert settings.url is not None  # start() does not run the link without one
@@ -223,7 +227,7 @@ class GascoLink:
             except aiomqtt.MqttError as exc:
                 self.counts["disconnects"] += 1
                 log.warning(
-                    "gas company broker %s: %s; retrying in %.0f s", self._settings.url, exc, delay
+                    "gas company broker %s: %s; retrying in %.0f s", self._logged_url(), exc, delay
                 )
             except Exception:  # a bug or a bad TLS file must not end the link for good
                 self.counts["link_errors"] += 1
@@ -240,7 +244,7 @@ class GascoLink:
         self._client = client
         self.connected.set()
         self.counts["connects"] += 1
-        log.info("connected to the gas company broker %s", self._settings.url)
+        log.info("connected to the gas company broker %s", self._logged_url())
         self._on_connected()
         self._summaries_due.set()
         async for message in client.messages:

@@ -39,7 +39,7 @@ from gateway.events import AlarmChanged
 from gateway.model import Alarm, AlarmState, Transition
 from gateway.store import Store
 
-__all__ = ["GASCO_LANE", "MIGRATIONS", "ROOM", "Escalation"]
+__all__ = ["GASCO_LANE", "MIGRATIONS", "ROOM", "Escalation", "EscalationStatus", "status"]
 
 log = logging.getLogger(__name__)
 
@@ -530,6 +530,30 @@ class Escalation:
                     policy.name,
                     name,
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationStatus:
+    """Where an alarm's latest escalation stands, for the console."""
+
+    policy: str
+    episode: int
+    last_step: int | None  # the last step fired (None: none yet)
+    stopped_at: datetime | None
+    stop_reason: str | None
+
+
+def status(store: Store, alarm_id: str) -> EscalationStatus | None:
+    """The alarm's latest escalation (None: it never escalated)."""
+    row = store.db.execute(
+        "SELECT policy, episode, next_step, stopped_at, stop_reason FROM escalation"
+        " WHERE alarm_id = ? ORDER BY episode DESC LIMIT 1",
+        (alarm_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    stopped = datetime.fromisoformat(row[3]) if row[3] else None
+    return EscalationStatus(row[0], row[1], row[2] - 1 if row[2] else None, stopped, row[4])
 
 
 def _needs_people(event: AlarmChanged) -> bool:
