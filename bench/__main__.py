@@ -24,6 +24,7 @@ SUITES: dict[str, str] = {
     "ingest": "bench.ingest",
     "linkage": "bench.linkage",
     "telemetry": "bench.telemetry",
+    "system": "bench.system",
     "fuzz": "bench.fuzz",
 }
 
@@ -52,13 +53,13 @@ def print_table(title: str, rows: list[dict[str, object]]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
 
 
-def run_suite(name: str, quick: bool) -> Path:
+def run_suite(name: str, quick: bool, out_dir: Path = RESULTS) -> Path:
     module = importlib.import_module(SUITES[name])
     started = time.perf_counter()
     rows: list[dict[str, object]] = module.run(quick=quick)
     print_table(f"{name}{' (quick)' if quick else ''}", rows)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}.json"
     document = {
         "suite": name,
         "quick": quick,
@@ -70,6 +71,9 @@ def run_suite(name: str, quick: bool) -> Path:
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"-> {out}")
+    # A suite may leave more behind (raw samples, a plot): write_artifacts(out_dir) -> paths.
+    for extra in getattr(module, "write_artifacts", lambda _d: ())(out_dir):
+        print(f"-> {extra}")
     return out
 
 
@@ -77,12 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"of {', '.join(SUITES)}")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})"
+    )
     args = parser.parse_args(argv)
     unknown = [s for s in args.suites if s not in SUITES]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}")
     for name in args.suites or list(SUITES):
-        run_suite(name, args.quick)
+        run_suite(name, args.quick, args.out)
     return 0
 
 
