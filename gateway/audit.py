@@ -122,7 +122,7 @@ class CoverageAudit:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*_COLUMNS, "protected"])
         for s in self.sites:
-            row = [_cell(getattr(s, c)) for c in _COLUMNS]
+            row = [_csv_text(_cell(getattr(s, c))) for c in _COLUMNS]
             writer.writerow([*row, _cell(s.protected)])
         return out.getvalue()
 
@@ -173,6 +173,12 @@ th {{ background: #eee; }}
 {rows}</table>
 </body></html>
 """
+
+
+def _csv_text(text: str) -> str:
+    """A cell a spreadsheet shows as text: registry names are typed by people, and one starting
+    like a formula (``=HYPERLINK(...)``) would run when a regulator opens the file (OWASP)."""
+    return f"'{text}" if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
 def _cell(value: object) -> str:

@@ -31,6 +31,8 @@ from gateway.escalation.outbox import DeliveryFailed, OutboxItem
 __all__ = ["EmailChannel", "WebhookChannel", "address_for", "webhook_body"]
 
 log = logging.getLogger(__name__)
+# httpx logs every request's full URL at INFO, and a robot webhook's URL carries its access token.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _RETRYABLE_HTTP = {408, 425, 429}
 
