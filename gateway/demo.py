@@ -37,11 +37,18 @@ from gateway.errors import GasgateError, RejectedInput
 from gateway.events import AlarmChanged
 from gateway.logs import setup_logging
 from gateway.mqtturl import parse_mqtt_url
+from gateway.users import Role, UserError
 
 __all__ = ["DemoOptions", "demo", "run_demo"]
 
 log = logging.getLogger(__name__)
 BRIDGE_ID = "demo-receiver"
+DEMO_PASSWORD = "gasgate-demo"  # noqa: S105 - printed on purpose: throw-away demo data
+DEMO_USERS = {
+    "officer": Role.DUTY_OFFICER,
+    "supervisor": Role.SUPERVISOR,
+    "regulator": Role.REGULATOR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +187,20 @@ class Demo:
             f"{sum(self.maintenance.values())} maintenance finding(s) at start "
             "(parts past service life, cylinders overdue): not printed one by one"
         )
+        self._console()
+
+    def _console(self) -> None:
+        """Demo users (a fixed password: the demo's data is throw-away) and where to log in."""
+        api = self.gateway.api
+        if api.port is None:
+            self.out("demo: console not started (HTTP port in use?); see the log")
+            return
+        for name, role in DEMO_USERS.items():
+            with contextlib.suppress(UserError):  # a kept --data-dir has them already
+                api.users.add(name, role, DEMO_PASSWORD, self.gateway.clock.now())
+        names = ", ".join(f"{n} ({r})" for n, r in DEMO_USERS.items())
+        self.out(f"demo: console {api.url}/ (add ?lang=en for English); users {names}, "
+                 f"password {DEMO_PASSWORD!r}")  # fmt: skip
 
     async def _embedded_broker(self) -> str:
         with socket.socket() as s:
