@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,7 @@ async def test_a_report_claiming_another_site_alarms_only_its_own(world: World) 
     spy.assert_no_open_command()
 
 
-def hostile_registry(world: World, tmp_path: Path) -> list[tuple[str, tuple[str, str, bytes, str]]]:
+def hostile_registry(tmp_path: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
     """The world's registry files plus one site whose every text field is hostile."""
     source = tmp_path / "registry"
     sites = (source / "sites.csv").read_text(encoding="utf-8")
@@ -83,9 +83,7 @@ async def test_hostile_registry_text_is_stored_and_shown_inert(
     world: World, tmp_path: Path
 ) -> None:
     async with world.client("installer") as installer, world.client("super") as sup:
-        answer = await installer.post(
-            "/api/registry/import", files=hostile_registry(world, tmp_path)
-        )
+        answer = await installer.post("/api/registry/import", files=hostile_registry(tmp_path))
         assert answer.status_code == 200, answer.text
         detail = (await sup.get("/api/sites/evil-1")).json()
         site = detail["site"]
@@ -149,7 +147,7 @@ async def test_no_secret_in_logs_or_error_pages(
             "template": "sms", "secret": HMAC_SECRET, "timeout_s": 2,
         }  # fmt: skip
         sms_down = {**sms, "url": f"http://127.0.0.1:9/sms?access_token={URL_TOKEN}"}
-        escalation = {
+        escalation: dict[str, object] = {
             "channels": {"sms": sms, "duty_room_im": sms_down},
             "duty_room": [{"name": "Duty room"}],
             "gasco": {"client_id": f"gasco-{uuid.uuid4().hex[:8]}", "password": MQTT_SECRET},
@@ -165,7 +163,7 @@ async def test_no_secret_in_logs_or_error_pages(
 
 
 async def provoke(
-    tmp_path: Path, url: str, escalation: dict[str, object], http: HttpReceiver
+    tmp_path: Path, url: str, escalation: Mapping[str, object], http: HttpReceiver
 ) -> tuple[list[str], list[str]]:
     """Connections, a leak notified through a working and a dead webhook, logins right and
     wrong, and a round of error pages; the pages' texts and the users' tokens."""
