@@ -67,11 +67,16 @@ async def run_gateway(flags: dict[str, Any]) -> None:
 
     def status() -> dict[str, Any]:
         counts = gateway.ingest.counts
+        telemetry = gateway.telemetry.stats()
         return {
             "reports": counts["accepted.report"] + counts["duplicate"],
             "rejected": sum(v for k, v in counts.items() if k.startswith("rejected.")),
             "backlog": gateway.bus.backlog,
             "outgoing": gateway.site_mqtt.queued,
+            "points_queued": telemetry.queued,
+            "points_spooled": telemetry.spooled,
+            "points_written": telemetry.written,
+            "points_dropped": telemetry.dropped + telemetry.rejected,
         }
 
     try:

@@ -39,7 +39,7 @@ from gateway.mqtturl import parse_mqtt_url
 from tests.support.escalation_kit import eventually, settings_for
 from tests.support.ksp_peer import RawPeer
 from tests.support.receivers import HttpReceiver, SmtpReceiver
-from tests.support.services import Mosquitto, free_port
+from tests.support.services import Mosquitto, VictoriaMetrics, free_port
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ LEAK_JSON = (
     b'{"kind":"detector","seq":1,"event":"alarm","detector":{"lel_pct":60,"flags":["alarm_high"]}}'
 )
 
+#: The run's VictoriaMetrics (InfluxDB write API): every gateway of the run writes telemetry.
+TELEMETRY_URL: list[str] = []
 #: Raw latency samples (ms) by series, filled by :func:`run`, written by :func:`write_artifacts`.
 SAMPLES: dict[str, list[float]] = {}
 
@@ -223,6 +225,8 @@ def gateway_flags(url: str, data: Path, registry: Path | None, **extra: Any) -> 
     """``GatewaySettings`` for :mod:`bench.sut` as JSON; the console on a free port."""
     if "http_port" in GatewaySettings.model_fields:
         extra.setdefault("http_port", free_port())
+    if TELEMETRY_URL:
+        extra.setdefault("influx_url", TELEMETRY_URL[0])
     flags = {
         "mqtt": url,
         "data_dir": str(data),
@@ -360,9 +364,14 @@ async def p1_throughput(broker: Mosquitto, work: Path, quick: bool) -> list[dict
     async with running_sut("gateway", flags, work) as gw:
         await warm_up(gw, broker.url, sites)
         gw_rate, gw_steps = await _max_rate(gw, broker.url, quick, sites)
+        telemetry = dict(gw.status)
     ratio = gw_rate / bare_rate if bare_rate else 0.0
     note = "bare: " + ", ".join(f"{s['rate']:.0f}/s lag {s['lag_s']}" for s in bare_steps)
     gw_note = "gateway: " + ", ".join(f"{s['rate']:.0f}/s lag {s['lag_s']}" for s in gw_steps)
+    gw_note += (
+        f"; telemetry points written {telemetry['points_written']:,}, lost "
+        f"{telemetry['points_dropped']}, spooled {telemetry['points_spooled']}"
+    )
     log.info("%s; %s", note, gw_note)
     return [
         _row("P1 throughput", "bare aiomqtt", value=round(bare_rate), unit="reports/s", note=note),
@@ -552,6 +561,67 @@ async def _mqtt_rounds(case: str, world: LatencyWorld, samples: int) -> list[dic
     ]
 
 
+# --- P4 telemetry outage ----------------------------------------------------------------------
+
+
+async def p4_outage(
+    broker: Mosquitto, victoria: VictoriaMetrics, work: Path, quick: bool
+) -> list[dict[str, object]]:
+    """VictoriaMetrics (standing in for InfluxDB) stopped for ``down_s`` while 1,000 reports/s
+    flow: points lost, and how fast the spool drains once it is back."""
+    rate, sites = 1_000, 1_000
+    down_s, seconds = (3.0, 8.0) if quick else (20.0, 40.0)
+    registry = write_registry(work / "p4-registry", {"b": sites})
+    flags = gateway_flags(broker.url, work / "p4-data", registry)
+    async with running_sut("gateway", flags, work) as gw:
+        await warm_up(gw, broker.url, sites)
+        lost_before = int(gw.status["points_dropped"])
+        load = asyncio.create_task(loadgen(broker.url, rate, seconds, sites))
+        await asyncio.sleep(2.0)
+        victoria.stop()
+        await asyncio.sleep(down_s)
+        spooled = int(gw.status["points_spooled"])
+        victoria.start()
+        back = time.monotonic()
+        first_drop, peak = None, spooled
+        async with asyncio.timeout(120):
+            while True:
+                now = int(gw.status["points_spooled"])
+                peak = max(peak, now)
+                if first_drop is None and now < peak:
+                    first_drop = (time.monotonic(), peak)
+                if now == 0 and first_drop is not None:
+                    break
+                await asyncio.sleep(0.05)
+        emptied = time.monotonic()
+        await load
+        lost = int(gw.status["points_dropped"]) - lost_before
+    assert first_drop is not None
+    resumed_s = first_drop[0] - back
+    drain = first_drop[1] / max(emptied - first_drop[0], 1e-3)
+    return [
+        _row(
+            "P4 outage",
+            f"{down_s:g} s down at {rate:,} reports/s",
+            value=lost,
+            unit="points lost",
+            goal="0",
+            ok=lost == 0,
+            note=f"{spooled:,} points spooled",
+        ),
+        _row(
+            "P4 outage",
+            "drain after",
+            value=round(drain),
+            unit="points/s",
+            goal=f">= {10 * rate:,}/s",
+            ok=drain >= 10 * rate,
+            note=f"writes resumed {resumed_s:.1f} s after it came back; {first_drop[1]:,} "
+            f"spooled points gone in {emptied - first_drop[0]:.2f} s while ingest went on",
+        ),
+    ]
+
+
 # --- P5 scale, P6 restart ----------------------------------------------------------------------
 
 
@@ -647,9 +717,12 @@ async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
     with (
         Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker,
         Mosquitto(work, extra_config="set_tcp_nodelay true\n").running() as gasco,
+        VictoriaMetrics(work).running() as victoria,
     ):
+        TELEMETRY_URL[:] = [victoria.url]
         rows += await p1_throughput(broker, work, quick)
         rows += await p2_p3_latency(broker, gasco, work, quick)
+        rows += await p4_outage(broker, victoria, work, quick)
         rows += await p5_scale(broker, work, quick)
         rows += await p6_restart(broker, work, quick)
     rows.append(_row("machine", "at end", note=_load_note()))

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURES = {"P1 throughput", "P2 serial", "P2 MQTT", "P3 gas company", "P3 SMS webhook"}
-MEASURES |= {"P5 scale", "P6 restart"}
+MEASURES |= {"P4 outage", "P5 scale", "P6 restart"}
 
 
 @pytest.mark.slow
