@@ -1,0 +1,67 @@
+"""Fault: the gas company broker is unreachable for a long stretch of an escalation.
+
+"Several minutes" in the issue is shortened to ``OUTAGE_S`` = 30 s here (the link's reconnect
+backoff tops out at 30 s, so this also covers a reconnect from the longest back-off). During the
+outage two leaks are raised and escalate through all three steps, and one is acknowledged. After
+the broker is back: every event of each alarm reaches the gas company in order, nothing is
+missing, and no person was told twice by one step (people are notified over their own channels
+all along; the outage must not hold them up or repeat them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from gateway.clock import SystemClock
+from gateway.model import Alarm
+from tests.support.escalation_kit import VALVE, eventually, leak
+from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.support.services import Mosquitto
+from tests.test_escalation_gasco import gas_company, gateway
+
+OUTAGE_S = 30.0
+SMS_PER_LEAK = 4  # two site contacts, the supervisor, the dispatcher
+
+
+async def test_a_30_s_gas_company_outage_loses_reorders_and_doubles_nothing(
+    tmp_path: Path, own_mosquitto: Mosquitto
+) -> None:
+    with HttpReceiver().running() as http, SmtpReceiver().running() as smtp:
+        async with gateway(tmp_path, http, smtp, own_mosquitto) as gw:
+            await eventually(gw.service.gasco.connected.is_set)
+            own_mosquitto.stop()
+            down_since = time.monotonic()
+            await eventually(lambda: not gw.service.gasco.connected.is_set(), what="link down")
+            first = await gw.raise_leak()
+            await asyncio.sleep(5.0)
+            gw.bus.publish(leak(SystemClock().now(), source=VALVE))  # a second source
+            await gw.bus.join()
+            await eventually(lambda: len(http.received("/sms")) == 2 * SMS_PER_LEAK, 30, "SMS")
+            acked = gw.alarms.acknowledge(first.alarm_id, "officer-9", "on my way")
+            assert isinstance(acked, Alarm)
+            await gw.bus.join()
+            await asyncio.sleep(OUTAGE_S - (time.monotonic() - down_since))
+            waiting = gw.service.outbox.pending("gasco")
+            assert waiting >= 7  # 2 x (raised + 2 escalated) + acknowledged
+            own_mosquitto.start()
+            async with gas_company(own_mosquitto) as company:
+                await eventually(
+                    lambda: gw.service.outbox.pending("gasco") == 0, 60, "backlog delivered"
+                )
+                await eventually(lambda: len(company.events()) >= waiting, 20, "events")
+
+    by_alarm: dict[str, list[int]] = defaultdict(list)
+    for event in company.events():
+        by_alarm[event["alarm_id"]].append(event["revision"])
+    assert len(by_alarm) == 2
+    for revisions in by_alarm.values():
+        assert revisions == sorted(revisions)  # in order (a repeat after a lost PUBACK is allowed)
+        assert sorted(set(revisions)) == list(range(1, max(revisions) + 1))  # none missing
+    first_events = [e for e in company.events() if e["alarm_id"] == first.alarm_id]
+    assert first_events[-1]["transition"] == "acknowledged"
+    references = [r.json()["reference"] for r in http.received("/sms")]
+    assert len(references) == len(set(references)) == 2 * SMS_PER_LEAK
+    assert len(smtp.messages()) == 2  # the supervisor, once per leak
