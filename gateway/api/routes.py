@@ -39,11 +39,12 @@ from gateway.api.views import (
     site_detail,
     site_view,
 )
-from gateway.audit import parse_since, run_audit
+from gateway.audit import CoverageAudit, parse_since, run_audit
 from gateway.escalation import trail
 from gateway.events import Severity
 from gateway.model import Alarm, AlarmState
 from gateway.registry import Registry, import_dir, save
+from gateway.store import Store
 from gateway.users import User
 
 __all__ = ["REFUSAL_STATUS", "answer_alarm", "router"]
@@ -110,7 +111,10 @@ async def check_login(ctx: ApiContext, name: str, password: str, request: Reques
     if ctx.limiter.blocked(keys, now):
         raise HTTPException(429, "too many failed logins; wait a few minutes")
     # Argon2 takes tens of milliseconds: off the event loop, which also runs the safety path.
-    user = await asyncio.to_thread(ctx.users.check_password, name, password)
+    # The store is read here, on the loop: its connection belongs to the loop's thread.
+    stored = ctx.users.password_hash(name)
+    matches = await asyncio.to_thread(ctx.users.verify, stored, password)
+    user = ctx.users.get(name) if matches else None
     if user is None:
         ctx.limiter.failed(keys, now)
         raise HTTPException(401, "wrong name or password")
@@ -448,9 +452,24 @@ async def audit(
         start = parse_since(since) if since else None
     except ValueError:
         raise HTTPException(422, f"since {since!r}: not YYYY-MM-DD or an ISO 8601 time") from None
-    report = run_audit(ctx.registry, ctx.store, ctx.clock.now(), start, district)
+    # A pass over every site and alarm: in a worker thread, on a connection of its own, so
+    # the event loop (and the safety path on it) is not held.
+    report = await asyncio.to_thread(
+        _audit, ctx.registry, ctx.store.path, ctx.clock.now(), start, district
+    )
     media = {"json": "application/json", "csv": "text/csv", "html": "text/html"}[format]
     return Response(report.render(format), media_type=f"{media}; charset=utf-8")
+
+
+def _audit(
+    registry: Registry, path: Path, at: datetime, since: datetime | None, district: str | None
+) -> CoverageAudit:
+    store = Store(path)
+    store.open()
+    try:
+        return run_audit(registry, store, at, since, district)
+    finally:
+        store.close()
 
 
 class WriteView(BaseModel):
