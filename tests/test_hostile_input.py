@@ -5,6 +5,7 @@ person can type (registry import, notes, search), and no secret in logs or error
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -22,6 +23,7 @@ from tests.support.api_world import (
     HOUSE_DETECTOR,
     HOUSE_VALVE,
     PASSWORD,
+    PHONE,
     World,
     running_world,
 )
@@ -43,7 +45,26 @@ async def world(tmp_path: Path, own_mosquitto: Mosquitto) -> AsyncIterator[World
         yield w
 
 
-async def test_a_report_claiming_another_site_alarms_only_its_own(world: World) -> None:
+HOUSE_PHONE = "13900139000"  # the household's contact (api_world)
+
+
+async def test_a_report_claiming_another_site_alarms_and_alerts_only_its_own(
+    tmp_path: Path, own_mosquitto: Mosquitto
+) -> None:
+    with HttpReceiver().running() as http:
+        sms = {"kind": "webhook", "url": http.url("/sms"), "template": "sms", "timeout_s": 2}
+        escalation = {"channels": {"sms": sms}}
+        async with running_world(tmp_path, own_mosquitto.url, escalation=escalation) as world:
+            await claim_another_site(world)
+            await wait_until(lambda: http.received("/sms"))
+            await asyncio.sleep(0.5)  # a text to the wrong site's contact would arrive by now
+    texts = [r.json() for r in http.received("/sms")]
+    assert {t["phone"] for t in texts} == {HOUSE_PHONE}  # leak_low and leak_high: one text each
+    assert len({t["reference"] for t in texts}) == len(texts)
+    assert PHONE != HOUSE_PHONE
+
+
+async def claim_another_site(world: World) -> None:
     spy = Spy(world.mqtt_url)
     await spy.start()
     try:
