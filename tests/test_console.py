@@ -73,6 +73,8 @@ async def test_chinese_by_default_english_on_request(world: World) -> None:
         assert "Acknowledge" in en.text
         assert "确认" not in en.text
         assert en.cookies.get("gasgate_lang") == "en"
+        assert en.headers["x-frame-options"] == "DENY"  # no acknowledging through a frame
+        assert "frame-ancestors 'none'" in en.headers["content-security-policy"]
         remembered = await client.get("/console/fleet")  # the cookie remembers
         assert '<html lang="en">' in remembered.text
 
