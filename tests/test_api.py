@@ -126,6 +126,37 @@ async def test_alarm_filters_and_history(world: World) -> None:
         assert (await client.get("/api/audit", params={"since": "soon"})).status_code == 422
 
 
+async def test_closed_alarms_are_listed_since_a_date(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "quick.yaml").write_text("leak:\n  clear_hold_s: 0.5\n", encoding="utf-8")
+    async with running_world(tmp_path, mosquitto.url, rules_dir=rules) as world:
+        leak = await world.leak()
+        async with world.client("officer") as client:
+            path = f"/api/alarms/{leak.alarm_id}"
+            assert (await client.post(f"{path}/acknowledge", json={})).status_code == 200
+            gas = await client.post(f"{path}/resolve", json={})
+            assert gas.status_code == 409  # the condition is still active
+            async with asyncio.timeout(20):
+                for seq in range(2, 100):  # the gas clears; a latched leak waits for a person
+                    await world.leak(lel=0.0, seq=seq)
+                    if not world.gateway.alarms.get(leak.alarm_id).active:
+                        break
+                    await asyncio.sleep(0.3)
+            done = await client.post(f"{path}/resolve", json={"note": "valve reopened by hand"})
+            assert done.status_code == 200
+            assert done.json()["state"] == "normal"
+            open_now = (await client.get("/api/alarms")).json()
+            assert leak.alarm_id not in {a["alarm_id"] for a in open_now}
+            since = (await client.get("/api/alarms", params={"since": "2000-01-01"})).json()
+            closed = [a for a in since if a["alarm_id"] == leak.alarm_id]
+            assert [(a["state"], a["closed_by"]) for a in closed] == [("normal", "officer")]
+            site = (await client.get(f"/console/sites/{SITE}?lang=en")).text
+            assert "leak_high · closed (officer)" in site
+            bad = await client.get("/api/alarms", params={"since": "later"})
+            assert bad.status_code == 422
+
+
 async def test_acknowledge_over_api_and_gas_company_is_one_operation(world: World) -> None:
     by_api = await world.leak()
     by_gasco = await world.leak(PARTIAL_DETECTOR)

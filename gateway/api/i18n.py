@@ -71,7 +71,8 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "battery": ("电池", "Battery"),
     "signal": ("信号", "Signal"),
     "low_battery": ("电量低", "low battery"),
-    "recent_alarms": ("当前报警", "Open alarms"),
+    "recent_alarms": ("近 7 天的报警", "Alarms in the last 7 days"),
+    "no_recent": ("近 7 天没有报警", "No alarms in the last 7 days"),
     "summary": (
         "在线 {online} · 离线 {offline} · 电量低 {low}",
         "{online} online · {offline} offline · {low} low battery",

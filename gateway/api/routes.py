@@ -38,6 +38,7 @@ from gateway.api.views import (
     device_view,
     site_detail,
     site_view,
+    stored_alarms,
 )
 from gateway.audit import CoverageAudit, parse_since, run_audit
 from gateway.escalation import trail
@@ -220,10 +221,12 @@ def alarm_queue(
     severity: Severity | None = None,
     site: str | None = None,
     district: str | None = None,
+    since: datetime | None = None,
 ) -> list[AlarmView]:
-    """Open alarms a user may see, most urgent first, then oldest first."""
+    """Open alarms a user may see (or, with ``since``, every alarm raised since then, closed
+    ones too), most urgent first, then oldest first."""
     chosen = []
-    for a in ctx.alarms.open_alarms():
+    for a in ctx.alarms.open_alarms() if since is None else stored_alarms(ctx, since):
         where = ctx.registry.site(a.site_id) if a.site_id else None
         if not site_visible(user, a.site_id):
             continue
@@ -246,9 +249,21 @@ async def alarms(  # noqa: PLR0917 - FastAPI passes query parameters by name
     severity: Severity | None = None,
     site: str | None = None,
     district: str | None = None,
+    since: str | None = None,
 ) -> list[AlarmView]:
-    """Open alarms (filtered), most urgent first."""
-    return alarm_queue(ctx, user, state=state, severity=severity, site=site, district=district)
+    """Open alarms (filtered), most urgent first; with ``since`` (YYYY-MM-DD or ISO time)
+    every alarm raised since then, closed ones included (the newest 1000)."""
+    return alarm_queue(
+        ctx, user, state=state, severity=severity, site=site, district=district,
+        since=_since(since),
+    )  # fmt: skip
+
+
+def _since(text: str | None) -> datetime | None:
+    try:
+        return parse_since(text) if text else None
+    except ValueError:
+        raise HTTPException(422, f"since {text!r}: not YYYY-MM-DD or an ISO 8601 time") from None
 
 
 @router.get("/alarms/{alarm_id}", responses={404: {}})
@@ -448,10 +463,7 @@ async def audit(
     since: str | None = None,
 ) -> Response:
     """The coverage audit (the same as ``gasgate audit``); ``since``: YYYY-MM-DD or ISO time."""
-    try:
-        start = parse_since(since) if since else None
-    except ValueError:
-        raise HTTPException(422, f"since {since!r}: not YYYY-MM-DD or an ISO 8601 time") from None
+    start = _since(since)
     # A pass over every site and alarm: in a worker thread, on a connection of its own, so
     # the event loop (and the safety path on it) is not held.
     report = await asyncio.to_thread(

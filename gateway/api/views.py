@@ -6,7 +6,7 @@ One builder per thing (alarm, device, site), so the JSON and the pages always ag
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pydantic import BaseModel
@@ -32,6 +32,7 @@ __all__ = [
     "device_view",
     "site_detail",
     "site_view",
+    "stored_alarms",
 ]
 
 
@@ -123,6 +124,8 @@ class AlarmView(BaseModel):
 
 
 class SiteDetail(BaseModel):
+    """A site with its parts, devices and the alarms raised in the last 7 days."""
+
     site: SiteView
     contacts: list[ContactView]
     components: list[ComponentView]
@@ -149,6 +152,7 @@ class AuditEntryView(BaseModel):
     detail: str
 
 
+RECENT: Final = timedelta(days=7)  # a site page lists the alarms raised this long ago
 _STEP: Final = re.compile(r"\bstep (\d+)\b")
 
 
@@ -294,6 +298,15 @@ def component_view(
     )
 
 
+def stored_alarms(ctx: ApiContext, since: datetime, limit: int = 1000) -> list[Alarm]:
+    """Alarms raised since ``since`` (open or closed), newest first, at most ``limit``."""
+    rows = ctx.store.db.execute(
+        "SELECT snapshot FROM alarms ORDER BY rowid DESC LIMIT ?", (limit,)
+    )  # rowid: the order alarms were first stored, i.e. raised
+    alarms = (Alarm.from_json(r[0]) for r in rows)
+    return [a for a in alarms if a.raised_at >= since]
+
+
 def site_detail(ctx: ApiContext, site: Site, user: User) -> SiteDetail:
     today = ctx.clock.now().date()
     expired = {
@@ -303,7 +316,8 @@ def site_detail(ctx: ApiContext, site: Site, user: User) -> SiteDetail:
     }
     components = ctx.registry.components(site.site_id)
     devices = [device_view(ctx, c.device_id) for c in components if c.device_id]
-    alarms = [a for a in ctx.alarms.open_alarms() if a.site_id == site.site_id]
+    recent = stored_alarms(ctx, ctx.clock.now() - RECENT)
+    alarms = [a for a in recent if a.site_id == site.site_id]
     return SiteDetail(
         site=site_view(ctx, site),
         contacts=[contact_view(c, user) for c in ctx.registry.contacts(site.site_id)],
