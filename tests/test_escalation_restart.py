@@ -10,9 +10,11 @@ it is that subprocess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,7 +31,7 @@ from tests.support.services import Mosquitto
 from tests.test_escalation_gasco import gas_company
 
 ROOT = Path(__file__).parents[1]
-SUPERVISOR_S, DISPATCHER_S = 5.0, 8.0
+SUPERVISOR_S, DISPATCHER_S = 8.0, 11.0
 POLICY = {
     "policies": [
         {
@@ -95,6 +97,21 @@ def _spawn(
     return proc
 
 
+def _sent(tmp: Path, lane: str) -> int:
+    """Rows of ``lane`` the child recorded as sent (read-only, beside the running child)."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{tmp / 'gasgate.db'}?mode=ro", uri=True)
+        ) as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE lane = ? AND status = 'sent'", (lane,)
+            ).fetchone()
+    except sqlite3.OperationalError:  # not created yet, or the table not yet migrated
+        return 0
+    count: int = row[0]
+    return count
+
+
 def _kill9(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -108,8 +125,10 @@ async def test_kill_9_between_steps_resumes_once(tmp_path: Path, own_mosquitto: 
             first = _spawn(tmp_path, http, smtp, own_mosquitto, "raise")
             started = time.monotonic()  # the leak was raised just before READY
             try:
-                await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS")
-                await eventually(lambda: len(company.events()) == 1, what="raised event")
+                # Killed once the site's texts are recorded as sent (a kill between a send
+                # and its record resends it: the documented at-least-once window, which the
+                # receiver closes with the delivery key; not what this test is about).
+                await eventually(lambda: _sent(tmp_path, "sms") == 2, what="site SMS recorded")
             finally:
                 _kill9(first)
             assert time.monotonic() - started < SUPERVISOR_S, "machine too slow for this test"
