@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import ssl
 import urllib.parse
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _RETRYABLE_HTTP = {408, 425, 429}
+_URL = re.compile(r"\w+://\S+")
 
 
 def address_for(settings: WebhookSettings | EmailSettings, recipient: Recipient) -> str | None:
@@ -107,7 +109,9 @@ class WebhookChannel:
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+            # The reason is logged and audited: never with the URL (a robot's access token).
+            reason = _URL.sub("<url>", f"{type(exc).__name__}: {exc}")
+            raise DeliveryFailed(reason) from None
         return _check(template, response)
 
     def _sign(self, body: bytes) -> tuple[str, dict[str, str]]:
