@@ -81,6 +81,15 @@ async def test_login_is_rate_limited(world: World) -> None:
         form = await client.post("/login", data={"name": "super", "password": PASSWORD})
         assert form.status_code == 429
         assert "wait a few minutes" in form.text or "几分钟" in form.text
+        # Another name from the same address still gets in ...
+        other = await client.post("/api/login", json={"name": "officer", "password": PASSWORD})
+        assert other.status_code == 200
+        # ... until the address itself has failed 20 times.
+        for n in range(15):
+            guess = {"name": f"guess{n}", "password": "nope"}
+            assert (await client.post("/api/login", json=guess)).status_code == 401
+        again = await client.post("/api/login", json={"name": "officer", "password": PASSWORD})
+        assert again.status_code == 429
 
 
 async def test_regulator_sees_no_phone_numbers(world: World) -> None:

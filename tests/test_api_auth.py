@@ -6,6 +6,7 @@ name every route the application has."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def test_matrix_names_every_route() -> None:
         if method != "HEAD"
     }
     assert found == {(m, p) for m, p, _, _ in MATRIX}
+    # No endpoint opens a valve: none even names one (the only writes are alarm operations,
+    # the registry import and logins), and no operation's schema takes a valve command.
+    assert not [p for _, p, _, _ in MATRIX if re.search(r"valve|/open\b|cmd|command", p)]
+    document = str(app.openapi()).lower()
+    assert "open_valve" not in document
+    assert "close_valve" not in document
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from gateway.users import Role, User
 
 __all__ = [
     "LOGIN_TRIES",
+    "LOGIN_TRIES_PER_ADDRESS",
     "LOGIN_WINDOW_S",
     "SESSION_COOKIE",
     "SESSION_S",
@@ -31,8 +32,12 @@ __all__ = [
 
 SESSION_COOKIE: Final = "gasgate_session"
 SESSION_S: Final = 12 * 3600.0
-LOGIN_TRIES: Final = 5  # failed logins per name, and per client address, ...
-LOGIN_WINDOW_S: Final = 300.0  # ... within this many seconds; then 429 until the oldest ages out
+# Failed logins allowed within the window, per user name and per client address; then 429
+# until the oldest ages out. The address allows more: a duty room behind one proxy address
+# must not be locked out by one person mistyping (or by someone failing on purpose).
+LOGIN_TRIES: Final = 5
+LOGIN_TRIES_PER_ADDRESS: Final = 20
+LOGIN_WINDOW_S: Final = 300.0
 _MAX_KEYS: Final = 10_000
 
 
@@ -102,15 +107,18 @@ def csrf_ok(session: Session, presented: str | None) -> bool:
 
 
 class LoginLimiter:
-    """Failed logins, counted per user name and per client address over a sliding window."""
+    """Failed logins over a sliding window, per user name and per client address."""
 
-    def __init__(self, tries: int = LOGIN_TRIES, window_s: float = LOGIN_WINDOW_S) -> None:
-        self._tries = tries
+    def __init__(self, window_s: float = LOGIN_WINDOW_S) -> None:
         self._window_s = window_s
         self._failures: dict[str, deque[float]] = {}
 
+    @staticmethod
+    def keys(name: str, address: str) -> tuple[str, ...]:
+        return (f"name:{name}", f"addr:{address}")
+
     def blocked(self, keys: tuple[str, ...], now_mono: float) -> bool:
-        return any(len(self._recent(k, now_mono)) >= self._tries for k in keys)
+        return any(len(self._recent(k, now_mono)) >= _limit(k) for k in keys)
 
     def failed(self, keys: tuple[str, ...], now_mono: float) -> None:
         if len(self._failures) > _MAX_KEYS:  # many names tried: forget the ones aged out
@@ -120,11 +128,19 @@ class LoginLimiter:
             self._recent(key, now_mono).append(now_mono)
 
     def succeeded(self, keys: tuple[str, ...]) -> None:
+        """A login worked: its name starts afresh; the address does not (one good account
+        must not reset a guessing run from the same place)."""
         for key in keys:
-            self._failures.pop(key, None)
+            if not key.startswith("addr:"):
+                self._failures.pop(key, None)
 
     def _recent(self, key: str, now_mono: float) -> deque[float]:
+        """The key's failures still inside the window (older ones dropped)."""
         times = self._failures.setdefault(key, deque())
         while times and times[0] <= now_mono - self._window_s:
             times.popleft()
         return times
+
+
+def _limit(key: str) -> int:
+    return LOGIN_TRIES_PER_ADDRESS if key.startswith("addr:") else LOGIN_TRIES

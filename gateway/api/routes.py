@@ -107,7 +107,7 @@ async def login(body: Login, request: Request, response: Response, ctx: Ctx) -> 
 async def check_login(ctx: ApiContext, name: str, password: str, request: Request) -> User:
     """The user, or 429 while rate limited, or 401. Limited per name and per address."""
     client = request.client.host if request.client else "?"
-    keys = (f"name:{name}", f"addr:{client}")
+    keys = ctx.limiter.keys(name, client)
     now = ctx.clock.monotonic()
     if ctx.limiter.blocked(keys, now):
         raise HTTPException(429, "too many failed logins; wait a few minutes")
