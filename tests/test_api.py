@@ -271,3 +271,10 @@ async def test_http_port_in_use_leaves_the_gateway_running(
             assert second.gateway.api.port is None  # the console is off, loudly
             leak = await second.leak()  # the safety path runs regardless
             assert leak.state is AlarmState.UNACK_ACTIVE
+
+
+async def test_ipv6_loopback(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    async with running_world(tmp_path, mosquitto.url, http_host="::1") as world:
+        assert world.url.startswith("http://[::1]:")
+        async with world.client() as client:
+            assert (await client.get("/healthz")).status_code == 200

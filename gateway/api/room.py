@@ -79,7 +79,8 @@ class ApiRoom:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
         self.users.prepare()
@@ -87,7 +88,8 @@ class ApiRoom:
         self._bus.subscribe(AlarmChanged, self.context.broadcaster.alarm_changed, name="api.events")
         try:
             # Bound here, not by uvicorn: its bind failure would exit the whole process.
-            sock = socket.create_server((self._host, self._port))
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            sock = socket.create_server((self._host, self._port), family=family)
         except OSError as exc:
             # The safety path does not depend on the console: run on, loudly, without it.
             log.error(
