@@ -15,6 +15,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import SystemClock
 from gateway.model import Alarm
 from tests.support.escalation_kit import VALVE, eventually, leak
@@ -26,6 +28,7 @@ OUTAGE_S = 30.0
 SMS_PER_LEAK = 4  # two site contacts, the supervisor, the dispatcher
 
 
+@pytest.mark.slow  # about 35 s; runs in CI like every test
 async def test_a_30_s_gas_company_outage_loses_reorders_and_doubles_nothing(
     tmp_path: Path, own_mosquitto: Mosquitto
 ) -> None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 import yaml
 
 from firmware_bridge import ksp
@@ -61,6 +63,14 @@ def write_config(tmp_path: Path, http: HttpReceiver) -> Path:
     return config
 
 
+def open_leaks(gateway: GatewayProcess) -> list[tuple[object, ...]]:
+    """The open leak alarms in the store; none while a process killed early left no store."""
+    try:
+        return gateway.open_alarms("leak_high")
+    except sqlite3.DatabaseError:  # no database file yet, or one killed before its header
+        return []
+
+
 def deliveries(http: HttpReceiver) -> dict[str, set[str]]:
     """phone -> the distinct delivery keys it was sent under."""
     keys: dict[str, set[str]] = defaultdict(set)
@@ -69,6 +79,7 @@ def deliveries(http: HttpReceiver) -> dict[str, set[str]]:
     return keys
 
 
+@pytest.mark.slow  # about 35 s; runs in CI like every test
 async def test_22_kill_9s_during_a_leak_lose_and_double_nothing(
     tmp_path: Path, own_mosquitto: Mosquitto
 ) -> None:
@@ -89,7 +100,7 @@ async def test_22_kill_9s_during_a_leak_lose_and_double_nothing(
                 gateway.start()
                 await asyncio.sleep(rng.uniform(0.2, 2.5))
                 gateway.kill9()
-                now_open = gateway.open_alarms("leak_high")
+                now_open = open_leaks(gateway)
                 if seen_open:
                     assert now_open == seen_open, "a restart lost or doubled the open leak"
                 seen_open = now_open or seen_open
