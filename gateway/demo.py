@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -32,17 +33,20 @@ from firmware_bridge.simulator import scenarios as sc
 from gateway import contract
 from gateway.alarm_types import AlarmType, info
 from gateway.app import Gateway, GatewaySettings, describe_transition
+from gateway.demo_people import DemoPeople
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.errors import GasgateError, RejectedInput
 from gateway.events import AlarmChanged
 from gateway.logs import setup_logging
 from gateway.mqtturl import parse_mqtt_url
+from gateway.telemetry import influx_options
 from gateway.users import Role, UserError
 
 __all__ = ["DemoOptions", "demo", "run_demo"]
 
 log = logging.getLogger(__name__)
 BRIDGE_ID = "demo-receiver"
+GASCO_EVENTS = "gasco/v1/+/alarms/events"
 DEMO_PASSWORD = "gasgate-demo"  # noqa: S105 - printed on purpose: throw-away demo data
 DEMO_USERS = {
     "officer": Role.DUTY_OFFICER,
@@ -62,6 +66,10 @@ class DemoOptions:
     duration_s: float | None = None  # None: until Ctrl-C
     story: bool = True
     verbose: bool = False  # also print periodic reports
+    influx_url: str | None = None  # telemetry: off unless given
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+    influx_token: str | None = None
 
 
 class Monitor:
@@ -90,12 +98,16 @@ class Monitor:
     async def _run(self, ready: asyncio.Event) -> None:
         async with parse_mqtt_url(self._url).client(identifier="gasgate-demo-monitor") as client:
             await client.subscribe(f"{contract.PREFIX}/#", qos=1)
+            await client.subscribe(GASCO_EVENTS, qos=1)
             ready.set()
             async for message in client.messages:
                 self._show(str(message.topic), message.payload)
 
     def _show(self, topic: str, payload: object) -> None:
         raw = payload if isinstance(payload, bytes) else str(payload).encode()
+        if topic.endswith("/alarms/events"):
+            self._gasco_event(raw)
+            return
         try:
             kind, ident = contract.parse_topic(topic)
         except RejectedInput:
@@ -107,6 +119,17 @@ class Monitor:
             self._out(f"  {_where(self._sites.get(ident))} {ident} {kind}: {raw.decode()}")
         elif kind == "receiver":
             self._receiver(ident, raw, topic)
+
+    def _gasco_event(self, raw: bytes) -> None:
+        self.counts["gas company event"] += 1
+        event = json.loads(raw)
+        if event["severity"] in ("critical", "high"):
+            site = event.get("site") or {}
+            self._out(
+                f"  ⇒ gas company: {event['transition']} {event['alarm_type']} at "
+                f"{site.get('name', '?')} ({event['state']}, valves {event['valve_state']}, "
+                f"revision {event['revision']})"
+            )
 
     def _receiver(self, bridge_id: str, raw: bytes, topic: str) -> None:
         try:
@@ -176,6 +199,8 @@ class Demo:
                 LinkConfig(str(port.link_path), heartbeat_timeout_s=90 * o.time_scale),
             )
             await self._start(bridge)
+        self.people = DemoPeople(self.out)
+        await self._start(self.people)
         self.gateway = Gateway(self._gateway_settings(url))
         await self._start(self.gateway)
         self.gateway.bus.subscribe(AlarmChanged, self._on_alarm, name="demo.print")
@@ -188,6 +213,13 @@ class Demo:
             "(parts past service life, cylinders overdue): not printed one by one"
         )
         self._console()
+        if self.options.mqtt is None:
+            self.out(
+                "demo: gas company link off (the embedded broker has no MQTT v5): its events "
+                "wait in the outbox; run with --mqtt mqtt://127.0.0.1:1883 (Mosquitto) to see them"
+            )
+        if not self.gateway.settings.influx_url:
+            self.out("demo: telemetry off (no InfluxDB configured: --influx-url to send it)")
 
     def _console(self) -> None:
         """Demo users (a fixed password: the demo's data is throw-away) and where to log in."""
@@ -219,7 +251,16 @@ class Demo:
                 "registry": self.data_dir / "registry",
                 "gateway_id": "gw-demo",
                 "valve_retry_s": max(1.0, 10 * self.options.time_scale),
+                # A given broker (Mosquitto) plays the gas company's too. The embedded amqtt
+                # broker speaks MQTT 3.1.1 only and the gas company link is MQTT v5: then the
+                # events wait in the outbox, and the demo says so.
+                "gasco_mqtt": self.options.mqtt,
+                "escalation": self.people.escalation_settings(),
                 "log_level": "WARNING",
+                "influx_url": self.options.influx_url,
+                "influx_org": self.options.influx_org,
+                "influx_bucket": self.options.influx_bucket,
+                "influx_token": self.options.influx_token,
             },
         )
 
@@ -336,6 +377,7 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
 @click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
 @click.option("--no-story", is_flag=True, help="Only the district, no scripted incidents.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print periodic reports.")
+@influx_options
 def demo(**flags: Any) -> None:
     """The whole loop on one machine: broker, simulated kits, bridge, gateway, a story."""
     setup_logging("WARNING", "text")

@@ -41,7 +41,11 @@ class GascoSettings(_Model):
     )
     username: str | None = Field(None, description="overrides the URL's user")
     password: SecretStr | None = Field(None, description="overrides the URL's password")
-    client_id: str | None = Field(None, description="MQTT client id; default gasgate-<gateway id>")
+    client_id: str | None = Field(
+        None,
+        description="MQTT client id; default gasgate-<gateway id>-gasco (the site link is "
+        "gasgate-<gateway id>: one broker may serve both without them kicking each other off)",
+    )
     tls_ca: Path | None = Field(None, description="CA bundle for mqtts:// (or the URL's ?ca=)")
     tls_cert: Path | None = Field(None, description="client certificate (mutual TLS)")
     tls_key: Path | None = None

@@ -196,7 +196,7 @@ class GascoLink:
             url.port,
             username=settings.username or url.username,
             password=password,
-            identifier=settings.client_id or f"gasgate-{self._gateway_id}",
+            identifier=settings.client_id or f"gasgate-{self._gateway_id}-gasco",
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=connect,
