@@ -61,6 +61,7 @@ class _Watch:
     online: bool = True
     deadline: float = 0.0
     slot: int | None = None  # the wheel slot holding it; None while offline
+    cut_off: bool = False  # offline only because its receiver is: not yet proven dead itself
 
 
 class Supervision:
@@ -165,9 +166,12 @@ class Supervision:
         self, device_id: str, watch: _Watch, reason: Literal["missed_reports", "receiver_offline"]
     ) -> None:
         self._unslot(device_id, watch)
-        if not watch.online:
+        # A device cut off with its receiver is offline already, but silently (the receiver's
+        # alarm stands for it); if it stays silent once its receiver is back, say so now.
+        if not watch.online and not (watch.cut_off and reason == "missed_reports"):
             return
         watch.online = False
+        watch.cut_off = reason == "receiver_offline"
         self.counts[f"offline.{reason}"] += 1
         self._bus.publish(DeviceAvailabilityChanged(device_id, False, reason, self._clock.now()))
 
@@ -188,6 +192,7 @@ class Supervision:
                 self._not_behind[bridge_id].add(event.device_id)
         if not watch.online:
             watch.online = True
+            watch.cut_off = False
             self.counts["online.report"] += 1
             self._bus.publish(
                 DeviceAvailabilityChanged(event.device_id, True, "report", self._clock.now())
@@ -214,9 +219,13 @@ class Supervision:
             return
         bridge_id = event.bridge_id
         if event.status.online:
-            # Its devices stay offline until each reports again: only a report proves it.
+            # Its devices stay offline until each reports again: only a report proves it. Each
+            # gets its usual intervals to do so; one that does not is offline in its own right.
             self._receivers_offline.discard(bridge_id)
-            self._receivers_heard[bridge_id] = self._clock.monotonic()
+            now = self._receivers_heard[bridge_id] = self._clock.monotonic()
+            for device_id, watch in self._watches.items():
+                if watch.cut_off and watch.slot is None:
+                    self._heard(device_id, watch, now)
             return
         self._receivers_heard.pop(bridge_id, None)
         if bridge_id in self._receivers_offline:

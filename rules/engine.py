@@ -321,6 +321,12 @@ class RuleEngine:
         device = self._device(event.device_id) if self._running else None
         if device is None or device.offline == (not event.online):
             return
+        if event.reason == "receiver_offline":
+            # ISA-18.2 designed suppression: the receiver_offline alarm stands for every device
+            # behind it. One alarm per device would be a flood that can hide a leak elsewhere;
+            # a device still silent once its receiver is back raises its own alarm then.
+            self.counts["suppressed.device_offline.receiver_offline"] += 1
+            return
         device.offline = not event.online
         verdict = Verdict(
             A.DEVICE_OFFLINE,

@@ -142,3 +142,25 @@ async def test_a_silent_receiver_goes_offline(core: Core) -> None:
     assert [(r.bridge_id, r.status.online) for r in core.receivers][-1] == ("b1", False)
     assert changes(core, DETECTOR) == [(False, "receiver_offline")]
     assert core.of("receiver_offline", "bridge:b1") == [("receiver_offline", True)]
+
+
+async def test_a_receiver_outage_is_one_alarm_not_one_per_device(core: Core) -> None:
+    # ISA-18.2 designed suppression: the receiver's alarm stands for the devices behind it.
+    await core.message(receiver_topic("b1"), receiver(True))
+    await core.message(receiver_topic("b1"), receiver(False))
+    assert core.of("receiver_offline") == [("receiver_offline", True)]
+    assert core.of("device_offline") == []
+    assert core.supervision.online(DETECTOR) is False  # offline all the same, for coverage
+    # The receiver is back: the detector and valve report, the regulator stays silent.
+    await core.message(receiver_topic("b1"), receiver(True))
+    await core.send(DETECTOR, detector_report(1, 0))
+    await core.send(VALVE, valve_report(1, "open"))
+    assert core.of("device_offline") == []
+    for seq in range(2, 40):  # 38 minutes: past three of the regulator's 600 s intervals
+        await core.send(DETECTOR, detector_report(seq, 0))
+        await core.send(VALVE, valve_report(seq, "open"))
+        await core.advance(60)
+    # The silent one raises its own alarm once its receiver is back and it still says nothing.
+    assert core.of("device_offline", REGULATOR) == [("device_offline", True)]
+    assert core.of("device_offline", DETECTOR) == []
+    assert core.of("device_offline", VALVE) == []
