@@ -13,7 +13,11 @@
   few times), counted and logged as errors.
 * ``kit/v1/_bridge/{bridge_id}/availability``: ``online`` retained; last will ``offline``
   retained, and ``offline`` published on a clean stop. ``kit/v1/_bridge/{bridge_id}/receiver``:
-  the receiver status, retained, republished on every change (each heartbeat is a change: uptime).
+  the receiver status, retained, republished on every change (each heartbeat is a change: uptime)
+  and on every MQTT connect. Nothing is published while the link does not know the receiver's
+  state yet (from start until its first heartbeat, or ``heartbeat_timeout_s`` without one): the
+  status retained from before a restart stays, instead of a made-up ``offline`` that would alarm
+  the duty room at every restart.
 * ``kit/v1/+/cmd`` for a radio device id (8 hex digits): a valid command runs on the link (one at a
   time per device) and its result goes to ``kit/v1/{id}/cmd/ack``. Anything else (above all
   ``open``: KSP/1 has no remote open, valves are reopened by hand on site) is answered
@@ -149,7 +153,7 @@ class Bridge:
         self.counters = BridgeCounters()
         self.mqtt_connected = asyncio.Event()
         self._outbox: deque[_Outgoing] = deque()
-        self._receiver_dirty = False
+        self._receiver_unpublished: ReceiverState | None = None  # latest, not yet on the broker
         self._wake = asyncio.Event()
         self._device_seq: dict[int, int] = {}
         self._client: aiomqtt.Client | None = None
@@ -191,7 +195,7 @@ class Bridge:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.drain_on_stop_s
-        while (self._outbox or self._receiver_dirty) and loop.time() < deadline:
+        while (self._outbox or self._receiver_unpublished is not None) and loop.time() < deadline:
             if not self.mqtt_connected.is_set():
                 return
             await asyncio.sleep(0.05)
@@ -214,7 +218,7 @@ class Bridge:
                 )
                 return True
             case ReceiverState():
-                self._receiver_dirty = True
+                self._receiver_unpublished = event  # only the latest matters
                 self._wake.set()
                 return True
 
@@ -242,8 +246,8 @@ class Bridge:
         self._outbox.append(message)
         self._wake.set()
 
-    def _receiver_payload(self) -> bytes:
-        state = self.link.receiver
+    @staticmethod
+    def _receiver_payload(state: ReceiverState) -> bytes:
         status = contract.ReceiverStatus(
             online=state.online,
             uptime_s=state.uptime_s,
@@ -282,7 +286,9 @@ class Bridge:
             self.counters.mqtt_connects += 1
             _log.info("MQTT connected to %s (%d queued)", self.config.mqtt, len(self._outbox))
             self._client = client
-            self._receiver_dirty = True  # the retained status may be stale after our absence
+            # The retained status may be stale after our absence; while the receiver's state is
+            # unknown (None) the one retained stays: it is the truth as last known.
+            self._receiver_unpublished = self.link.receiver
             self.mqtt_connected.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._publish_loop(client))
@@ -290,13 +296,14 @@ class Bridge:
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            if self._receiver_dirty:
-                self._receiver_dirty = False
+            if self._receiver_unpublished is not None:
+                state, self._receiver_unpublished = self._receiver_unpublished, None
                 topic = contract.receiver_topic(self.config.bridge_id)
                 try:
-                    await client.publish(topic, self._receiver_payload(), qos=1, retain=True)
+                    await client.publish(topic, self._receiver_payload(state), qos=1, retain=True)
                 except BaseException:
-                    self._receiver_dirty = True
+                    if self._receiver_unpublished is None:  # unless a newer one came meanwhile
+                        self._receiver_unpublished = state
                     raise
                 self.counters.published["receiver"] += 1
             elif self._outbox:

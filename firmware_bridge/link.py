@@ -20,6 +20,12 @@ Choices (see docs/bridge.md):
   fit inside it.
 * An intact REPORT/PAIRING whose payload does not parse is acknowledged (a retransmission
   carries the same bytes and cannot fix it), counted by reason and logged with its byte offset.
+* The receiver's state starts *unknown* (``receiver`` is None, nothing delivered): the link
+  cannot tell a receiver that is fine from one that is dead until it has listened. It becomes
+  online on the first HEARTBEAT (the PING sent on every open asks for one) and offline only when
+  it was online and heartbeats stop for ``heartbeat_timeout_s`` or the port is lost, when it has
+  never answered within ``heartbeat_timeout_s`` of ``start()``, or when the link stops. A state
+  invented at start-up would be a false alarm at every bridge restart.
 * Timers that carry meaning (heartbeat supervision, command timeouts, the dedupe window) use the
   gateway :class:`~gateway.clock.Clock`; the line-idle gap and reopen backoff pace I/O and use the
   event loop directly.
@@ -32,7 +38,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import serial
@@ -86,8 +92,9 @@ class PairingReceived:
 
 @dataclass(frozen=True, slots=True)
 class ReceiverState:
-    """The receiver as the link sees it; ``online`` False when the port is lost or heartbeats
-    stop. The other fields are the last heartbeat's (``uptime_s`` only while online)."""
+    """The receiver as the link sees it, once known; ``online`` False when heartbeats stop, the
+    port is lost or it never answered. The other fields are the last heartbeat's (``uptime_s``
+    only while online)."""
 
     online: bool
     changed_at: datetime
@@ -187,12 +194,16 @@ class SerialLink:
         self._device_locks: dict[int, asyncio.Lock] = {}
         self._waiting: Counter[int] = Counter()
         self._drop_log = _RateLimitedLog(_LOG_EVERY_S)
-        self.receiver = ReceiverState(online=False, changed_at=self._clock.now())
+        self.receiver: ReceiverState | None = None  # unknown until heard or given up on
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._deliver(self.receiver)  # replaces any stale "online" the consumer may hold
+        # The start-up deadline: a receiver that never answers is offline after the same
+        # timeout a silent one gets, so a dead receiver at boot is still reported.
+        self._heartbeat_timer = self._clock.call_later(
+            self.config.heartbeat_timeout_s, self._on_heartbeat_timeout
+        )
         self._task = asyncio.create_task(self._run(), name=f"serial-link {self.config.port}")
 
     async def stop(self) -> None:
@@ -260,7 +271,8 @@ class SerialLink:
         _log.warning("serial port %s lost: %s", self.config.port, exc or "closed")
         self._transport = None
         self._on_idle()  # a partial frame from the old port will never complete
-        self._set_offline("serial port lost")
+        if self.receiver is not None:  # while unknown the start-up deadline keeps running
+            self._set_offline("serial port lost")
 
     def _close_transport(self) -> None:
         if self._idle_timer:
@@ -394,7 +406,7 @@ class SerialLink:
         self._heartbeat_timer = self._clock.call_later(
             self.config.heartbeat_timeout_s, self._on_heartbeat_timeout
         )
-        if not self.receiver.online:
+        if self.receiver is None or not self.receiver.online:
             _log.info("receiver on %s online", self.config.port)
         self._set_receiver(
             ReceiverState(
@@ -408,24 +420,25 @@ class SerialLink:
 
     def _on_heartbeat_timeout(self) -> None:
         self._heartbeat_timer = None
-        self._set_offline(f"no heartbeat for {self.config.heartbeat_timeout_s:g} s")
+        timeout = self.config.heartbeat_timeout_s
+        if self.receiver is None:
+            self._set_offline(f"no answer within {timeout:g} s of start")
+        else:
+            self._set_offline(f"no heartbeat for {timeout:g} s")
 
     def _set_offline(self, why: str) -> None:
+        """Online or unknown -> offline; offline stays as it is."""
         if self._heartbeat_timer:
             self._heartbeat_timer.cancel()
             self._heartbeat_timer = None
-        if not self.receiver.online:
+        last = self.receiver
+        if last is not None and not last.online:
             return
         _log.warning("receiver on %s offline: %s", self.config.port, why)
-        last = self.receiver
-        self._set_receiver(
-            ReceiverState(
-                online=False,
-                changed_at=self._clock.now(),
-                paired_count=last.paired_count,
-                fw_version=last.fw_version,
-            )
-        )
+        offline = ReceiverState(online=False, changed_at=self._clock.now())
+        if last is not None:  # what the last heartbeat said, kept for the status
+            offline = replace(offline, paired_count=last.paired_count, fw_version=last.fw_version)
+        self._set_receiver(offline)
 
     def _set_receiver(self, state: ReceiverState) -> None:
         self.receiver = state

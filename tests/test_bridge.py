@@ -48,6 +48,14 @@ class Watcher:
     def on(self, topic: str) -> list[bytes]:
         return [payload for t, payload, _ in self.messages if t == topic]
 
+    def live_online(self, topic: str) -> list[bool]:
+        """``online`` of each receiver status published while watching (not a retained one)."""
+        return [
+            json.loads(p)["online"]
+            for t, p, retained in self.messages
+            if t == topic and not retained
+        ]
+
     def reports(self) -> list[tuple[str, dict[str, Any]]]:
         return [
             (contract.parse_topic(t)[1], json.loads(p))
@@ -104,10 +112,13 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def bridged(tmp_path: Path, url: str, **link: float) -> AsyncIterator[Rig]:
+async def bridged(
+    tmp_path: Path, url: str, bridge_id: str | None = None, **link: float
+) -> AsyncIterator[Rig]:
     peer = RawPeer(tmp_path / "ttyKIT")
     peer.plug()
-    config = BridgeConfig(f"b{uuid.uuid4().hex[:8]}", parse_mqtt_url(url), drain_on_stop_s=2)
+    bridge_id = bridge_id or f"b{uuid.uuid4().hex[:8]}"
+    config = BridgeConfig(bridge_id, parse_mqtt_url(url), drain_on_stop_s=2)
     bridge = Bridge(config, LinkConfig(str(peer.path), **link))  # type: ignore[arg-type]
     await bridge.start()
     try:
@@ -184,6 +195,60 @@ async def test_availability_and_receiver_status(tmp_path: Path, mosquitto: Mosqu
         await late.wait_for(lambda: bool(late.on(receiver) and late.on(availability)))
         assert late.on(availability) == [b"offline"]
         assert json.loads(late.on(receiver)[0])["online"] is False
+
+
+async def test_a_start_publishes_no_receiver_status_until_the_receiver_answers(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    async with watching(mosquitto.url) as watcher, bridged(tmp_path, mosquitto.url) as rig:
+        receiver = contract.receiver_topic(rig.bridge_id)
+        availability = contract.bridge_availability_topic(rig.bridge_id)
+        await rig.connected()
+        await watcher.wait_for(lambda: watcher.on(availability) == [b"online"])
+        await asyncio.sleep(0.5)  # connected to the broker, the receiver not heard yet
+        assert watcher.on(receiver) == []  # no made-up "offline" that would alarm the duty room
+        rig.peer.write(vector("heartbeat"))  # the answer to the PING
+        await watcher.wait_for(lambda: bool(watcher.on(receiver)))
+        await asyncio.sleep(0.5)  # a second status would arrive now
+        assert watcher.live_online(receiver) == [True]
+        assert rig.bridge.counters.published["receiver"] == 1
+
+
+async def test_a_receiver_that_never_answers_is_offline_after_the_timeout_not_before(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    bridge_id = f"b{uuid.uuid4().hex[:8]}"
+    receiver = contract.receiver_topic(bridge_id)
+    # The status a previous run of this bridge left retained: the truth as last known.
+    before = contract.ReceiverStatus(online=True, paired_count=12, ts=datetime.now(UTC))
+    async with parse_mqtt_url(mosquitto.url).client() as seeder:
+        await seeder.publish(receiver, before.model_dump_json(), qos=1, retain=True)
+    timeout_s = 2.0
+    async with watching(mosquitto.url) as watcher:
+        await watcher.wait_for(lambda: bool(watcher.on(receiver)))  # the retained one
+        started = asyncio.get_running_loop().time()
+        async with bridged(tmp_path, mosquitto.url, bridge_id, heartbeat_timeout_s=timeout_s):
+            await watcher.wait_for(lambda: bool(watcher.live_online(receiver)))
+            offline_after = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(timeout_s)  # the deadline is not re-armed: no second offline
+            assert watcher.live_online(receiver) == [False]
+            assert offline_after >= timeout_s
+    status = contract.ReceiverStatus.model_validate_json(watcher.on(receiver)[1])
+    assert (status.online, status.paired_count) == (False, None)  # never heard by this run
+
+
+async def test_an_online_receiver_is_offline_at_once_when_the_port_is_lost(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    async with watching(mosquitto.url) as watcher, bridged(tmp_path, mosquitto.url) as rig:
+        receiver = contract.receiver_topic(rig.bridge_id)
+        await rig.connected()
+        rig.peer.write(vector("heartbeat"))
+        await watcher.wait_for(lambda: watcher.live_online(receiver) == [True])
+        rig.peer.unplug()
+        # Well within the 90 s heartbeat timeout: only the port loss can have caused it.
+        await watcher.wait_for(lambda: len(watcher.live_online(receiver)) == 2, within_s=10)
+        assert watcher.live_online(receiver) == [True, False]
 
 
 async def test_command_round_trip(tmp_path: Path, mosquitto: Mosquitto) -> None:

@@ -50,6 +50,9 @@ class Sink:
     def receiver(self) -> list[ReceiverState]:
         return [e for e in self.events if isinstance(e, ReceiverState)]
 
+    def online(self) -> list[bool]:
+        return [e.online for e in self.receiver()]
+
     async def wait_for(self, predicate: Callable[[], bool], within_s: float = 10.0) -> None:
         async with asyncio.timeout(within_s):
             while not predicate():
@@ -67,6 +70,10 @@ class Rig:
         """The link opened the port: its first frame is a PING."""
         _, message = await self.peer.next_message()
         assert message == ksp.Ping()
+
+    def online(self) -> bool | None:
+        """The receiver as the link knows it; None: not known yet."""
+        return None if self.link.receiver is None else self.link.receiver.online
 
 
 @contextlib.asynccontextmanager
@@ -102,7 +109,7 @@ async def test_spec_vectors_through_the_link_exact_bytes(rig: Rig) -> None:
         _, ack = await rig.peer.next_message()
         assert ack == ksp.Ack(ksp.Decoder().feed(vector(name))[0].seq)
     rig.peer.write(vector("heartbeat"))
-    await rig.sink.wait_for(lambda: any(s.online for s in rig.sink.receiver()))
+    await rig.sink.wait_for(lambda: rig.online() is True)
 
     assert [(r.device_id, r.kind, r.event) for r in rig.sink.reports()] == [
         (DETECTOR, ksp.DeviceKind.DETECTOR, ksp.Event.ALARM),
@@ -115,13 +122,14 @@ async def test_spec_vectors_through_the_link_exact_bytes(rig: Rig) -> None:
         315, frozenset({ksp.DetectorFlag.ALARM_LOW, ksp.DetectorFlag.ALARM_HIGH}), 25
     )
     status = rig.link.receiver
+    assert status is not None
     assert (status.online, status.uptime_s, status.paired_count, status.fw_version) == (
         True,
         86400,
         12,
         "1.2",
     )
-    assert rig.sink.receiver()[0].online is False  # start() announces "offline" until heard
+    assert rig.sink.online() == [True]  # nothing before the receiver was heard
     # Two more ACKs (seq 5, 6) bring the gateway seq to 7: the spec's COMMAND vector.
     rig.peer.send(0x20, ksp.Pairing(VALVE, ksp.DeviceKind.VALVE, paired=True))
     rig.peer.send(0x21, ksp.Pairing(DETECTOR, ksp.DeviceKind.DETECTOR, paired=True))
@@ -267,9 +275,10 @@ async def test_open_can_never_reach_the_wire(rig: Rig) -> None:
 async def test_port_lost_and_replugged_behind_the_same_path(rig: Rig) -> None:
     await rig.connected()
     rig.peer.write(vector("heartbeat"))
-    await rig.sink.wait_for(lambda: rig.link.receiver.online)
+    await rig.sink.wait_for(lambda: rig.online() is True)
     rig.peer.unplug()  # the master closes: the slave reads EIO, like a pulled USB cable
-    await rig.sink.wait_for(lambda: not rig.link.receiver.online)
+    await rig.sink.wait_for(lambda: rig.online() is False)  # at once, not after the timeout
+    assert rig.link.receiver is not None
     assert rig.link.receiver.paired_count == 12  # last known, kept for the status
     await asyncio.sleep(0.5)  # a few failed reopen attempts
     rig.peer.plug()
@@ -285,26 +294,62 @@ async def test_heartbeat_supervision(tmp_path: Path) -> None:
     async with make_rig(tmp_path, clock, heartbeat_timeout_s=90) as rig:
         await rig.connected()
         rig.peer.write(vector("heartbeat"))
-        await rig.sink.wait_for(lambda: rig.link.receiver.online)
+        await rig.sink.wait_for(lambda: rig.online() is True)
         clock.advance(89)
-        assert rig.link.receiver.online
+        assert rig.online() is True
         clock.advance(2)
-        assert not rig.link.receiver.online
+        assert rig.online() is False
         rig.peer.write(vector("heartbeat"))
-        await rig.sink.wait_for(lambda: rig.link.receiver.online)
-        assert [s.online for s in rig.sink.receiver()] == [False, True, False, True]
+        await rig.sink.wait_for(lambda: rig.online() is True)
+        assert rig.sink.online() == [True, False, True]
         assert all(isinstance(e, ReceiverState | PairingReceived) for e in rig.sink.events)
+
+
+async def test_the_receiver_is_unknown_until_heard_or_the_start_up_deadline(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    async with make_rig(tmp_path, clock, heartbeat_timeout_s=90) as rig:
+        await rig.connected()
+        clock.advance(89)
+        rig.peer.unplug()  # lost while unknown: still unknown, the deadline keeps running
+        await rig.peer.expect_quiet(0.3)
+        assert (rig.online(), rig.sink.events) == (None, [])
+        rig.peer.plug()
+        await rig.connected()
+        clock.advance(2)  # 91 s after start() without a heartbeat: a dead receiver at boot
+        assert rig.sink.online() == [False]
+        assert rig.sink.receiver()[0].paired_count is None  # never heard: nothing to keep
+        rig.peer.write(vector("heartbeat"))
+        await rig.sink.wait_for(lambda: rig.online() is True)
+        assert rig.sink.online() == [False, True]
+
+
+async def test_a_heartbeat_before_the_start_up_deadline_is_the_only_state(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    async with make_rig(tmp_path, clock, heartbeat_timeout_s=90) as rig:
+        await rig.connected()
+        clock.advance(60)
+        rig.peer.write(vector("heartbeat"))  # the answer to the PING
+        await rig.sink.wait_for(lambda: rig.online() is True)
+        clock.advance(89)  # 149 s after start, 89 s after the heartbeat: the old deadline is gone
+        assert rig.sink.online() == [True]
+        clock.advance(2)
+        assert rig.sink.online() == [True, False]
 
 
 async def test_a_failing_consumer_leaves_the_frame_unacked_and_the_link_running(
     tmp_path: Path,
 ) -> None:
-    calls = []
+    reports: list[LinkEvent] = []
 
     def broken(event: LinkEvent) -> bool:
-        calls.append(event)
-        if isinstance(event, ReportReceived) and len(calls) < 3:
-            raise RuntimeError("consumer bug")
+        if isinstance(event, ReportReceived):
+            reports.append(event)
+            if len(reports) == 1:  # only the first offer fails
+                raise RuntimeError("consumer bug")
         return True
 
     peer = RawPeer(tmp_path / "ttyKIT")
