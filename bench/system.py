@@ -617,7 +617,7 @@ async def p4_outage(
     """VictoriaMetrics (standing in for InfluxDB) stopped for ``down_s`` while 1,000 reports/s
     flow: points lost, and how fast the spool drains once it is back."""
     rate, sites = 1_000, 1_000
-    down_s, seconds = (3.0, 8.0) if quick else (20.0, 40.0)
+    down_s, seconds = (2.0, 5.0) if quick else (20.0, 40.0)
     registry = write_registry(work / "p4-registry", {"b": sites})
     flags = gateway_flags(broker.url, work / "p4-data", registry)
     async with running_sut("gateway", flags, work) as gw:
