@@ -630,20 +630,24 @@ async def p4_outage(
         spooled = int(gw.status["points_spooled"])
         victoria.start()
         back = time.monotonic()
-        first_drop, peak = None, spooled
+        # Drain time runs from the last status line that still showed the full spool: the
+        # status ticks every 0.1 s, so a fast drain is understated, never overstated.
+        first_drop, peak, at_peak = None, spooled, back
         async with asyncio.timeout(120):
             while True:
                 now = int(gw.status["points_spooled"])
-                peak = max(peak, now)
+                if now >= peak:
+                    peak, at_peak = now, float(gw.status["t"])
                 if first_drop is None and now < peak:
-                    first_drop = (time.monotonic(), peak)
-                if now == 0 and first_drop is not None:
+                    first_drop = (at_peak, peak)
+                if now == 0 and (first_drop is not None or peak == 0):
                     break
                 await asyncio.sleep(0.05)
         emptied = time.monotonic()
         await load
         lost = int(gw.status["points_dropped"]) - lost_before
-    assert first_drop is not None
+    if first_drop is None:  # nothing reached the spool: the outage fit in the memory queue
+        first_drop = (back, 0)
     resumed_s = first_drop[0] - back
     drain = first_drop[1] / max(emptied - first_drop[0], 1e-3)
     return [
