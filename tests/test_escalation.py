@@ -468,6 +468,7 @@ async def test_a_policy_that_stops_on_clear_stops_when_the_condition_clears(
         await w.bus.join()
         (alarm,) = w.alarms.open_alarms()
         await eventually(lambda: len(http.received("/wecom")) == 1, what="duty room")
+        await eventually(lambda: settled(w))  # the first step all sent: nothing to cancel
         w.bus.publish(dataclasses.replace(offline, active=False, at=w.clock.now()))
         await w.bus.join()
         await w.advance(900)  # the urgent policy's supervisor step (10 min) would be due

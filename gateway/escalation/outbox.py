@@ -47,6 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE_S = 5.0  # how long a clean stop lets deliveries in flight finish
 ROOM = "outbox"
 MIGRATIONS = (
     """
@@ -170,11 +171,13 @@ class Outbox:
         self._retries: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prune_timer: Timer | None = None
+        self._stopping = False
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
         self._store.migrate(audit.ROOM, audit.MIGRATIONS)
         self._store.migrate(ROOM, MIGRATIONS)
+        self._stopping = False
         self._prune_daily()
         for lane, count in self._store.db.execute(
             "SELECT lane, COUNT(*) FROM outbox WHERE status = ? GROUP BY lane", (PENDING,)
@@ -212,9 +215,22 @@ class Outbox:
         if self._prune_timer is not None:
             self._prune_timer.cancel()
             self._prune_timer = None
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A delivery in flight finishes and is recorded first (bounded): cancelled after the
+        # peer accepted it, its row would stay pending and a person would get it again at the
+        # next start. Lanes end at their next turn; idle and backing-off ones at once.
+        self._stopping = True
+        for event in (*self._wakes.values(), *self._retries.values()):
+            event.set()
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        # Then cancel until every lane has ended: on Python 3.11 a cancel that races with a
+        # finishing asyncio.wait_for (aiosmtplib, httpx use it) can be swallowed, and the lane
+        # would go back to waiting for work, holding the gateway's stop for ever.
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         self._tasks.clear()
 
     def has_lane(self, name: str) -> bool:
@@ -243,7 +259,7 @@ class Outbox:
 
     async def _lane(self, channel: Channel) -> None:
         wake = self._wakes[channel.name]
-        while True:
+        while not self._stopping:
             try:
                 item = self._head(channel.name)
                 if item is None:
@@ -336,7 +352,9 @@ class Outbox:
                 audit.record(db, entry)
 
     async def _backoff(self, seconds: float, retry: asyncio.Event) -> None:
-        """Wait ``seconds`` on the room's clock, or until :meth:`retry_now`."""
+        """Wait ``seconds`` on the room's clock, or until :meth:`retry_now` or a stop."""
+        if self._stopping:
+            return
         retry.clear()
         timer = self._clock.call_later(seconds, retry.set)
         try:
