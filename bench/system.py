@@ -369,6 +369,11 @@ async def _max_rate(sut: Sut, url: str, quick: bool, sites: int) -> tuple[float,
     return best, steps
 
 
+def _step_note(step: dict[str, Any]) -> str:
+    lag = "not caught up" if step["lag_s"] is None else f"lag {step['lag_s']:.2f} s"
+    return f"{step['rate']:.0f}/s {lag}"
+
+
 async def p1_throughput(broker: Mosquitto, work: Path, quick: bool) -> list[dict[str, object]]:
     sites = 1_000 if quick else 5_000
     registry = write_registry(work / "p1-registry", {"b": sites})
@@ -380,8 +385,8 @@ async def p1_throughput(broker: Mosquitto, work: Path, quick: bool) -> list[dict
         gw_rate, gw_steps = await _max_rate(gw, broker.url, quick, sites)
         telemetry = dict(gw.status)
     ratio = gw_rate / bare_rate if bare_rate else 0.0
-    note = "bare: " + ", ".join(f"{s['rate']:.0f}/s lag {s['lag_s']}" for s in bare_steps)
-    gw_note = "gateway: " + ", ".join(f"{s['rate']:.0f}/s lag {s['lag_s']}" for s in gw_steps)
+    note = "bare: " + ", ".join(map(_step_note, bare_steps))
+    gw_note = "gateway: " + ", ".join(map(_step_note, gw_steps))
     gw_note += (
         f"; telemetry points written {telemetry['points_written']:,}, lost "
         f"{telemetry['points_dropped']}, spooled {telemetry['points_spooled']}"
