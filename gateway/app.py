@@ -31,6 +31,7 @@ from gateway.ingest import Ingest
 from gateway.linkage import RETRY_S, TRIES, Linkage
 from gateway.logs import LogFormat
 from gateway.metrics import GatewayMetrics
+from gateway.metrics_feed import MetricsFeed
 from gateway.model import AlarmState, Transition
 from gateway.mqtturl import parse_mqtt_url
 from gateway.registry import Registry, import_dir, save
@@ -181,6 +182,17 @@ class Gateway:
             clock=self.clock,
             gateway_id=s.gateway_id,
         )
+        metrics_feed = MetricsFeed(
+            self.bus,
+            self.metrics,
+            self.alarms,
+            self.clock,
+            {
+                "outbox_depth": self.escalation.outbox.depth,
+                "spool_depth": lambda: {"telemetry": self.telemetry.stats().spooled},
+                "link_up": self._links,
+            },
+        )
         rooms: list[_Room] = [
             self.rules,
             self.alarms,
@@ -189,6 +201,7 @@ class Gateway:
             self.supervision,
             self.telemetry,
             self.telemetry_feed,
+            metrics_feed,  # after linkage and escalation: it times what they have queued
             self.ingest,
             self.site_mqtt,
             self._build_api(),
@@ -223,6 +236,16 @@ class Gateway:
             readiness=self.readiness,
         )
         return self.api
+
+    def _links(self) -> dict[str, bool]:
+        """The gateway's own links for /metrics (receivers are added from their status)."""
+        links = {"site_broker": self.site_mqtt.connected.is_set()}
+        if self.settings.escalation.with_gasco_url(self.settings.gasco_mqtt).gasco.url:
+            links["gas_company_broker"] = self.escalation.gasco.connected.is_set()
+        telemetry = self.telemetry.stats()
+        if telemetry.enabled:
+            links["influxdb"] = telemetry.influx_up
+        return links
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: the store open, the site broker connected, a registry loaded."""

@@ -8,6 +8,7 @@ test after another) never share or collide on a series. docs/operations.md lists
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,6 +30,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._refreshers: list[Callable[[], None]] = []
         r = self.registry
         self.reports = Counter(
             "gasgate_reports", "Kit reports accepted, by device kind", ["kind"], registry=r
@@ -79,9 +81,15 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def on_collect(self, refresh: Callable[[], None]) -> None:
+        """Call ``refresh`` before each render: gauges read at scrape time, never stale."""
+        self._refreshers.append(refresh)
+
     def set_link(self, link: str, up: bool) -> None:
         self.link_up.labels(link=link).set(1 if up else 0)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format; serve it with :data:`CONTENT_TYPE`."""
+        for refresh in self._refreshers:
+            refresh()
         return generate_latest(self.registry)

@@ -257,6 +257,15 @@ class Outbox:
         count: int = self._store.db.execute(sql, args).fetchone()[0]
         return count
 
+    def depth(self) -> dict[str, int]:
+        """Rows waiting, by lane (every configured lane, 0 when empty): the /metrics gauge."""
+        waiting = dict.fromkeys(self._channels, 0)
+        for lane, count in self._store.db.execute(
+            "SELECT lane, COUNT(*) FROM outbox WHERE status = ? GROUP BY lane", (PENDING,)
+        ):
+            waiting[lane] = count
+        return waiting
+
     async def _lane(self, channel: Channel) -> None:
         wake = self._wakes[channel.name]
         while not self._stopping:
