@@ -66,6 +66,7 @@ class DemoOptions:
     duration_s: float | None = None  # None: until Ctrl-C
     story: bool = True
     verbose: bool = False  # also print periodic reports
+    http_port: int = 8080  # the console; 0: any free port (printed)
     influx_url: str | None = None  # telemetry: off unless given
     influx_org: str | None = None
     influx_bucket: str | None = None
@@ -257,6 +258,7 @@ class Demo:
                 "gasco_mqtt": self.options.mqtt,
                 "escalation": self.people.escalation_settings(),
                 "log_level": "WARNING",
+                "http_port": self.options.http_port,
                 "influx_url": self.options.influx_url,
                 "influx_org": self.options.influx_org,
                 "influx_bucket": self.options.influx_bucket,
@@ -376,6 +378,7 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
 @click.option("--time-scale", default=0.1, show_default=True, help="Report intervals x this.")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
 @click.option("--no-story", is_flag=True, help="Only the district, no scripted incidents.")
+@click.option("--http-port", default=8080, show_default=True, help="Console port (0: any free).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print periodic reports.")
 @influx_options
 def demo(**flags: Any) -> None:

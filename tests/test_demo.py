@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 GASGATE = str(Path(sys.executable).with_name("gasgate"))
@@ -28,7 +29,7 @@ STORY = {
 
 def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [GASGATE, "demo", "--data-dir", str(tmp_path), "--time-scale", "0.05"],
+        [GASGATE, "demo", "--data-dir", str(tmp_path), "--time-scale", "0.05", "--http-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -44,6 +45,10 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
             if all(re.search(pattern, text) for pattern in STORY.values()):
                 break
             time.sleep(0.5)
+        console = re.search(r"demo: console (http://\S+)/ ", "".join(lines))
+        assert console, "the demo did not print its console URL"
+        health = httpx.get(f"{console.group(1)}/healthz", timeout=10)
+        metrics = httpx.get(f"{console.group(1)}/metrics", timeout=10).text
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
@@ -57,6 +62,9 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
     missing = [name for name, pattern in STORY.items() if not re.search(pattern, text)]
     assert not missing, f"story steps not seen: {missing}\n{text[-3000:]}"
     assert "demo: stopped cleanly" in text
+    assert health.status_code == 200  # the console answered while the story played
+    assert re.search(r'^gasgate_reports_total\{kind="detector"\} [1-9]', metrics, re.MULTILINE)
+    assert re.search(r"^gasgate_report_to_valve_command_seconds_count [1-9]", metrics, re.MULTILINE)
     assert "Traceback" not in text
     assert "open" not in re.findall(r'"cmd":"(\w+)"', text)  # no valve is ever opened
     # The registry it made is the simulator's district, imported with no error.
