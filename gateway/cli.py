@@ -7,6 +7,7 @@ import click
 from firmware_bridge.cli import bridge
 from firmware_bridge.simulator.cli import simulate
 from gateway.api.cli import audit, user
+from gateway.config_cli import config
 from gateway.demo import demo
 from gateway.escalation.cli import escalation
 from gateway.registry.cli import registry
@@ -23,6 +24,7 @@ def main() -> None:
 
 
 main.add_command(bridge)
+main.add_command(config)
 main.add_command(escalation)
 main.add_command(demo)
 main.add_command(registry)

@@ -1,0 +1,88 @@
+"""``gasgate config``: check a gateway's settings and the files they name before starting it, and
+show the effective settings (defaults < file < env), documented from the settings model itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel, SecretStr
+
+from gateway.app import GatewaySettings
+from gateway.errors import ConfigError
+from gateway.escalation import load_policies
+from gateway.logs import redact
+from gateway.registry import import_dir
+from rules.schema import check_rules, rule_files
+
+__all__ = ["config"]
+
+_CONFIG = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of settings, as gasgate run takes it (env GASGATE_* applies too).",
+)
+
+
+@click.group("config")
+def config() -> None:
+    """The gateway's settings: check them, or show what is in force."""
+
+
+def _load(config_file: Path | None) -> GatewaySettings:
+    try:
+        return GatewaySettings.load(config_file, {})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _problems(settings: GatewaySettings) -> list[str]:
+    """Every problem in the files the settings name, each located (file:line:column)."""
+    problems: list[str] = []
+    if settings.registry is not None:
+        problems += [str(p) for p in import_dir(settings.registry).errors]
+    if settings.rules_dir is not None:
+        problems += [str(p) for p in check_rules(rule_files(settings.rules_dir))]
+    policies = settings.escalation.policies_file
+    if policies is not None:
+        try:
+            load_policies(policies)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+@config.command("check")
+@_CONFIG
+def check(config_file: Path | None) -> None:
+    """Validate the settings and the registry, rules and policy files they name; exit 1 on any
+    problem, listing each with its file, line and column."""
+    settings = _load(config_file)
+    problems = _problems(settings)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s)")
+    click.echo(f"settings ok: gateway {settings.gateway_id}, data in {settings.data_dir}")
+
+
+@config.command("show")
+@_CONFIG
+def show(config_file: Path | None) -> None:
+    """Every setting in force, secrets masked, with what it means."""
+    settings = _load(config_file)
+    for name, field in GatewaySettings.model_fields.items():
+        value = _shown(getattr(settings, name))
+        click.echo(f"{name} = {value}")
+        if field.description:
+            click.echo(f"    {field.description}")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else "(unset)"
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json", exclude_defaults=True) or "(defaults)"
+    return redact(str(value))
