@@ -28,6 +28,7 @@ from gateway.telemetry import (
     TelemetrySettings,
     TelemetryWriter,
 )
+from gateway.telemetry import writer as telemetry_writer
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 SITE = SiteTags("site-1", "chaoyang", "restaurant")
@@ -368,3 +369,13 @@ def test_device_tags_come_from_the_registry_mapping():
         "kind": "detector",
     }
     assert DeviceTags.of("1a2b3c4d", tags) == DETECTOR
+
+
+def test_a_long_drain_reports_its_progress(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr(telemetry_writer._DrainProgress, "EVERY_S", 0.0)
+    progress = telemetry_writer._DrainProgress(total=3000)
+    with caplog.at_level(logging.INFO, logger="gateway.telemetry.writer"):
+        progress.update(1000, left=2000)
+        progress.update(1000, left=1000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("2000 of 3000 point(s) written, 1000 left" in line for line in lines), lines

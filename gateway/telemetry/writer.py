@@ -264,11 +264,13 @@ class TelemetryWriter:
 
     def _drain(self) -> None:
         """Write the spool head batch by batch, oldest first, until it is empty or a write fails."""
+        progress = _DrainProgress(self._spool.count)
         while self._spool.count and not self._stopping.is_set():
             head = self._spool.head(self._settings.telemetry_batch_size)
             done = self._deliver([line for _, line in head])
             if done:
                 self._spool.remove_through(head[done - 1][0])
+                progress.update(done, self._spool.count)
             if done < len(head):
                 return
             # Points arriving meanwhile queue behind the spool, keeping the order.
@@ -341,3 +343,29 @@ class TelemetryWriter:
             )
         self._up = True
         self._backoff_s = 0.0
+
+
+class _DrainProgress:
+    """A drain after a long outage can take minutes: say how far it is, every ``EVERY_S``."""
+
+    EVERY_S = 10.0
+
+    def __init__(self, total: int) -> None:
+        self._start = self._last = time.monotonic()
+        self._total = total
+        self._written = 0
+
+    def update(self, written: int, left: int) -> None:
+        self._written += written
+        now = time.monotonic()
+        if now - self._last < self.EVERY_S:
+            return
+        self._last = now
+        rate = self._written / max(now - self._start, 1e-9)
+        log.info(
+            "telemetry: draining the spool: %d of %d point(s) written, %d left, %.0f points/s",
+            self._written,
+            self._total,
+            left,
+            rate,
+        )
