@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import date
@@ -199,3 +200,13 @@ async def test_watch_keeps_the_old_registry_when_a_load_fails(store: Store) -> N
         assert registry.valves_for_detector("1a2b3c4d") == ("1a2b3c4e",)
     finally:
         await watch.stop()
+
+
+def test_import_command_says_what_it_does_and_how_long_it_took(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["registry", "import", str(GOOD), "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"checking {GOOD}: done in" in result.stderr
+    assert re.search(r"saving \d+ records: done in \d+\.\d s", result.stderr)
+    assert "imported as generation 1" in result.stdout  # the result itself stays on stdout

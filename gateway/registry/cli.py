@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -55,7 +56,7 @@ def import_(directory: Path, data_dir: Path, who: str | None) -> None:
     if not result.ok:
         click.echo("nothing imported", err=True)
         raise SystemExit(1)
-    with _store(data_dir) as store:
+    with _store(data_dir) as store, _stage(f"saving {sum(result.counts.values())} records"):
         generation = save(store, result, who)
     click.echo(f"imported as generation {generation} into {data_dir / STORE_FILE}")
 
@@ -112,10 +113,20 @@ def _show_site(loaded: Registry, site_id: str) -> None:
 
 
 def _read(directory: Path) -> ImportResult:
-    try:
-        return import_dir(directory)
-    except GasgateError as exc:
-        raise click.ClickException(str(exc)) from None
+    with _stage(f"checking {directory}"):
+        try:
+            return import_dir(directory)
+        except GasgateError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def _stage(what: str) -> Iterator[None]:
+    """A long step says what it does and how long it took (on stderr: stdout stays the result)."""
+    click.echo(f"{what}…", err=True)
+    started = time.monotonic()
+    yield
+    click.echo(f"{what}: done in {time.monotonic() - started:.1f} s", err=True)
 
 
 def _report(result: ImportResult) -> None:
