@@ -29,6 +29,7 @@ from firmware_bridge import ksp
 from firmware_bridge.simulator.devices import SimDetector, SimDevice, SimRegulator, SimValve
 from firmware_bridge.simulator.mqtt_device import MqttDevice
 from firmware_bridge.simulator.receiver import CAPACITY, SimReceiver
+from gateway.registry.files import TABLES
 
 __all__ = [
     "COMPONENTS_HEADER",
@@ -42,28 +43,12 @@ __all__ = [
     "SimSite",
 ]
 
-SITES_HEADER = (
-    "site_id",
-    "name",
-    "site_type",
-    "kit",
-    "district",
-    "address",
-    "contact_name",
-    "contact_phone",
-    "contact_lang",
-)
-COMPONENTS_HEADER = (
-    "site_id",
-    "component",
-    "device_id",
-    "model",
-    "installed_on",
-    "links",
-    "report_interval_s",
-)
-CYLINDERS_HEADER = ("site_id", "cylinder_id", "capacity_kg", "next_inspection_due")
-MODELS_HEADER = ("model", "component", "power", "report_interval_s")
+# The columns the registry importer reads (gateway/registry/files.py is the one definition);
+# the district fills the required ones and the optional report interval.
+SITES_HEADER = TABLES["sites"].required
+COMPONENTS_HEADER = TABLES["components"].columns
+CYLINDERS_HEADER = TABLES["cylinders"].required
+MODELS_HEADER = TABLES["models"].required
 
 SiteType = Literal["restaurant", "household"]
 ComponentName = Literal[
