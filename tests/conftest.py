@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.receivers import HttpReceiver, SmtpReceiver
 from tests.support.services import Mosquitto
 
 
@@ -20,3 +21,17 @@ def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker this test may stop and restart."""
     with Mosquitto(tmp_path).running() as broker:
         yield broker
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    """A real HTTP receiver (webhooks: SMS, IM robots, work orders) recording every request."""
+    with HttpReceiver().running() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    """A real SMTP server (aiosmtpd) keeping every message it accepts."""
+    with SmtpReceiver().running() as receiver:
+        yield receiver

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,6 @@ PAYLOAD: dict[str, Any] = {
 
 def item(payload: dict[str, Any] = PAYLOAD) -> OutboxItem:
     return OutboxItem(1, payload["delivery_key"], "sms", "gw1-A", "王老板", payload, 0)
-
-
-@pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    with HttpReceiver().running() as receiver:
-        yield receiver
 
 
 def test_template_bodies_are_what_the_services_document() -> None:

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,18 +34,6 @@ from gateway.model import Alarm
 from gateway.store import Store
 from tests.support.escalation_kit import eventually, leak, registry, settings_for
 from tests.support.receivers import HttpReceiver, SmtpReceiver
-
-
-@pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    with HttpReceiver().running() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    with SmtpReceiver().running() as receiver:
-        yield receiver
 
 
 @dataclass
