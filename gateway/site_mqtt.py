@@ -1,15 +1,27 @@
-"""The gateway's one client on the site broker: ``kit/v1/#`` in, commands and availability out.
+"""The gateway's link to the site broker: ``kit/v1/#`` in, commands and availability out.
 
-* In: every message on ``kit/v1/#`` goes to ``on_message(topic, payload)`` (the ingest), one at
-  a time in arrival order. The session is persistent (``clean_session=False`` with a stable
-  client id), so QoS 1 reports sent while the gateway restarts wait for it at the broker.
-* Out: :meth:`publish` never blocks and never fails: it appends to an ordered queue that a
-  sender task drains with QoS 1. A message leaves the queue only when the broker has
+Two connections, one link (``connected`` is set only while both stand):
+
+* In, the report stream: every message on ``kit/v1/#`` goes to ``on_message(topic, payload)``
+  (the ingest), one at a time in arrival order. The session is persistent
+  (``clean_session=False`` with the stable client id), so QoS 1 reports sent while the gateway
+  restarts wait for it at the broker. It is read with gmqtt, not aiomqtt: this is the
+  gateway's hottest path, and gmqtt (an asyncio protocol parsing its read buffer) costs about
+  a quarter of paho's per-message CPU under aiomqtt (23-27 µs against 105-138 µs per QoS 1
+  message on the bench box, docs/performance.md, P1). gmqtt acknowledges a QoS 1 message as
+  it arrives, just before the handler runs, as paho did.
+* Out, on the control connection (aiomqtt, client id ``<id>-out``, no session kept):
+  :meth:`publish` never blocks and never fails: it appends to an ordered queue that a sender
+  task drains with QoS 1. A message leaves the queue only when the broker has
   acknowledged it; after a lost connection the unacknowledged rest is sent again, in order,
   on the next connection (at least once: receivers drop duplicates by command id).
-* Availability: ``gasgate/v1/{gateway_id}/availability`` is ``online`` (retained) while
-  connected, ``offline`` on a clean stop and, as the last will, on a crash or lost link.
-* Reconnects with exponential backoff (0.5 s doubling to ``backoff_max_s``), forever.
+* Availability: ``gasgate/v1/{gateway_id}/availability`` is ``online`` (retained) while the
+  control connection stands, ``offline`` on a clean stop and, as its last will, on a crash
+  or lost link.
+* Reconnects with exponential backoff (0.5 s doubling to ``backoff_max_s``), forever: the
+  control connection in the loop here; the report stream here until its first connection,
+  then by gmqtt itself every ``STREAM_RECONNECT_S`` (renewing the subscription each time: a
+  broker that lost its sessions has none).
 """
 
 from __future__ import annotations
@@ -19,24 +31,94 @@ import contextlib
 import logging
 import socket
 from collections import Counter, deque
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import aiomqtt
+import gmqtt  # type: ignore[import-untyped]
+from gmqtt.mqtt.constants import MQTTv311  # type: ignore[import-untyped]
 
 from gateway.mqtturl import MqttUrl, parse_mqtt_url
 
-__all__ = ["SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
+__all__ = ["STREAM_RECONNECT_S", "SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION: Final = "kit/v1/#"
 _BATCH: Final = 100  # publishes in flight at once; paho sends them in call order
 _PUBLISH_TIMEOUT_S: Final = 10.0
+STREAM_RECONNECT_S: Final = 1.0  # gmqtt's fixed delay between its reconnect attempts
+_SUBACK_FAILURE: Final = 0x80
 
 
 def gateway_availability_topic(gateway_id: str) -> str:
     return f"gasgate/v1/{gateway_id}/availability"
+
+
+class _ReportStream:
+    """The inbound connection: ``kit/v1/#`` with QoS 1 on a persistent session, read by gmqtt.
+
+    ``on_state(up)`` says when the subscription stands and when the connection is gone.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        keepalive_s: int,
+        on_message: Callable[[str, bytes], None],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        self._client_id = client_id
+        self._keepalive_s = keepalive_s
+        self._on_message = on_message
+        self._on_state = on_state
+        self._client: Any = None
+
+    async def open(self, url: MqttUrl) -> None:
+        """Connect once (``aiomqtt.MqttError`` if that fails); gmqtt reconnects from then on."""
+        client = gmqtt.Client(self._client_id, clean_session=False, logger=log.getChild("gmqtt"))
+        client.set_config({"reconnect_delay": STREAM_RECONNECT_S})
+        client.on_connect = self._connected
+        client.on_subscribe = self._subscribed
+        client.on_disconnect = self._disconnected
+        client.on_message = self._message
+        if url.username is not None:
+            client.set_auth_credentials(url.username, url.password)
+        try:
+            await client.connect(
+                url.host,
+                url.port,
+                ssl=url.tls_context() or False,
+                keepalive=self._keepalive_s,
+                version=MQTTv311,
+            )
+        except Exception as exc:  # OSError, gmqtt's refusals: one failure type for the loop
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise aiomqtt.MqttError(f"report stream: {exc!r}") from exc
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.disconnect()
+            self._on_state(False)
+
+    def _connected(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        client.subscribe(SUBSCRIPTION, qos=1)
+
+    def _subscribed(self, client: Any, mid: int, qos: list[int], properties: Any) -> None:
+        if any(granted >= _SUBACK_FAILURE for granted in qos):
+            log.error("site broker refused the subscription to %s (ACL?)", SUBSCRIPTION)
+            return
+        self._on_state(True)
+
+    def _disconnected(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self._on_state(False)
+
+    def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+        self._on_message(topic, payload)
+        return 0
 
 
 class SiteMqtt:
@@ -59,8 +141,10 @@ class SiteMqtt:
         self._queue: deque[tuple[str, bytes, bool]] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._client: aiomqtt.Client | None = None
+        self._stream = _ReportStream(client_id, keepalive_s, self._receive, self._stream_state)
+        self._up = {"control": False, "stream": False}
         self.connected = asyncio.Event()
         self.counts: Counter[str] = Counter()
 
@@ -78,43 +162,76 @@ class SiteMqtt:
 
     async def start(self) -> None:
         url = parse_mqtt_url(self._url_text)  # a bad URL fails the start, not a retry loop
-        self._task = asyncio.create_task(self._run(url), name="site-mqtt")
+        self._tasks = [
+            asyncio.create_task(self._retry(self._control, url, "control"), name="site-mqtt"),
+            asyncio.create_task(self._retry(self._open_stream, url, "stream"), name="site-in"),
+        ]
 
     async def stop(self, drain_s: float = 2.0) -> None:
         """Send what is queued (bounded), say ``offline``, disconnect."""
         client = self._client
-        if client is not None and self.connected.is_set():
+        if client is not None and self._up["control"]:
             self.publish(self._availability, b"offline", retain=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), drain_s)
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stream.close()
         if self._queue:
             log.warning("site MQTT stopped with %d message(s) unsent", len(self._queue))
 
-    async def _run(self, url: MqttUrl) -> None:
+    def _set_up(self, side: str, up: bool) -> None:
+        self._up[side] = up
+        if all(self._up.values()):
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    def _stream_state(self, up: bool) -> None:
+        if up and not self._up["stream"]:
+            self.counts["stream_connects"] += 1
+            log.info("site broker report stream subscribed to %s", SUBSCRIPTION)
+        self._set_up("stream", up)
+
+    def _receive(self, topic: str, payload: bytes) -> None:
+        self.counts["received"] += 1
+        try:
+            self._on_message(topic, payload)
+        except Exception:
+            # The ingest counts and logs bad input itself; this is a bug, not bad input.
+            self.counts["handler_errors"] += 1
+            log.exception("handling %s failed", topic)
+
+    async def _retry(
+        self, connect: Callable[[MqttUrl], Awaitable[bool]], url: MqttUrl, side: str
+    ) -> None:
+        """Call ``connect`` until it returns True (done) — with backoff after each failure."""
         delay = 0.5
         while True:
             connects = self.counts["connects"]
             try:
-                await self._session(url)
+                if await connect(url):
+                    return
             except aiomqtt.MqttError as exc:
                 self.counts["disconnects"] += 1
                 if self.counts["connects"] > connects:
                     delay = 0.5  # it was up: a fresh outage starts the backoff again
-                log.warning("site broker %s: %s; reconnecting in %.1f s", url, exc, delay)
+                log.warning("site broker %s (%s): %s; again in %.1f s", url, side, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff_max_s)
 
-    async def _session(self, url: MqttUrl) -> None:
+    async def _open_stream(self, url: MqttUrl) -> bool:
+        await self._stream.open(url)
+        return True  # gmqtt keeps it up from here
+
+    async def _control(self, url: MqttUrl) -> bool:
+        """One control session: availability and the outgoing queue, until the link fails."""
         will = aiomqtt.Will(self._availability, b"offline", qos=1, retain=True)
         client = url.client(
-            identifier=self._client_id,
+            identifier=f"{self._client_id}-out",
             will=will,
-            clean_session=False,
             keepalive=self._keepalive_s,
             timeout=_PUBLISH_TIMEOUT_S,
             # Without it Nagle holds a close_valve behind the broker's delayed ACK (~40 ms).
@@ -123,20 +240,21 @@ class SiteMqtt:
         async with client:
             self._client = client
             try:
-                await client.subscribe(SUBSCRIPTION, qos=1)
                 await client.publish(self._availability, b"online", qos=1, retain=True)
                 self.counts["connects"] += 1
-                self.connected.set()
+                self._set_up("control", True)
                 log.info("site broker %s connected, %d message(s) queued", url, len(self._queue))
                 await self._pump(client)
             finally:
-                self.connected.clear()
+                self._set_up("control", False)
                 self._client = None
+        return False
 
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Receive and send until one side fails; the failure ends the session."""
+        """Send until the connection fails; the failure ends the session."""
         tasks = {
-            asyncio.create_task(self._receive(client), name="site-mqtt-in"),
+            # Nothing is subscribed here: the iteration only ends, raising, when the link does.
+            asyncio.create_task(self._watch(client), name="site-mqtt-watch"),
             asyncio.create_task(self._send(client), name="site-mqtt-out"),
         }
         try:
@@ -148,17 +266,10 @@ class SiteMqtt:
         for task in done:
             task.result()  # re-raise the MqttError that ended it
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-            self.counts["received"] += 1
-            try:
-                self._on_message(message.topic.value, data)
-            except Exception:
-                # The ingest counts and logs bad input itself; this is a bug, not bad input.
-                self.counts["handler_errors"] += 1
-                log.exception("handling %s failed", message.topic.value)
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        async for _ in client.messages:
+            pass
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
