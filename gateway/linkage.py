@@ -35,13 +35,26 @@ from gateway.model import Alarm, Transition
 from gateway.registry import DeviceInfo
 from gateway.store import Store, StoreError
 
-__all__ = ["RETRY_S", "TRIES", "Linkage", "Publisher", "ValveLookup", "command_message"]
+__all__ = [
+    "FIRST_STATES_S",
+    "RETRY_S",
+    "TRIES",
+    "Linkage",
+    "Publisher",
+    "ValveLookup",
+    "command_message",
+]
 
 log = logging.getLogger(__name__)
 
 RETRY_S: Final = 10.0
 TRIES: Final = 3
 RULE_ID: Final = "linkage.valve_failed_to_close"
+FIRST_STATES_S: Final = 1.0  # valves' first states are stored together, this often
+_SAVE_VALVE_STATE: Final = (
+    "INSERT INTO valve_state (valve_id, state, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (valve_id) DO UPDATE SET state = excluded.state, at = excluded.at"
+)
 
 # Transitions after which the condition has (again) become active: the valves must close.
 _CLOSE_ON: Final = frozenset(
@@ -140,6 +153,8 @@ class Linkage:
         self._retry_s = retry_s
         self._follow_ups: dict[str, _FollowUp] = {}
         self._valve_states: dict[str, ValveState] = {}
+        self._unsaved: list[tuple[str, str, str]] = []  # first states not yet stored
+        self._flush_timer: Timer | None = None
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -167,6 +182,9 @@ class Linkage:
         self._bus.subscribe(ReportReceived, self.on_report, name="linkage")
 
     async def stop(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self._flush_first_states()
         for f in self._follow_ups.values():
             if f.timer is not None:
                 f.timer.cancel()
@@ -273,6 +291,29 @@ class Linkage:
                         now.isoformat(),
                     ),
                 )
+
+    def _first_state(self, row: tuple[str, str, str]) -> None:
+        """A valve's first state is stored with the others heard within ``FIRST_STATES_S``, in
+        one commit: after a start every valve reports once, and one fsync'd commit each would
+        hold a leak behind thousands of them. Losing a batch (a crash) loses only first
+        states, which a restart reads as "never heard from": no valve is then taken for closed
+        (that would settle a close command at once), the safe direction. A change of a known
+        state is stored at once."""
+        self._unsaved.append(row)
+        if self._flush_timer is None:
+            self._flush_timer = self._clock.call_later(FIRST_STATES_S, self._flush_first_states)
+
+    def _flush_first_states(self) -> None:
+        self._flush_timer = None
+        rows, self._unsaved = self._unsaved, []
+        if not rows:
+            return
+        try:
+            with self._store.transaction() as db:
+                db.executemany(_SAVE_VALVE_STATE, rows)
+        except (StoreError, sqlite3.Error):
+            self.counts["store_failed"] += 1
+            log.critical("first state of %d valve(s) could NOT be stored", len(rows), exc_info=True)
 
     def _persist(self, what: str, sql: str, params: tuple[str, ...]) -> None:
         """One write that must not stop the valve work if the disk fails (said loudly)."""
@@ -383,14 +424,14 @@ class Linkage:
         if reading is None:
             return
         state = reading.state
-        if self._valve_states.get(event.device_id) is not state:
-            self._persist(
-                f"valve {event.device_id} state {state}",
-                "INSERT INTO valve_state (valve_id, state, at) VALUES (?, ?, ?)"
-                " ON CONFLICT (valve_id) DO UPDATE SET state = excluded.state, at = excluded.at",
-                (event.device_id, state.value, event.received_at.isoformat()),
-            )
+        known = self._valve_states.get(event.device_id)
+        if known is not state:
             self._valve_states[event.device_id] = state
+            row = (event.device_id, state.value, event.received_at.isoformat())
+            if known is None:
+                self._first_state(row)
+            else:
+                self._persist(f"valve {event.device_id} state {state}", _SAVE_VALVE_STATE, row)
         f = self._follow_ups.get(event.device_id)
         if state is ValveState.CLOSED and f is not None and f.status in ("pending", "failed"):
             log.info(

@@ -17,7 +17,7 @@ from gateway.bus import Bus
 from gateway.clock import ManualClock
 from gateway.contract import CmdMessage, KitReport
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
-from gateway.linkage import RETRY_S, TRIES, Linkage, command_message
+from gateway.linkage import FIRST_STATES_S, RETRY_S, TRIES, Linkage, command_message
 from gateway.model import Transition
 from gateway.registry import Registry, import_dir
 from gateway.store import Store
@@ -163,6 +163,51 @@ async def test_already_closed_valve_is_commanded_once_and_not_retried(gw: Gatewa
     await gw.advance(RETRY_S * TRIES * 2)
     assert sorted(gw.outbox.valves()) == sorted(VALVES)
     assert gw.failed_alarms() == []
+
+
+def stored_valve_states(store: Store) -> dict[str, str]:
+    rows = store.db.execute("SELECT valve_id, state FROM valve_state")
+    return {row["valve_id"]: row["state"] for row in rows}
+
+
+async def test_first_valve_states_are_stored_together_and_changes_at_once(gw: Gateway) -> None:
+    for valve in VALVES:
+        await gw.valve_reports(valve, ValveState.OPEN)
+    assert stored_valve_states(gw.store) == {}  # first states wait for the batch
+    await gw.advance(FIRST_STATES_S)
+    assert stored_valve_states(gw.store) == dict.fromkeys(VALVES, "open")
+    await gw.valve_reports(VALVES[0], ValveState.CLOSED)
+    assert stored_valve_states(gw.store)[VALVES[0]] == "closed"  # a change: no waiting
+
+
+async def test_first_states_lost_in_a_crash_read_as_unknown_not_closed(
+    tmp_path: Path, registry: Registry
+) -> None:
+    first = Gateway(tmp_path, registry)
+    await first.start()
+    for valve in VALVES:
+        await first.valve_reports(valve, ValveState.CLOSED)
+    await first.bus.join()
+    first.store.close()  # killed before the batch: no stop(), nothing flushed
+
+    second = Gateway(tmp_path, registry)
+    await second.start()
+    assert all(second.linkage.valve_state(valve) is None for valve in VALVES)
+    await second.condition("leak_high", DETECTOR)
+    await second.advance(RETRY_S + 1)  # not taken for closed: retried, not settled
+    assert len(second.outbox.sent) == 2 * len(VALVES)
+    await second.stop()
+
+
+async def test_first_states_are_stored_on_a_clean_stop(tmp_path: Path, registry: Registry) -> None:
+    first = Gateway(tmp_path, registry)
+    await first.start()
+    await first.valve_reports(VALVES[0], ValveState.CLOSED)
+    await first.stop()
+    second = Gateway(tmp_path, registry)
+    await second.start()
+    assert second.linkage.valve_state(VALVES[0]) is ValveState.CLOSED
+    await second.stop()
 
 
 async def test_retries_resume_after_restart_without_extra_commands(
