@@ -20,7 +20,7 @@ from typing import Annotated, Final, Protocol
 from pydantic import Field, field_validator
 
 from gateway.alarms import Alarms
-from gateway.api import ApiRoom
+from gateway.api.room import ApiRoom
 from gateway.bus import Bus
 from gateway.clock import Clock, SystemClock
 from gateway.errors import ConfigError

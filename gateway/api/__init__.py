@@ -1,8 +1,6 @@
 """The people-facing side: the HTTP API, the console and the operations endpoints.
-See docs/api.md and docs/console.md."""
+See docs/api.md and docs/console.md.
 
-from gateway.api.app import create_app
-from gateway.api.context import ApiContext
-from gateway.api.room import ApiRoom
-
-__all__ = ["ApiContext", "ApiRoom", "create_app"]
+Nothing is imported here: the gateway imports :mod:`gateway.api.room`, which loads the web stack
+only when it starts, and the CLI's ``user`` and ``audit`` commands need none of it.
+"""

@@ -1,24 +1,24 @@
-"""The API room: builds the HTTP application over the gateway's rooms and serves it with
-uvicorn on ``http_host:http_port`` (127.0.0.1:8080 by default) until stopped."""
+"""The API room: the HTTP API, the console and the operations endpoints over the gateway's rooms,
+served with uvicorn on ``http_host:http_port`` (127.0.0.1:8080 by default) until stopped.
+
+The web stack (:mod:`gateway.api.server`: FastAPI, uvicorn, the console's routes, ~0.8 s) is
+imported when the room starts, the last room, in a worker thread: a (re)starting gateway's
+safety rooms are up first and keep the event loop while the console loads.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
-from typing import Final
-
-import uvicorn
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypedDict
 
 from gateway.alarms import Alarms
-from gateway.api.app import create_app
-from gateway.api.context import ApiContext, Change
 from gateway.api.devices import DeviceStates
 from gateway.bus import Bus
 from gateway.clock import Clock
-from gateway.events import AlarmChanged
 from gateway.linkage import Linkage
 from gateway.metrics import GatewayMetrics
 from gateway.registry import Registry
@@ -26,17 +26,25 @@ from gateway.store import Store
 from gateway.supervision import Supervision
 from gateway.users import Users
 
+if TYPE_CHECKING:
+    from gateway.api.server import HttpApi
+
 __all__ = ["ApiRoom"]
 
 log = logging.getLogger(__name__)
-START_TIMEOUT_S: Final = 10.0
-STOP_GRACE_S: Final = 2
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # uvicorn would take SIGINT/SIGTERM over; the gateway's process owns them
+class _Reads(TypedDict):
+    """The rooms the API context reads, kept until the web stack is loaded."""
+
+    store: Store
+    clock: Clock
+    registry: Registry
+    alarms: Alarms
+    supervision: Supervision
+    linkage: Linkage
+    metrics: GatewayMetrics
+    readiness: Callable[[], Mapping[str, bool]]
 
 
 class ApiRoom:
@@ -58,10 +66,7 @@ class ApiRoom:
         self._host = host
         self._port = port
         self._bus = bus
-        self._registry = registry
-        self.devices = DeviceStates(bus, store, clock, self._valve_moved)
-        self.users = Users(store)
-        self.context = ApiContext(
+        self._reads = _Reads(
             store=store,
             clock=clock,
             registry=registry,
@@ -69,12 +74,11 @@ class ApiRoom:
             supervision=supervision,
             linkage=linkage,
             metrics=metrics,
-            users=self.users,
-            devices=self.devices,
             readiness=readiness,
         )
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.devices = DeviceStates(bus, store, clock, self._valve_moved)
+        self.users = Users(store)
+        self._http: HttpApi | None = None
         self.port: int | None = None  # the bound port (port 0 picks a free one)
 
     @property
@@ -85,7 +89,6 @@ class ApiRoom:
     async def start(self) -> None:
         self.users.prepare()
         await self.devices.start()
-        self._bus.subscribe(AlarmChanged, self.context.broadcaster.alarm_changed, name="api.events")
         try:
             # Bound here, not by uvicorn: its bind failure would exit the whole process.
             family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -98,39 +101,22 @@ class ApiRoom:
             )  # fmt: skip
             return
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(self.context),
-            log_config=None,  # the gateway's logging, not uvicorn's own
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=STOP_GRACE_S,
-        )
-        server = self._server = _Server(config)
-        self._task = asyncio.create_task(server.serve(sockets=[sock]), name="api-http")
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while not server.started:
-                if self._task.done():
-                    self._task.result()  # raises why it could not start
-                    raise OSError(f"HTTP server on {self.url} did not start")
-                await asyncio.sleep(0.02)
+        await asyncio.to_thread(importlib.import_module, "gateway.api.server")
+        # Both already loaded by the line above (off the event loop): these only bind names.
+        from gateway.api.context import ApiContext  # noqa: PLC0415
+        from gateway.api.server import HttpApi  # noqa: PLC0415
+
+        context = ApiContext(**self._reads, users=self.users, devices=self.devices)
+        self._http = HttpApi(context, self._bus)
+        await self._http.serve(sock, self.url)
         log.info("console and API on %s", self.url)
 
     def _valve_moved(self, valve_id: str) -> None:
-        info = self._registry.device(valve_id)
-        state = self.devices.get(valve_id)
-        data = {"device_id": valve_id, "state": state.valve_state if state else None}
-        self.context.broadcaster.publish(Change("valve", info.site_id if info else None, data))
+        if self._http is not None:  # else no console is open to tell
+            self._http.valve_moved(valve_id)
 
     async def stop(self) -> None:
-        self.context.broadcaster.close()  # ends the event streams, so shutdown is not held
-        server, task = self._server, self._task
-        self._server = self._task = None
-        if server is not None and task is not None:
-            server.should_exit = True
-            try:
-                await asyncio.wait_for(task, STOP_GRACE_S + 3)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        http, self._http = self._http, None
+        if http is not None:
+            await http.stop()
         await self.devices.stop()

@@ -3,21 +3,24 @@
 influxdb-client's background batching retries and then drops (and loses its buffer on restart),
 so the writer keeps its own batches and spool and uses the client's SYNCHRONOUS write API: one
 request, one answer, no hidden retries (the client's urllib3 ``retries`` stays off).
+
+The client is imported and built on the first write, in the writer's thread: importing it
+(numpy, its generated API) takes ~0.4 s, which a restarting gateway must not spend before its
+safety rooms are up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
 
 from gateway.telemetry.settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    from influxdb_client.client.influxdb_client import InfluxDBClient
 
 __all__ = ["InfluxSink", "Outcome", "WriteResult"]
 
@@ -59,7 +62,10 @@ class InfluxSink:
         self._client: InfluxDBClient | None = None
         self._write_api: Any = None
 
-    def open(self) -> None:
+    def _connect(self) -> None:
+        from influxdb_client.client.influxdb_client import InfluxDBClient  # noqa: PLC0415  (slow)
+        from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: PLC0415  (slow)
+
         s = self._settings
         self._client = InfluxDBClient(
             url=s.influx_url,
@@ -75,6 +81,11 @@ class InfluxSink:
             self._client = None
 
     def write(self, lines: list[str]) -> WriteResult:
+        from influxdb_client.domain.write_precision import WritePrecision  # noqa: PLC0415  (slow)
+        from influxdb_client.rest import ApiException  # noqa: PLC0415  (slow)
+
+        if self._client is None:
+            self._connect()
         body = "\n".join(lines).encode()
         try:
             self._write_api.write(

@@ -100,7 +100,6 @@ class TelemetryWriter:
             log.warning("telemetry: no InfluxDB configured (--influx-url): not recording telemetry")
             return
         await asyncio.to_thread(self._open_spool)
-        self._sink.open()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
         self._thread.start()
