@@ -346,7 +346,7 @@ async def _max_rate(sut: Sut, url: str, quick: bool, sites: int) -> tuple[float,
     """Raise the rate by half each step until the SUT falls behind (not caught up within
     ``MAX_LAG_S`` of the last send) or the generator cannot reach the rate, then (full run)
     halve the gap twice; the highest rate handled in full is the answer."""
-    seconds = 2.0 if quick else 8.0
+    seconds = 1.0 if quick else 8.0
     rate, best, failed, steps = 2_000.0, 0.0, 0.0, []
     for _ in range(1 if quick else 10):
         step = await _step(sut, url, rate, seconds, sites)
@@ -375,7 +375,7 @@ def _step_note(step: dict[str, Any]) -> str:
 
 
 async def p1_throughput(broker: Mosquitto, work: Path, quick: bool) -> list[dict[str, object]]:
-    sites = 1_000 if quick else 5_000
+    sites = 200 if quick else 5_000
     registry = write_registry(work / "p1-registry", {"b": sites})
     async with running_sut("bare", broker.url, work) as bare:
         bare_rate, bare_steps = await _max_rate(bare, broker.url, quick, sites)
@@ -546,8 +546,8 @@ class LatencyWorld:
 async def p2_p3_latency(
     broker: Mosquitto, gasco: Mosquitto, work: Path, quick: bool
 ) -> list[dict[str, object]]:
-    samples = 10 if quick else 200
-    sites = 1_000 if quick else 5_000
+    samples = 5 if quick else 200
+    sites = 200 if quick else 5_000
     registry = write_registry(
         work / "p2-registry", {"b": sites, "m": 2 * samples + 10}, radio_sites=2 * samples + 10
     )
@@ -621,8 +621,8 @@ async def p4_outage(
 ) -> list[dict[str, object]]:
     """VictoriaMetrics (standing in for InfluxDB) stopped for ``down_s`` while 1,000 reports/s
     flow: points lost, and how fast the spool drains once it is back."""
-    rate, sites = 1_000, 1_000
-    down_s, seconds = (2.0, 5.0) if quick else (20.0, 40.0)
+    rate, sites = 1_000, (200 if quick else 1_000)
+    down_s, seconds = (1.0, 4.0) if quick else (20.0, 40.0)
     registry = write_registry(work / "p4-registry", {"b": sites})
     flags = gateway_flags(broker.url, work / "p4-data", registry)
     async with running_sut("gateway", flags, work) as gw:
@@ -685,7 +685,7 @@ async def p5_scale(broker: Mosquitto, work: Path, quick: bool) -> list[dict[str,
     """The same traffic (``ACTIVE_SITES`` sites reporting) with more and more devices registered:
     what the registry's size costs per report and in memory."""
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
-    rate, seconds = LOADED_PER_S, (2.0 if quick else 10.0)
+    rate, seconds = LOADED_PER_S, (1.0 if quick else 10.0)
     measured = []
     for devices in sizes:
         registry = write_registry(work / f"p5-registry-{devices}", {"b": devices // 2})
@@ -729,7 +729,7 @@ async def p5_scale(broker: Mosquitto, work: Path, quick: bool) -> list[dict[str,
 
 
 async def p6_restart(broker: Mosquitto, work: Path, quick: bool) -> list[dict[str, object]]:
-    devices, alarms = (2_000, 20) if quick else (10_000, 100)
+    devices, alarms = (1_000, 10) if quick else (10_000, 100)
     registry = write_registry(work / "p6-registry", {"b": devices // 2})
     data = work / "p6-data"
     async with (
