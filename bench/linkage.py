@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import statistics
 import tempfile
 import time
@@ -83,9 +82,7 @@ async def _case(name: str, url: str, work: Path, leaks: int, busy: bool) -> dict
     got = asyncio.Event()
     stop = asyncio.Event()
     try:
-        # The device side without Nagle too: what is measured is the gateway, not the client.
-        nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-        client = parse_mqtt_url(url).client(identifier=f"bench-{name}", socket_options=nodelay)
+        client = parse_mqtt_url(url).client(identifier=f"bench-{name}")  # TCP_NODELAY too
         async with client:
             await client.subscribe("kit/v1/+/cmd", qos=1)
             await asyncio.wait_for(gateway.site_mqtt.connected.wait(), 10)

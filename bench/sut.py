@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -89,10 +88,7 @@ async def run_gateway(flags: dict[str, Any]) -> None:
 
 async def run_bare(url: str) -> None:
     received = 0
-    nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-    client = parse_mqtt_url(url).client(
-        identifier="bench-bare", clean_session=False, socket_options=nodelay
-    )
+    client = parse_mqtt_url(url).client(identifier="bench-bare", clean_session=False)
     async with client:
         await client.subscribe("kit/v1/#", qos=1)
         _say("ready", start_s=0.0)

@@ -270,7 +270,9 @@ class Linkage:
                 self._arm(f, self._retry_s)
 
     def _store_commands(self, follow_ups: list[_FollowUp], alarm_id: str, now: datetime) -> None:
-        with self._store.transaction() as db:
+        # Not durable (no fsync before the command leaves): the alarm is, and a restart that
+        # finds an open alarm with no command since its raise closes the valves again.
+        with self._store.transaction(durable=False) as db:
             for f in follow_ups:
                 db.execute(
                     "INSERT INTO valve_close (valve_id, alarm_id, cmd_id, tries, sent_at, status)"
@@ -309,7 +311,7 @@ class Linkage:
         if not rows:
             return
         try:
-            with self._store.transaction() as db:
+            with self._store.transaction(durable=False) as db:
                 db.executemany(_SAVE_VALVE_STATE, rows)
         except (StoreError, sqlite3.Error):
             self.counts["store_failed"] += 1

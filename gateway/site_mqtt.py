@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -234,8 +233,6 @@ class SiteMqtt:
             will=will,
             keepalive=self._keepalive_s,
             timeout=_PUBLISH_TIMEOUT_S,
-            # Without it Nagle holds a close_valve behind the broker's delayed ACK (~40 ms).
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         async with client:
             self._client = client

@@ -79,20 +79,32 @@ class Store:
                 )
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: committed on exit, rolled back on any exception."""
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic write: committed on exit, rolled back on any exception.
+
+        ``durable=False`` commits without waiting for the disk (WAL, ``synchronous=NORMAL``):
+        the transaction survives a process crash, and a power cut can lose it whole (never
+        half of it). For state a restart re-derives from what *is* durable (the open alarms),
+        so that a leak's close command does not wait for one fsync per room."""
         db = self.db
+        relaxed = not durable and self._synchronous != "NORMAL"
+        if relaxed:
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
-            yield db
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+        finally:
+            if relaxed:
+                db.execute(f"PRAGMA synchronous={self._synchronous}")
 
 
 def _statements(script: str) -> Iterator[str]:

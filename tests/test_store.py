@@ -41,3 +41,26 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     store.migrate("things", [V1, V2])
     with pytest.raises(StoreError, match="newer than this gasgate"):
         store.migrate("things", [V1])
+
+
+def synchronous(store: Store) -> int:
+    level: int = store.db.execute("PRAGMA synchronous").fetchone()[0]
+    return level
+
+
+def test_a_transaction_not_durable_skips_only_its_own_fsync(tmp_path: Path) -> None:
+    full, normal = 2, 1
+    store = Store(tmp_path / "gasgate.db")
+    store.open()
+    store.migrate("things", [V1])
+    with store.transaction(durable=False) as db:
+        assert synchronous(store) == normal
+        db.execute("INSERT INTO thing (name) VALUES ('re-derivable')")
+    assert synchronous(store) == full  # the next durable commit waits for the disk again
+    with pytest.raises(sqlite3.IntegrityError), store.transaction(durable=False) as db:
+        db.execute("INSERT INTO thing (name) VALUES (NULL)")
+    assert synchronous(store) == full
+    store.close()
+    store.open()  # committed, even if not synced: it survives the process
+    assert store.db.execute("SELECT name FROM thing").fetchall()[0][0] == "re-derivable"
+    store.close()
