@@ -9,7 +9,10 @@ the tick looks only at the slots that came due. With 100k devices reporting ever
 ~1.7k moves per second and no timer handle per device; a wall-clock jump moves nothing.
 
 After :meth:`Supervision.start` every registered device counts as just heard from, so a restart
-gives each one ``missed_intervals`` full intervals of grace: no flood of offline alarms.
+gives each one ``missed_intervals`` full intervals of grace: no flood of offline alarms. Until a
+device is heard from (or its grace ends) it is only its id in the wheel slot where its grace
+ends: its own state is made at its first report, so 100,000 registered devices cost no more
+than the ones that report.
 
 Which devices are behind which bridge: kit/v1 topics do not say (a bridge publishes radio
 devices' reports under their own ids) and the registry has no such field. Radio devices have
@@ -59,7 +62,6 @@ class _Watch:
     interval_s: float
     radio: bool
     online: bool = True
-    deadline: float = 0.0
     slot: int | None = None  # the wheel slot holding it; None while offline
     cut_off: bool = False  # offline only because its receiver is: not yet proven dead itself
 
@@ -81,6 +83,8 @@ class Supervision:
         self._watches: dict[str, _Watch] = {}
         self._wheel: defaultdict[int, set[str]] = defaultdict(set)
         self._next_slot = 0
+        # Report interval → the slot where the start's grace ends for devices of that interval.
+        self._grace_slots: dict[int, int] = {}
         self._tick: Timer | None = None
         self._receiver_silence_s = receiver_silence_s
         self._receivers_offline: set[str] = set()
@@ -93,15 +97,20 @@ class Supervision:
         now = self._clock.monotonic()
         self._next_slot = math.floor(now)
         self._running = True
-        for info in self._registry.devices():
-            self._heard(info.device_id, self._watch(info), now)
+        devices = self._registry.devices()
+        for info in devices:
+            interval = info.report_interval_s
+            slot = self._grace_slots.get(interval)
+            if slot is None:
+                slot = self._grace_slots[interval] = math.ceil(now + self._missed * interval)
+            self._wheel[slot].add(info.device_id)
         self._bus.subscribe(ReportReceived, self._on_report, name="supervision.report")
         self._bus.subscribe(
             DeviceAvailabilityChanged, self._on_availability, name="supervision.availability"
         )
         self._bus.subscribe(ReceiverStatusChanged, self._on_receiver, name="supervision.receiver")
         self._tick = self._clock.call_later(TICK_S, self._on_tick)
-        log.info("supervising %d device(s)", len(self._watches))
+        log.info("supervising %d device(s)", len(devices))
 
     async def stop(self) -> None:
         self._running = False
@@ -112,23 +121,33 @@ class Supervision:
     def online(self, device_id: str) -> bool | None:
         """The device's availability as supervision sees it (None: not supervised)."""
         watch = self._watches.get(device_id)
-        return None if watch is None else watch.online
+        if watch is not None:
+            return watch.online
+        info = self._registry.device(device_id)
+        return True if info is not None and self._grace_slot(info) is not None else None
 
     # --- the wheel ------------------------------------------------------------------------
 
     def _watch(self, info: DeviceInfo) -> _Watch:
+        """The device's state, made at the first need; a device still in the start's grace
+        takes its place in the wheel over."""
         watch = self._watches.get(info.device_id)
         if watch is None:
             radio = _RADIO_ID.fullmatch(info.device_id) is not None
             watch = self._watches[info.device_id] = _Watch(float(info.report_interval_s), radio)
+            watch.slot = self._grace_slot(info)
         return watch
 
+    def _grace_slot(self, info: DeviceInfo) -> int | None:
+        """The slot holding a device not heard from since the start, if its grace runs."""
+        slot = self._grace_slots.get(info.report_interval_s)
+        waiting = self._wheel.get(slot) if slot is not None else None
+        return slot if waiting is not None and info.device_id in waiting else None
+
     def _heard(self, device_id: str, watch: _Watch, now: float) -> None:
-        watch.deadline = now + self._missed * watch.interval_s
-        slot = math.ceil(watch.deadline)
+        slot = math.ceil(now + self._missed * watch.interval_s)
         if slot != watch.slot:
-            if watch.slot is not None:
-                self._wheel[watch.slot].discard(device_id)
+            self._unslot(device_id, watch)
             self._wheel[slot].add(device_id)
             watch.slot = slot
 
@@ -143,10 +162,19 @@ class Supervision:
         now = self._clock.monotonic()
         # Every slot up to now, so a stalled loop catches up instead of skipping slots.
         while self._next_slot <= now:
-            due = self._wheel.pop(self._next_slot, None)
+            slot = self._next_slot
+            due = self._wheel.pop(slot, None)
             self._next_slot += 1
             for device_id in due or ():
-                watch = self._watches[device_id]
+                watch = self._watches.get(device_id)
+                if watch is None:  # silent since the start: its grace is over
+                    info = self._registry.device(device_id)
+                    if info is None:  # no longer registered (a new import)
+                        continue
+                    watch = self._watch(info)
+                elif watch.slot != slot:
+                    # Its watch was made elsewhere (a new import changed its interval).
+                    continue
                 watch.slot = None
                 self._set_offline(device_id, watch, "missed_reports")
         self._check_receivers(now)
@@ -203,9 +231,10 @@ class Supervision:
         come back here too and are already applied."""
         if event.reason != "availability_topic" or not self._running:
             return
-        watch = self._watches.get(event.device_id)
-        if watch is None:
+        info = self._registry.device(event.device_id)
+        if info is None:
             return
+        watch = self._watch(info)
         if not event.online:
             watch.online = False
             self._unslot(event.device_id, watch)
@@ -231,8 +260,20 @@ class Supervision:
         if bridge_id in self._receivers_offline:
             return
         self._receivers_offline.add(bridge_id)
+        self._watch_radio_in_grace()
         for device_id in self._behind(bridge_id):
             self._set_offline(device_id, self._watches[device_id], "receiver_offline")
+
+    def _watch_radio_in_grace(self) -> None:
+        """Radio devices not heard from since the start get their state now: a receiver's
+        outage takes them offline with the rest."""
+        for info in self._registry.devices():
+            if (
+                info.device_id not in self._watches
+                and _RADIO_ID.fullmatch(info.device_id)
+                and self._grace_slot(info) is not None
+            ):
+                self._watch(info)
 
     def _behind(self, bridge_id: str) -> Iterable[str]:
         excluded = self._not_behind.get(bridge_id, set())

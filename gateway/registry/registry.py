@@ -49,7 +49,6 @@ class _Index:
     contacts: Mapping[str, tuple[Contact, ...]]
     cylinders: Mapping[str, tuple[Cylinder, ...]]
     devices: Mapping[str, DeviceInfo]
-    tags: Mapping[str, Mapping[str, str]]
     valves_for_detector: Mapping[str, tuple[str, ...]]
     valve_for_regulator: Mapping[str, str]
     kit_status: Mapping[str, KitStatus]
@@ -129,8 +128,10 @@ class Registry:
         return tuple((s, k) for s, k in self._s.kit_status.items() if not k.complete)
 
     def tags(self, device_id: str) -> Mapping[str, str] | None:
-        """Telemetry tags: site_id, district, site_type, kind."""
-        return self._s.tags.get(device_id)
+        """Telemetry tags: site_id, district, site_type, kind. Built at each call: a dict per
+        device held for the process's life costs more memory than building it costs time."""
+        device = self._s.devices.get(device_id)
+        return None if device is None else _tags(device, self._s.sites[device.site_id])
 
     # --- audits (a pass over the registry; not for the hot path) ---------------------------
 
@@ -173,8 +174,7 @@ class Registry:
 def _index(data: RegistryData, generation: int) -> _Index:
     kits = MappingProxyType({**BUILTIN_KITS, **{k.name: k for k in data.kits}})
     models = MappingProxyType({m.name: m for m in data.models})
-    sites = {s.site_id: s for s in data.sites}
-    components = _by_site(data.components, data.sites)
+    components = _by_site(data.components)
     devices = {
         d.device_id: d for d in (_device(models, c) for c in data.components) if d is not None
     }
@@ -183,31 +183,28 @@ def _index(data: RegistryData, generation: int) -> _Index:
         generation=generation,
         kits=kits,
         models=models,
-        sites=sites,
+        sites={s.site_id: s for s in data.sites},
         components=components,
-        contacts=_by_site(data.contacts, data.sites),
-        cylinders=_by_site(data.cylinders, data.sites),
+        contacts=_by_site(data.contacts),
+        cylinders=_by_site(data.cylinders),
         devices=devices,
-        tags={d.device_id: _tags(d, sites[d.site_id]) for d in devices.values()},
         valves_for_detector=_valves_by_detector(data.components),
         valve_for_regulator={
             c.device_id: c.links[0]
             for c in data.components
             if c.component is ComponentType.SMART_REGULATOR and c.device_id and c.links
         },
-        kit_status={s.site_id: _kit_status(kits[s.kit], components[s.site_id]) for s in data.sites},
+        kit_status=_kit_statuses(data.sites, kits, components),
     )
 
 
 def _tags(device: DeviceInfo, site: Site) -> Mapping[str, str]:
-    return MappingProxyType(
-        {
-            "site_id": site.site_id,
-            "district": site.district,
-            "site_type": site.site_type.value,
-            "kind": device.kind.value,
-        }
-    )
+    return {
+        "site_id": site.site_id,
+        "district": site.district,
+        "site_type": site.site_type.value,
+        "kind": device.kind.value,
+    }
 
 
 def _model(models: Mapping[str, DeviceModel], component: Component) -> DeviceModel | None:
@@ -247,8 +244,25 @@ def _device(models: Mapping[str, DeviceModel], component: Component) -> DeviceIn
     )
 
 
-def _kit_status(kit: KitDefinition, components: Iterable[Component]) -> KitStatus:
-    present = {c.component for c in components}
+def _kit_statuses(
+    sites: Iterable[Site],
+    kits: Mapping[str, KitDefinition],
+    components: Mapping[str, tuple[Component, ...]],
+) -> dict[str, KitStatus]:
+    """Each site's kit status; sites with the same kit and the same parts share one object
+    (most sites of a district are alike: 100,000 copies of one answer are memory for nothing)."""
+    shared: dict[tuple[str, frozenset[ComponentType]], KitStatus] = {}
+    statuses = {}
+    for site in sites:
+        present = frozenset(c.component for c in components.get(site.site_id, ()))
+        status = shared.get((site.kit, present))
+        if status is None:
+            status = shared[site.kit, present] = _kit_status(kits[site.kit], present)
+        statuses[site.site_id] = status
+    return statuses
+
+
+def _kit_status(kit: KitDefinition, present: frozenset[ComponentType]) -> KitStatus:
     missing: list[ComponentType | str] = []
     for alternatives in kit.requirements:
         if present.isdisjoint(alternatives):
@@ -256,11 +270,12 @@ def _kit_status(kit: KitDefinition, components: Iterable[Component]) -> KitStatu
     return KitStatus(not missing, tuple(missing))
 
 
-def _by_site(records: Iterable[T], sites: Iterable[Site]) -> dict[str, tuple[T, ...]]:
+def _by_site(records: Iterable[T]) -> dict[str, tuple[T, ...]]:
+    """Records grouped by site; a site without any has no entry (its lookup gives ())."""
     grouped: dict[str, list[T]] = defaultdict(list)
     for record in records:
         grouped[record.site_id].append(record)
-    return {site.site_id: tuple(grouped.get(site.site_id, ())) for site in sites}
+    return {site_id: tuple(group) for site_id, group in grouped.items()}
 
 
 def _valves_by_detector(components: Iterable[Component]) -> dict[str, tuple[str, ...]]:

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar, cast
 
 from gateway.registry.model import (
     Component,
@@ -27,6 +28,8 @@ from gateway.registry.model import (
     SiteType,
 )
 from gateway.store import Store
+
+V = TypeVar("V", str, date, int, None)
 
 __all__ = ["MIGRATIONS", "ROOM", "ImportRecord", "current_generation", "history", "read", "replace"]
 
@@ -192,25 +195,28 @@ def read(store: Store) -> tuple[RegistryData, int]:
     """The stored registry and its generation (0 and an empty registry before any import)."""
     store.migrate(ROOM, MIGRATIONS)
     db = store.db
+    share = Pool()
     # One read transaction: an import committing meanwhile is seen whole or not at all.
     db.execute("BEGIN")
     try:
         data = RegistryData(
-            sites=tuple(_site(r) for r in db.execute("SELECT * FROM registry_site ORDER BY rowid")),
+            sites=tuple(
+                _site(r, share) for r in db.execute("SELECT * FROM registry_site ORDER BY rowid")
+            ),
             contacts=tuple(
-                Contact(r["site_id"], r["name"], r["phone"], Lang(r["lang"]), r["role"])
+                _contact(r, share)
                 for r in db.execute("SELECT * FROM registry_contact ORDER BY position")
             ),
             components=tuple(
-                _component(r)
+                _component(r, share)
                 for r in db.execute("SELECT * FROM registry_component ORDER BY position")
             ),
             cylinders=tuple(
                 Cylinder(
-                    r["site_id"],
+                    share(r["site_id"]),
                     r["cylinder_id"],
                     r["capacity_kg"],
-                    date.fromisoformat(r["next_inspection_due"]),
+                    share(date.fromisoformat(r["next_inspection_due"])),
                 )
                 for r in db.execute("SELECT * FROM registry_cylinder ORDER BY rowid")
             ),
@@ -248,33 +254,52 @@ def history(store: Store, limit: int = 20) -> tuple[ImportRecord, ...]:
     )
 
 
+class Pool:
+    """Equal values read become one object. SQLite hands out a new object per cell: with
+    100,000 devices a site id (in three tables), a detector id (its row and its valve's
+    links), a model name, an install date and an interval would each exist tens of thousands
+    of times over. Strings, dates and ints only: a dict takes 1 and 1.0 for one key."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, object] = {}
+
+    def __call__(self, value: V) -> V:
+        return cast(V, self._seen.setdefault(value, value))
+
+
 def _generation(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT max(id) FROM registry_import").fetchone()
     return int(row[0] or 0)
 
 
-def _site(r: sqlite3.Row) -> Site:
+def _site(r: sqlite3.Row, share: Pool) -> Site:
     return Site(
-        r["site_id"],
+        share(r["site_id"]),
         r["name"],
         SiteType(r["site_type"]),
-        r["kit"],
-        r["district"],
+        share(r["kit"]),
+        share(r["district"]),
         r["address"],
         r["latitude"],
         r["longitude"],
     )
 
 
-def _component(r: sqlite3.Row) -> Component:
+def _contact(r: sqlite3.Row, share: Pool) -> Contact:
+    return Contact(
+        share(r["site_id"]), r["name"], share(r["phone"]), Lang(r["lang"]), share(r["role"])
+    )
+
+
+def _component(r: sqlite3.Row, share: Pool) -> Component:
     return Component(
-        r["site_id"],
+        share(r["site_id"]),
         ComponentType(r["component"]),
-        r["device_id"],
-        r["model"],
-        date.fromisoformat(r["installed_on"]),
-        tuple(r["links"].split()),
-        r["report_interval_s"],
+        share(r["device_id"]),
+        share(r["model"]),
+        share(date.fromisoformat(r["installed_on"])),
+        tuple(share(link) for link in r["links"].split()),
+        share(r["report_interval_s"]),
     )
 
 
