@@ -622,14 +622,14 @@ async def p4_outage(
     """VictoriaMetrics (standing in for InfluxDB) stopped for ``down_s`` while 1,000 reports/s
     flow: points lost, and how fast the spool drains once it is back."""
     rate, sites = 1_000, (200 if quick else 1_000)
-    down_s, seconds = (1.0, 4.0) if quick else (20.0, 40.0)
+    flowing_s, down_s, seconds = (1.0, 1.0, 3.0) if quick else (2.0, 20.0, 40.0)
     registry = write_registry(work / "p4-registry", {"b": sites})
     flags = gateway_flags(broker.url, work / "p4-data", registry)
     async with running_sut("gateway", flags, work) as gw:
         await warm_up(gw, broker.url, sites)
         lost_before = int(gw.status["points_dropped"])
         load = asyncio.create_task(loadgen(broker.url, rate, seconds, sites))
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(flowing_s)
         victoria.stop()
         await asyncio.sleep(down_s)
         spooled = int(gw.status["points_spooled"])
@@ -682,18 +682,19 @@ async def p4_outage(
 
 
 async def p5_scale(broker: Mosquitto, work: Path, quick: bool) -> list[dict[str, object]]:
-    """The same traffic (``ACTIVE_SITES`` sites reporting) with more and more devices registered:
-    what the registry's size costs per report and in memory."""
+    """The same traffic (``ACTIVE_SITES`` sites reporting, 100 in a quick run) with more and more
+    devices registered: what the registry's size costs per report and in memory."""
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
-    rate, seconds = LOADED_PER_S, (1.0 if quick else 10.0)
+    rate, seconds = LOADED_PER_S, (0.5 if quick else 10.0)
+    active = 100 if quick else ACTIVE_SITES
     measured = []
     for devices in sizes:
         registry = write_registry(work / f"p5-registry-{devices}", {"b": devices // 2})
         flags = gateway_flags(broker.url, work / f"p5-data-{devices}", registry)
         async with running_sut("gateway", flags, work) as gw:
-            await warm_up(gw, broker.url, ACTIVE_SITES)
+            await warm_up(gw, broker.url, active)
             before = dict(gw.status)
-            summary = await loadgen(broker.url, rate, seconds, ACTIVE_SITES)
+            summary = await loadgen(broker.url, rate, seconds, active)
             await gw.wait_reports(gw.reports() + 1, 0)  # one fresh status
             await gw.wait_reports(int(before["reports"]) + summary["sent"], 10)
             after = dict(gw.status)
