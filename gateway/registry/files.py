@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import yaml
 
 from gateway.registry.model import Problem, Severity
+from gateway.registry.pool import Pool
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -102,6 +103,30 @@ class Row:
         return cell if cell is not None else Cell("", self.line, self.column)
 
 
+class _CsvCells(Mapping[str, Cell]):
+    """A CSV record's cells, each made when it is read: the record's fields and the file's one
+    column index stand for them (a registry of 100,000 devices would otherwise hold over a
+    million cells, and a dict per record, for the whole import)."""
+
+    __slots__ = ("_columns", "_fields", "_line")
+
+    def __init__(self, columns: Mapping[str, int], fields: list[str], line: int) -> None:
+        self._columns = columns
+        self._fields = fields
+        self._line = line
+
+    def __getitem__(self, name: str) -> Cell:
+        index = self._columns[name]
+        value = self._fields[index] if index < len(self._fields) else ""
+        return Cell(value, self._line, index + 1)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
 def _error(file: str, line: int, column: int, message: str, code: str) -> Problem:
     return Problem(file, line, column, message, code)
 
@@ -121,9 +146,12 @@ def decode(file: str, data: bytes) -> tuple[str | None, list[Problem]]:
         return None, [_error(file, line, column, message, "bad_encoding")]
 
 
-def read_csv(file: str, text: str, spec: TableSpec) -> tuple[list[Row] | None, list[Problem]]:
+def read_csv(
+    file: str, text: str, spec: TableSpec, share: Pool | None = None
+) -> tuple[list[Row] | None, list[Problem]]:
     """The records of one CSV file; None if the file cannot be read as this table (its header
-    lacks a required column, or it is not CSV)."""
+    lacks a required column, or it is not CSV). Equal fields are one string (``share``: across
+    the files of an import, so a site's id in sites.csv and in components.csv is one too)."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     problems: list[Problem] = []
     try:
@@ -135,7 +163,8 @@ def read_csv(file: str, text: str, spec: TableSpec) -> tuple[list[Row] | None, l
     columns = _header(file, header, spec, problems)
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
-    return _records(file, reader, columns, len(header), problems), problems
+    rows = _records(file, reader, columns, len(header), problems, share=share or Pool())
+    return rows, problems
 
 
 def _header(
@@ -173,7 +202,13 @@ def _header(
 
 
 def _records(
-    file: str, reader: Reader, columns: Mapping[str, int], width: int, problems: list[Problem]
+    file: str,
+    reader: Reader,
+    columns: Mapping[str, int],
+    width: int,
+    problems: list[Problem],
+    *,
+    share: Pool,
 ) -> list[Row] | None:
     rows: list[Row] = []
     line = reader.line_num  # the header's last line
@@ -187,17 +222,14 @@ def _records(
         if fields is None:
             return rows
         line = reader.line_num
-        if not any(f.strip() for f in fields):
+        fields = [share(f.strip()) for f in fields]
+        if not any(fields):
             continue  # blank lines and spreadsheets' trailing ",,,," rows
-        if any(f.strip() for f in fields[width:]):
-            extra = next(i for i in range(width, len(fields)) if fields[i].strip())
+        if any(fields[width:]):
+            extra = next(i for i in range(width, len(fields)) if fields[i])
             message = "more fields than the header has columns"
             problems.append(_error(file, start, extra + 1, message, "extra_field"))
-        cells = {
-            name: Cell(fields[index].strip() if index < len(fields) else "", start, index + 1)
-            for name, index in columns.items()
-        }
-        rows.append(Row(file, start, 1, cells))
+        rows.append(Row(file, start, 1, _CsvCells(columns, fields, start)))
 
 
 # --- YAML -----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TypeVar, cast
 
 from gateway.registry.model import (
     Component,
@@ -27,9 +26,8 @@ from gateway.registry.model import (
     Site,
     SiteType,
 )
+from gateway.registry.pool import Pool
 from gateway.store import Store
-
-V = TypeVar("V", str, date, int, None)
 
 __all__ = ["MIGRATIONS", "ROOM", "ImportRecord", "current_generation", "history", "read", "replace"]
 
@@ -252,19 +250,6 @@ def history(store: Store, limit: int = 20) -> tuple[ImportRecord, ...]:
         )
         for r in rows
     )
-
-
-class Pool:
-    """Equal values read become one object. SQLite hands out a new object per cell: with
-    100,000 devices a site id (in three tables), a detector id (its row and its valve's
-    links), a model name, an install date and an interval would each exist tens of thousands
-    of times over. Strings, dates and ints only: a dict takes 1 and 1.0 for one key."""
-
-    def __init__(self) -> None:
-        self._seen: dict[object, object] = {}
-
-    def __call__(self, value: V) -> V:
-        return cast(V, self._seen.setdefault(value, value))
 
 
 def _generation(db: sqlite3.Connection) -> int:

@@ -33,6 +33,7 @@ from gateway.registry.model import (
     Site,
     SiteType,
 )
+from gateway.registry.pool import Pool
 
 __all__ = ["KITS_FILE", "YAML_FILE", "Parsed", "csv_file", "parse_files"]
 
@@ -115,6 +116,7 @@ def _tables(files: Mapping[str, bytes], problems: list[Problem]) -> dict[str, li
             problems.append(Problem(YAML_FILE, 1, 1, "no 'sites' table", "missing_file"))
         return tables
     tables = {}
+    share = Pool()
     for table, spec in TABLES.items():
         name = csv_file(table)
         if name not in files:
@@ -122,7 +124,7 @@ def _tables(files: Mapping[str, bytes], problems: list[Problem]) -> dict[str, li
         text, decode_problems = decode(name, files[name])
         problems.extend(decode_problems)
         if text is not None:
-            rows, csv_problems = read_csv(name, text, spec)
+            rows, csv_problems = read_csv(name, text, spec, share)
             problems.extend(csv_problems)
             if rows is not None:  # else its rows are unknown: no cross-file checks against it
                 tables[table] = rows
@@ -134,6 +136,10 @@ def _tables(files: Mapping[str, bytes], problems: list[Problem]) -> dict[str, li
 
 def _parse_all(rows: Iterable[Row], parse: Callable[[Row], R | None]) -> list[R]:
     return [r for r in (parse(row) for row in rows) if r is not None]
+
+
+def _where(row: Row) -> str:
+    return f"{row.file}:{row.line}"
 
 
 @dataclass
@@ -154,11 +160,12 @@ class _Checker:
     declared_sites: set[str] = field(default_factory=set)
     sites_unreadable: bool = False
     models: dict[str, DeviceModel] = field(default_factory=dict)
-    # device id → where it was first declared; the component if its row is valid
-    declared: dict[str, str] = field(default_factory=dict)
+    # device id → the row that first declared it; the component if its row is valid
+    declared: dict[str, Row] = field(default_factory=dict)
     devices: dict[str, Component] = field(default_factory=dict)
-    cylinders: dict[str, str] = field(default_factory=dict)
+    cylinders: dict[str, Row] = field(default_factory=dict)
     unknown_models: dict[tuple[str, ComponentType], _UnknownModel] = field(default_factory=dict)
+    share: Pool = field(default_factory=Pool)  # one date object per install or due day
 
     def run(self, tables: Mapping[str, list[Row]], kits: tuple[KitDefinition, ...]) -> RegistryData:
         self.sites_unreadable = "sites" not in tables
@@ -241,7 +248,8 @@ class _Checker:
         if day is None:
             message = f"{column} {cell.value!r} is not a date (YYYY-MM-DD)"
             self.error(row, cell, message, "bad_date")
-        return day
+            return None
+        return self.share(day)
 
     def integer(self, row: Row, column: str, upper: int, code: str) -> int | None:
         """An optional whole number in 1..upper; None for empty (and for bad, reported)."""
@@ -395,7 +403,7 @@ class _Checker:
             self.error(row, row["report_interval_s"], message, "bad_interval")
             return None
         self._check_model(row, kind, model)
-        links = tuple(dict.fromkeys(row["links"].value.split()))
+        links = tuple(self.share(link) for link in dict.fromkeys(row["links"].value.split()))
         component = Component(
             site_id, kind, device_id or None, model, installed_on, links, interval
         )
@@ -432,9 +440,9 @@ class _Checker:
             )
             self.error(row, cell, message, "bad_device_id")
             return None
-        first = self.declared.setdefault(cell.value, f"{row.file}:{row.line}")
-        if first != f"{row.file}:{row.line}":
-            message = f"device id {cell.value!r} appears twice (first at {first})"
+        first = self.declared.setdefault(cell.value, row)
+        if first is not row:
+            message = f"device id {cell.value!r} appears twice (first at {_where(first)})"
             self.error(row, cell, message, "duplicate_device")
             return None
         if _RADIO_ID_RE.fullmatch(cell.value) and cell.value != cell.value.lower():
@@ -523,9 +531,9 @@ class _Checker:
             self.error(row, cell, message, "bad_capacity")
             return None
         if cylinder_id is not None:
-            first = self.cylinders.setdefault(cylinder_id, f"{row.file}:{row.line}")
-            if first != f"{row.file}:{row.line}":
-                message = f"cylinder {cylinder_id!r} appears twice (first at {first})"
+            first = self.cylinders.setdefault(cylinder_id, row)
+            if first is not row:
+                message = f"cylinder {cylinder_id!r} appears twice (first at {_where(first)})"
                 self.error(row, row["cylinder_id"], message, "duplicate_cylinder")
                 return None
         if site_id is None or cylinder_id is None or due is None:
