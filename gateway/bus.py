@@ -6,6 +6,12 @@ detector milliseconds apart can never race each other into two alarms. Different
 concurrently. A lane (the queue of one key) exists only while it has work, so a hundred thousand
 quiet devices cost nothing.
 
+:meth:`Bus.publish` never runs a handler itself. Lanes with work wait, in publish order, for
+one dispatch callback on the event loop that runs them (``BURST`` lanes at most, then it
+yields to I/O and comes back): every handler in gasgate is synchronous, and a task per event
+cost more than most handlers. A handler that returns an awaitable moves its lane to a task of
+its own until the lane is empty; the other lanes go on meanwhile.
+
 A failing handler is logged and counted; it never stops the lane or the other handlers.
 Handlers should not wait on the network: a room that must (publish with QoS 1, write to
 InfluxDB) hands the work to its own task or queue, so one slow sink cannot hold back a leak.
@@ -18,11 +24,13 @@ import inspect
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
-__all__ = ["Bus", "Event", "Handler"]
+__all__ = ["BURST", "Bus", "Event", "Handler"]
 
 log = logging.getLogger(__name__)
+
+BURST: Final = 64  # lanes per dispatch callback (~6 ms of handlers), then I/O gets its turn
 
 
 class Event(Protocol):
@@ -39,7 +47,11 @@ class Bus:
     def __init__(self) -> None:
         self._handlers: defaultdict[type[Any], list[tuple[str, Handler[Any]]]] = defaultdict(list)
         self._lanes: dict[str, deque[Event]] = {}
+        self._ready: deque[str] = deque()  # keys of lanes waiting for the dispatch callback
+        self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.counts: Counter[str] = Counter()
 
     def subscribe(self, event_type: type[E], handler: Handler[E], *, name: str = "") -> None:
@@ -55,9 +67,11 @@ class Bus:
             lane.append(event)
             return
         self._lanes[event.key] = deque((event,))
-        task = asyncio.get_running_loop().create_task(self._drain(event.key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._ready.append(event.key)
+        self._idle.clear()
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_ready)
 
     @property
     def backlog(self) -> int:
@@ -66,8 +80,8 @@ class Bus:
 
     async def join(self) -> None:
         """Wait until every lane is empty, including events that handlers publish meanwhile."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._lanes:
+            await self._idle.wait()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Let queued events finish (bounded), then cancel what is left."""
@@ -75,28 +89,77 @@ class Bus:
             await asyncio.wait_for(self.join(), timeout_s)
         except TimeoutError:
             log.error("bus stopped with %d event(s) unhandled", self.backlog)
+            self._ready.clear()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            self._lanes.clear()
+            self._idle.set()
 
-    async def _drain(self, key: str) -> None:
+    def _run_ready(self) -> None:
+        self._scheduled = False
+        for _ in range(min(len(self._ready), BURST)):
+            self._run_lane(self._ready.popleft())
+        if self._ready:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_ready)
+
+    def _run_lane(self, key: str) -> None:
+        lane = self._lanes[key]
+        while lane:
+            # The event stays queued while it is handled, so publish() appends behind it.
+            event = lane[0]
+            for index, (label, handler) in enumerate(self._handlers.get(type(event), ())):
+                result = self._call(label, handler, event)
+                if result is not None:  # an async handler: the lane goes on in a task
+                    task = asyncio.get_running_loop().create_task(
+                        self._drain(key, result, label, index + 1)
+                    )
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    return
+            lane.popleft()
+        self._lane_done(key)
+
+    def _lane_done(self, key: str) -> None:
+        self._lanes.pop(key, None)  # already gone if stop() gave up on it
+        if not self._lanes:
+            self._idle.set()
+
+    def _call(self, label: str, handler: Handler[Any], event: Event) -> Awaitable[None] | None:
+        """Run one handler; its awaitable if it returned one (a failure is logged, counted)."""
+        try:
+            result = handler(event)
+        except Exception:  # noqa: BLE001 - logged with its traceback and counted in _failed
+            self._failed(label, event)
+            return None
+        return result if inspect.isawaitable(result) else None
+
+    def _failed(self, label: str, event: Event) -> None:
+        self.counts[f"handler_error.{label}"] += 1
+        log.exception("handler %s failed on %s (key %s)", label, type(event).__name__, event.key)
+
+    async def _drain(self, key: str, pending: Awaitable[None], label: str, next_index: int) -> None:
+        """The rest of a lane after a handler returned ``pending``: one event at a time."""
         lane = self._lanes[key]
         try:
+            await self._settle(label, pending, lane[0])
+            await self._handle_from(lane[0], next_index)
+            lane.popleft()
             while lane:
-                # The event stays queued while it is handled, so publish() appends behind it.
-                await self._dispatch(lane[0])
+                await self._handle_from(lane[0], 0)
                 lane.popleft()
         finally:
-            del self._lanes[key]
+            self._lane_done(key)
 
-    async def _dispatch(self, event: Event) -> None:
-        for label, handler in self._handlers.get(type(event), ()):
-            try:
-                result = handler(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                self.counts[f"handler_error.{label}"] += 1
-                log.exception(
-                    "handler %s failed on %s (key %s)", label, type(event).__name__, event.key
-                )
+    async def _handle_from(self, event: Event, start: int) -> None:
+        for label, handler in self._handlers.get(type(event), [])[start:]:
+            pending = self._call(label, handler, event)
+            if pending is not None:
+                await self._settle(label, pending, event)
+
+    async def _settle(self, label: str, pending: Awaitable[None], event: Event) -> None:
+        try:
+            await pending
+        except Exception:  # noqa: BLE001 - logged with its traceback and counted in _failed
+            self._failed(label, event)

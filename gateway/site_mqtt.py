@@ -18,9 +18,8 @@ Two connections, one link (``connected`` is set only while both stand):
 * Availability: ``gasgate/v1/{gateway_id}/availability`` is ``online`` (retained) while the
   control connection stands, ``offline`` on a clean stop and, as its last will, on a crash
   or lost link.
-* Reconnects with exponential backoff (0.5 s doubling to ``backoff_max_s``), forever: the
-  control connection in the loop here; the report stream here until its first connection,
-  then by gmqtt itself every ``STREAM_RECONNECT_S`` (renewing the subscription each time: a
+* Reconnects with exponential backoff (0.5 s doubling to ``backoff_max_s``), forever, each
+  connection in its own loop here; the report stream subscribes again on every connection (a
   broker that lost its sessions has none).
 """
 
@@ -39,14 +38,13 @@ from gmqtt.mqtt.constants import MQTTv311  # type: ignore[import-untyped]
 
 from gateway.mqtturl import MqttUrl, parse_mqtt_url
 
-__all__ = ["STREAM_RECONNECT_S", "SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
+__all__ = ["SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION: Final = "kit/v1/#"
 _BATCH: Final = 100  # publishes in flight at once; paho sends them in call order
 _PUBLISH_TIMEOUT_S: Final = 10.0
-STREAM_RECONNECT_S: Final = 1.0  # gmqtt's fixed delay between its reconnect attempts
 _SUBACK_FAILURE: Final = 0x80
 
 
@@ -54,10 +52,20 @@ def gateway_availability_topic(gateway_id: str) -> str:
     return f"gasgate/v1/{gateway_id}/availability"
 
 
+class _StreamClient(gmqtt.Client):  # type: ignore[misc]
+    """gmqtt without its own reconnects: it calls ``reconnect`` when the link drops, and the
+    session loop of :class:`SiteMqtt` opens a fresh client instead (gmqtt's reconnect could
+    stall after a failed attempt while the broker was down, seen in the broker-restart test)."""
+
+    async def reconnect(self, delay: bool = False) -> None:
+        """Nothing: the session loop reconnects."""
+
+
 class _ReportStream:
     """The inbound connection: ``kit/v1/#`` with QoS 1 on a persistent session, read by gmqtt.
 
-    ``on_state(up)`` says when the subscription stands and when the connection is gone.
+    :meth:`run` connects, subscribes, says so through ``on_state(True)`` and returns (raising
+    ``aiomqtt.MqttError``) only when the connection is lost or cannot be made.
     """
 
     def __init__(
@@ -71,37 +79,34 @@ class _ReportStream:
         self._keepalive_s = keepalive_s
         self._on_message = on_message
         self._on_state = on_state
-        self._client: Any = None
 
-    async def open(self, url: MqttUrl) -> None:
-        """Connect once (``aiomqtt.MqttError`` if that fails); gmqtt reconnects from then on."""
-        client = gmqtt.Client(self._client_id, clean_session=False, logger=log.getChild("gmqtt"))
-        client.set_config({"reconnect_delay": STREAM_RECONNECT_S})
+    async def run(self, url: MqttUrl) -> None:
+        lost = asyncio.Event()
+        client = _StreamClient(self._client_id, clean_session=False, logger=log)
         client.on_connect = self._connected
         client.on_subscribe = self._subscribed
-        client.on_disconnect = self._disconnected
+        client.on_disconnect = lambda *_: lost.set()
         client.on_message = self._message
         if url.username is not None:
             client.set_auth_credentials(url.username, url.password)
         try:
-            await client.connect(
-                url.host,
-                url.port,
-                ssl=url.tls_context() or False,
-                keepalive=self._keepalive_s,
-                version=MQTTv311,
-            )
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):  # a broker that never answers
+                await client.connect(
+                    url.host,
+                    url.port,
+                    ssl=url.tls_context() or False,
+                    keepalive=self._keepalive_s,
+                    version=MQTTv311,
+                )
+            await lost.wait()
         except Exception as exc:  # OSError, gmqtt's refusals: one failure type for the loop
-            with contextlib.suppress(Exception):
-                await client.disconnect()
             raise aiomqtt.MqttError(f"report stream: {exc!r}") from exc
-        self._client = client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.disconnect()
+        finally:
             self._on_state(False)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await client.disconnect()
+        raise aiomqtt.MqttError("report stream: connection lost")
 
     def _connected(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         client.subscribe(SUBSCRIPTION, qos=1)
@@ -111,9 +116,6 @@ class _ReportStream:
             log.error("site broker refused the subscription to %s (ACL?)", SUBSCRIPTION)
             return
         self._on_state(True)
-
-    def _disconnected(self, client: Any, packet: Any, exc: Any = None) -> None:
-        self._on_state(False)
 
     def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
         self._on_message(topic, payload)
@@ -162,8 +164,10 @@ class SiteMqtt:
     async def start(self) -> None:
         url = parse_mqtt_url(self._url_text)  # a bad URL fails the start, not a retry loop
         self._tasks = [
-            asyncio.create_task(self._retry(self._control, url, "control"), name="site-mqtt"),
-            asyncio.create_task(self._retry(self._open_stream, url, "stream"), name="site-in"),
+            asyncio.create_task(self._retry(self._control, url, "connects"), name="site-out"),
+            asyncio.create_task(
+                self._retry(self._stream.run, url, "stream_connects"), name="site-in"
+            ),
         ]
 
     async def stop(self, drain_s: float = 2.0) -> None:
@@ -177,7 +181,6 @@ class SiteMqtt:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._stream.close()
         if self._queue:
             log.warning("site MQTT stopped with %d message(s) unsent", len(self._queue))
 
@@ -204,28 +207,24 @@ class SiteMqtt:
             log.exception("handling %s failed", topic)
 
     async def _retry(
-        self, connect: Callable[[MqttUrl], Awaitable[bool]], url: MqttUrl, side: str
+        self, session: Callable[[MqttUrl], Awaitable[None]], url: MqttUrl, counter: str
     ) -> None:
-        """Call ``connect`` until it returns True (done) — with backoff after each failure."""
+        """Run ``session`` again and again, with backoff after each failure, forever."""
         delay = 0.5
         while True:
-            connects = self.counts["connects"]
+            connects = self.counts[counter]
             try:
-                if await connect(url):
-                    return
+                await session(url)
             except aiomqtt.MqttError as exc:
                 self.counts["disconnects"] += 1
-                if self.counts["connects"] > connects:
+                if self.counts[counter] > connects:
                     delay = 0.5  # it was up: a fresh outage starts the backoff again
-                log.warning("site broker %s (%s): %s; again in %.1f s", url, side, exc, delay)
+                side = "report stream" if counter == "stream_connects" else "control link"
+                log.warning("site broker %s, %s: %s; again in %.1f s", url, side, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff_max_s)
 
-    async def _open_stream(self, url: MqttUrl) -> bool:
-        await self._stream.open(url)
-        return True  # gmqtt keeps it up from here
-
-    async def _control(self, url: MqttUrl) -> bool:
+    async def _control(self, url: MqttUrl) -> None:
         """One control session: availability and the outgoing queue, until the link fails."""
         will = aiomqtt.Will(self._availability, b"offline", qos=1, retain=True)
         client = url.client(
@@ -245,7 +244,6 @@ class SiteMqtt:
             finally:
                 self._set_up("control", False)
                 self._client = None
-        return False
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Send until the connection fails; the failure ends the session."""

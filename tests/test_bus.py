@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gateway.bus import Bus
+from gateway.bus import BURST, Bus
 from gateway.clock import ManualClock
 
 
@@ -63,6 +63,36 @@ async def test_events_published_by_handlers_are_joined() -> None:
     bus.publish(Ping("start", 0))
     await bus.join()
     assert got == [0, 1, 2, 3, 4, 5]
+
+
+async def test_sync_and_async_handlers_keep_subscription_order_per_event() -> None:
+    bus = Bus()
+    calls: list[tuple[str, int]] = []
+
+    async def middle(event: Ping) -> None:
+        await asyncio.sleep(0)
+        calls.append(("async", event.n))
+
+    bus.subscribe(Ping, lambda e: calls.append(("first", e.n)))
+    bus.subscribe(Ping, middle)
+    bus.subscribe(Ping, lambda e: calls.append(("last", e.n)))
+    for n in range(3):
+        bus.publish(Ping("one-key", n))
+    await bus.join()
+    assert calls == [(step, n) for n in range(3) for step in ("first", "async", "last")]
+
+
+async def test_a_burst_longer_than_one_dispatch_is_handled_in_order() -> None:
+    bus = Bus()
+    got: dict[str, list[int]] = {}
+    bus.subscribe(Ping, lambda e: got.setdefault(e.key, []).append(e.n))
+    for n in range(3 * BURST):
+        bus.publish(Ping(f"k{n % (2 * BURST)}", n))
+    assert bus.backlog == 3 * BURST  # publish() itself runs no handler
+    await bus.join()
+    assert sum(map(len, got.values())) == 3 * BURST
+    assert all(ns == sorted(ns) for ns in got.values())
+    assert bus.backlog == 0
 
 
 def test_manual_clock_fires_timers_in_order_and_ignores_wall_jumps() -> None:
