@@ -199,10 +199,11 @@ class Sut:
         return int(self.status.get("reports", 0))
 
     async def wait_reports(self, target: int, within_s: float) -> float | None:
-        """Monotonic time at which ``reports`` reached ``target``; None if it did not in time."""
+        """Monotonic time at which ``target`` reports were taken in *and* handled (the bus
+        backlog empty: the ingest accepts faster than the rooms handle); None if not in time."""
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            if self.reports() >= target:
+            if self.reports() >= target and not self.status.get("backlog"):
                 return float(self.status["t"])
             await asyncio.sleep(0.02)
         return None
