@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.ksp import DeviceKind, Event
-from gateway.api.devices import FLUSH_S, PERSIST_S, TREND_POINTS, DeviceStates, last_seen
+from gateway.api.devices import (
+    FLUSH_ROWS,
+    FLUSH_S,
+    PERSIST_S,
+    TREND_POINTS,
+    DeviceStates,
+    last_seen,
+)
 from gateway.bus import Bus
 from gateway.clock import ManualClock
 from gateway.contract import KitReport
@@ -93,6 +100,15 @@ async def test_first_reports_after_a_start_are_one_commit_per_flush(room: Room) 
     room.clock.advance(FLUSH_S)
     assert len(room.commits) == 1
     assert room.stored() == dict.fromkeys(DEVICES, START)
+
+
+async def test_a_large_flush_is_split_into_bounded_transactions(room: Room) -> None:
+    many = [f"m{n:05d}" for n in range(2 * FLUSH_ROWS + 1)]
+    room.commits.clear()
+    await room.report(*many)
+    room.clock.advance(FLUSH_S)
+    assert len(room.commits) == 3
+    assert room.stored() == dict.fromkeys(many, START)
 
 
 async def test_a_device_is_written_again_only_after_persist_s(room: Room) -> None:
