@@ -1,9 +1,11 @@
 """The API room: the HTTP API, the console and the operations endpoints over the gateway's rooms,
 served with uvicorn on ``http_host:http_port`` (127.0.0.1:8080 by default) until stopped.
 
-The web stack (:mod:`gateway.api.server`: FastAPI, uvicorn, the console's routes, ~0.8 s) is
-imported when the room starts, the last room, in a worker thread: a (re)starting gateway's
-safety rooms are up first and keep the event loop while the console loads.
+The room starts last. ``start`` binds the port and returns: the web stack
+(:mod:`gateway.api.server`: FastAPI, uvicorn, the console's routes, ~0.6 s of imports) loads
+afterwards in a worker thread, so a (re)starting gateway's safety path is up without waiting for
+it and keeps the event loop meanwhile. Connections made before it has loaded wait in the
+listening socket's queue and are answered once it has.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class ApiRoom:
         self.devices = DeviceStates(bus, store, clock, self._valve_moved)
         self.users = Users(store)
         self._http: HttpApi | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
         self.port: int | None = None  # the bound port (port 0 picks a free one)
 
     @property
@@ -101,14 +105,24 @@ class ApiRoom:
             )  # fmt: skip
             return
         self.port = sock.getsockname()[1]
-        await asyncio.to_thread(importlib.import_module, "gateway.api.server")
-        # Both already loaded by the line above (off the event loop): these only bind names.
-        from gateway.api.context import ApiContext  # noqa: PLC0415
-        from gateway.api.server import HttpApi  # noqa: PLC0415
+        self._sock = sock
+        self._loading = asyncio.create_task(self._serve(sock), name="api-load")
 
-        context = ApiContext(**self._reads, users=self.users, devices=self.devices)
-        self._http = HttpApi(context, self._bus)
-        await self._http.serve(sock, self.url)
+    async def _serve(self, sock: socket.socket) -> None:
+        try:
+            await asyncio.to_thread(importlib.import_module, "gateway.api.server")
+            # Both already loaded by the line above (off the event loop): these only bind names.
+            from gateway.api.context import ApiContext  # noqa: PLC0415
+            from gateway.api.server import HttpApi  # noqa: PLC0415
+
+            context = ApiContext(**self._reads, users=self.users, devices=self.devices)
+            self._http = HttpApi(context, self._bus)
+            await self._http.serve(sock, self.url)
+        except Exception:
+            # As for a port in use: the safety path runs on, loudly, without the console.
+            log.exception("console and API NOT started on %s", self.url)
+            sock.close()  # refuse connections rather than leave them waiting
+            return
         log.info("console and API on %s", self.url)
 
     def _valve_moved(self, valve_id: str) -> None:
@@ -116,7 +130,14 @@ class ApiRoom:
             self._http.valve_moved(valve_id)
 
     async def stop(self) -> None:
+        loading, self._loading = self._loading, None
+        if loading is not None and not loading.done():
+            loading.cancel()  # a stop during the load (the import thread finishes on its own)
+            await asyncio.gather(loading, return_exceptions=True)
         http, self._http = self._http, None
         if http is not None:
             await http.stop()
+        if self._sock is not None:
+            self._sock.close()  # uvicorn closed it if it served; else nobody else will
+            self._sock = None
         await self.devices.stop()
