@@ -11,13 +11,14 @@ the disk; the suppressed number is logged with the next line), and published as
 are passed over here without a word.
 
 A receiver's retransmission or a QoS 1 redelivery is a duplicate: the same device, seq and
-report within ``DUPLICATE_WINDOW_S`` (the contract's 10 s) is dropped and counted.
+report within ``DUPLICATE_WINDOW_S`` (the contract's 10 s) is dropped and counted. A device's
+last report is kept only that long: it is ~2 KB decoded, and 100,000 devices' would be 200 MB.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -70,6 +71,7 @@ class Ingest:
         self._registry = registry
         self._clock = clock
         self._last: dict[str, _Last] = {}
+        self._accepted: deque[tuple[float, str]] = deque()  # (mono, device): oldest first
         self._log_gates: dict[str, _LogGate] = {}
         #: accepted.report, duplicate, accepted.availability, accepted.receiver, ignored.cmd,
         #: and one ``rejected.<reason>`` per refusal reason.
@@ -131,8 +133,19 @@ class Ingest:
             self.counts["duplicate"] += 1
             return
         self._last[device_id] = _Last(report.seq, payload, report, now)
+        self._accepted.append((now, device_id))
+        self._forget_old(now)
         self.counts["accepted.report"] += 1
         self._bus.publish(ReportReceived(device_id, report, self._clock.now(), now))
+
+    def _forget_old(self, now: float) -> None:
+        """Drop the last reports no duplicate can match any more (O(1) a report, amortized)."""
+        accepted = self._accepted
+        while accepted and now - accepted[0][0] > DUPLICATE_WINDOW_S:
+            mono, device_id = accepted.popleft()
+            last = self._last.get(device_id)
+            if last is not None and last.mono == mono:  # not replaced by a later report
+                del self._last[device_id]
 
     def _availability(self, topic: str, device_id: str, payload: bytes) -> None:
         online = _AVAILABILITY.get(payload.strip())

@@ -62,6 +62,19 @@ async def test_duplicates_within_10_s_are_dropped_and_counted(core: Core) -> Non
     assert len(core.reports) == 3
 
 
+async def test_a_duplicate_is_caught_while_older_reports_are_forgotten(core: Core) -> None:
+    await core.send(DETECTOR, detector_report(1, 0.5))
+    await core.advance(6)
+    second = detector_report(2, 0.5)
+    await core.send(DETECTOR, second)
+    await core.advance(5)  # the first report is past the window and forgotten, not the second
+    await core.send(HOME_DETECTOR, detector_report(1, 0.5))
+    await core.advance(1)
+    await core.send(DETECTOR, second)  # a retransmission 6 s after the original
+    assert [r.device_id for r in core.reports] == [DETECTOR, DETECTOR, HOME_DETECTOR]
+    assert core.ingest.counts["duplicate"] == 1
+
+
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
