@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.escalation import trail
@@ -271,6 +273,24 @@ async def test_http_port_in_use_leaves_the_gateway_running(
             assert second.gateway.api.port is None  # the console is off, loudly
             leak = await second.leak()  # the safety path runs regardless
             assert leak.state is AlarmState.UNACK_ACTIVE
+
+
+async def test_a_console_that_cannot_load_leaves_the_gateway_running(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setitem(sys.modules, "gateway.api.server", None)  # importing it now fails
+    async with running_world(tmp_path, mosquitto.url) as world:
+        leak = await world.leak()  # the safety path runs regardless
+        assert leak.state is AlarmState.UNACK_ACTIVE
+        async with asyncio.timeout(10):
+            while "console and API NOT started" not in caplog.text:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        async with world.client() as client:
+            with pytest.raises(httpx.ConnectError):  # refused at once, not left waiting
+                await client.get("/healthz")
 
 
 async def test_ipv6_loopback(tmp_path: Path, mosquitto: Mosquitto) -> None:
