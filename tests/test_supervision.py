@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from gateway.contract import bridge_availability_topic, device_availability_topic, receiver_topic
+from gateway.registry import Registry
 from tests.support.safety_core import (
     DETECTOR,
     HOME_DETECTOR,
@@ -75,6 +77,23 @@ async def test_grace_after_start_then_offline(core: Core) -> None:
     assert {a.device_id for a in core.availability} == {DETECTOR, VALVE, HOME_DETECTOR}
     await core.advance(1800)
     assert REGULATOR in {a.device_id for a in core.availability}
+
+
+async def test_an_import_during_the_grace_does_not_take_a_reporting_device_offline(
+    core: Core,
+) -> None:
+    # The new import makes the detector report every 30 s: its grace was set for 60 s.
+    data = core.registry.data
+    faster = tuple(
+        replace(c, report_interval_s=30) if c.device_id == DETECTOR else c for c in data.components
+    )
+    core.registry.swap(Registry(replace(data, components=faster)))
+    await core.advance(100)
+    await core.send(DETECTOR, detector_report(1, 0))
+    await core.advance(85)  # past the end of its first grace (180 s): heard 85 s ago
+    assert changes(core, DETECTOR) == []
+    await core.advance(6)  # three of its new intervals since it was heard
+    assert changes(core, DETECTOR) == [(False, "missed_reports")]
 
 
 async def test_wall_clock_jump_fires_nothing(core: Core) -> None:
