@@ -147,11 +147,15 @@ async def test_availability_and_receiver_topics(core: Core) -> None:
     assert core.rejected == []
 
 
+def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    # A named function: hypothesis reads it to check the recursion uses its argument, and a
+    # multi-line lambda is sometimes misread (a HypothesisDeprecationWarning, an error here).
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _containers,
     max_leaves=12,
 )
 _report_like = st.fixed_dictionaries(
