@@ -59,7 +59,7 @@ class DeviceDirectory(Protocol):
 
 @dataclass(slots=True)
 class _Watch:
-    interval_s: float
+    interval_s: int  # the registry's own int object: no float per device
     radio: bool
     online: bool = True
     slot: int | None = None  # the wheel slot holding it; None while offline
@@ -134,7 +134,7 @@ class Supervision:
         watch = self._watches.get(info.device_id)
         if watch is None:
             radio = _RADIO_ID.fullmatch(info.device_id) is not None
-            watch = self._watches[info.device_id] = _Watch(float(info.report_interval_s), radio)
+            watch = self._watches[info.device_id] = _Watch(info.report_interval_s, radio)
             watch.slot = self._grace_slot(info)
         return watch
 
