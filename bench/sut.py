@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway import heap
 from gateway.app import Gateway, GatewaySettings
 from gateway.logs import setup_logging
 from gateway.mqtturl import parse_mqtt_url
@@ -63,6 +64,7 @@ async def run_gateway(flags: dict[str, Any]) -> None:
         devices=len(gateway.registry.devices()),
         open_alarms=len(gateway.alarms.open_alarms()),
     )
+    heap.settle()  # as gasgate run does
 
     def status() -> dict[str, Any]:
         counts = gateway.ingest.counts

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from gateway import heap
 from gateway.app import Gateway, GatewaySettings
 from gateway.errors import GasgateError
 from gateway.logs import setup_logging
@@ -34,6 +35,7 @@ async def run_gateway(settings: GatewaySettings) -> None:
         loop.add_signal_handler(signum, stopping.set)
     gateway = Gateway(settings)
     await gateway.start()
+    heap.settle()
     try:
         await stopping.wait()
         _log.info("gateway %s stopping", settings.gateway_id)
