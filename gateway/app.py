@@ -269,17 +269,20 @@ class Gateway:
     def _load_registry(self) -> Registry:
         source = self.settings.registry
         if source is not None:
-            result = import_dir(source)
-            for problem in result.warnings:
-                log.warning("registry %s: %s", source, problem)
-            if not result.ok:
-                listing = "\n".join(str(p) for p in result.errors)
-                raise ConfigError(f"registry {source}: {len(result.errors)} error(s)\n{listing}")
-            save(self.store, result, who="gasgate run")
+            self._import_registry(source)  # its parsed files are gone before the load below
         registry = Registry.load(self.store)
         if not registry.devices():
             log.warning("the registry has no reporting devices: every report will be refused")
         return registry
+
+    def _import_registry(self, source: Path) -> None:
+        result = import_dir(source)
+        for problem in result.warnings:
+            log.warning("registry %s: %s", source, problem)
+        if not result.ok:
+            listing = "\n".join(str(p) for p in result.errors)
+            raise ConfigError(f"registry {source}: {len(result.errors)} error(s)\n{listing}")
+        save(self.store, result, who="gasgate run")
 
     async def stop(self) -> None:
         """Stop the rooms in reverse order, let the bus finish (bounded), close the store."""
