@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -314,8 +313,7 @@ async def bridge_process(port: Path, url: str) -> AsyncIterator[asyncio.subproce
 
 
 def _client(url: str, name: str) -> aiomqtt.Client:
-    nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-    return parse_mqtt_url(url).client(identifier=name, socket_options=nodelay)
+    return parse_mqtt_url(url).client(identifier=name)  # with TCP_NODELAY, as every gasgate client
 
 
 # --- P1 throughput -----------------------------------------------------------------------------
