@@ -4,7 +4,7 @@ in a real VictoriaMetrics through the v2 write API, tagged from the registry."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +22,20 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
         yield vm
 
 
-def series(vm: VictoriaMetrics, name: str) -> list[tuple[dict[str, str], list[float]]]:
-    """The samples of ``name``; a series written a moment ago takes VictoriaMetrics a little
-    while to index, so look again for a few seconds before saying there is none."""
+Samples = list[tuple[dict[str, str], list[float]]]
+
+
+def series(vm: VictoriaMetrics, name: str, until: Callable[[Samples], bool] = bool) -> Samples:
+    """The samples of ``name`` once ``until`` holds for them (by default: there are some); a
+    sample written a moment ago takes VictoriaMetrics a little while to show, so look again
+    for a few seconds before giving up and returning what there is."""
     for _ in range(50):
         rows = vm.export('{__name__=~"' + name + '"}')
-        if rows:
+        found = [(dict(r["metric"]), list(r["values"])) for r in rows]  # type: ignore[call-overload]
+        if until(found):
             break
         time.sleep(0.2)
-    return [(dict(r["metric"]), list(r["values"])) for r in rows]  # type: ignore[call-overload]
+    return found
 
 
 async def test_reports_alarms_and_summaries_reach_victoria_metrics(
@@ -55,8 +60,12 @@ async def test_reports_alarms_and_summaries_reach_victoria_metrics(
         await kit.stop()
         await gateway.stop()  # flushes what is queued
 
+    def leak_seen(samples: Samples) -> bool:
+        return any(t.get("device_id") == DETECTOR and 35.0 in v for t, v in samples)
+
     lel = {
-        tags["device_id"]: (tags, values) for tags, values in series(victoria, "kit_report_lel_pct")
+        tags["device_id"]: (tags, values)
+        for tags, values in series(victoria, "kit_report_lel_pct", until=leak_seen)
     }
     assert DETECTOR in lel, "no detector report reached VictoriaMetrics"
     tags, values = lel[DETECTOR]
