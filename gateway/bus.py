@@ -12,6 +12,10 @@ yields to I/O and comes back): every handler in gasgate is synchronous, and a ta
 cost more than most handlers. A handler that returns an awaitable moves its lane to a task of
 its own until the lane is empty; the other lanes go on meanwhile.
 
+Urgent events (a device's alarm, not its periodic report) jump the queue of waiting lanes, with
+everything their handlers publish, and the dispatch callback ends when they are done, so the
+close command they queued leaves before the next burst of periodic reports is handled.
+
 A failing handler is logged and counted; it never stops the lane or the other handlers.
 Handlers should not wait on the network: a room that must (publish with QoS 1, write to
 InfluxDB) hands the work to its own task or queue, so one slow sink cannot hold back a leak.
@@ -48,6 +52,9 @@ class Bus:
         self._handlers: defaultdict[type[Any], list[tuple[str, Handler[Any]]]] = defaultdict(list)
         self._lanes: dict[str, deque[Event]] = {}
         self._ready: deque[str] = deque()  # keys of lanes waiting for the dispatch callback
+        self._urgent: set[str] = set()  # keys of urgent lanes, at the head of _ready
+        self._urgent_waiting = 0  # how many of them are still in _ready
+        self._in_urgent = False  # an urgent lane's handlers are running
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -59,15 +66,24 @@ class Bus:
         label = name or getattr(handler, "__qualname__", repr(handler))
         self._handlers[event_type].append((label, handler))
 
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` on its key's lane; never blocks, never raises for a handler."""
+    def publish(self, event: Event, *, urgent: bool = False) -> None:
+        """Queue ``event`` on its key's lane; never blocks, never raises for a handler.
+
+        An ``urgent`` event's new lane goes ahead of every waiting lane, and so does every
+        lane its handlers start: a leak is not handled behind a burst of periodic reports.
+        (An event for a lane already waiting keeps that lane's place: one key, one order.)"""
         self.counts[f"published.{type(event).__name__}"] += 1
         lane = self._lanes.get(event.key)
         if lane is not None:
             lane.append(event)
             return
         self._lanes[event.key] = deque((event,))
-        self._ready.append(event.key)
+        if urgent or self._in_urgent:
+            self._urgent.add(event.key)
+            self._ready.insert(self._urgent_waiting, event.key)  # behind earlier urgent ones
+            self._urgent_waiting += 1
+        else:
+            self._ready.append(event.key)
         self._idle.clear()
         if not self._scheduled:
             self._scheduled = True
@@ -90,6 +106,8 @@ class Bus:
         except TimeoutError:
             log.error("bus stopped with %d event(s) unhandled", self.backlog)
             self._ready.clear()
+            self._urgent.clear()
+            self._urgent_waiting = 0
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -97,12 +115,29 @@ class Bus:
             self._idle.set()
 
     def _run_ready(self) -> None:
-        self._scheduled = False
-        for _ in range(min(len(self._ready), BURST)):
-            self._run_lane(self._ready.popleft())
-        if self._ready:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_ready)
+        # _scheduled stays True while this runs: what handlers publish waits for the next call.
+        try:
+            for _ in range(min(len(self._ready), BURST)):
+                key = self._ready.popleft()
+                if key not in self._urgent:
+                    self._run_lane(key)
+                elif self._run_urgent(key):
+                    break  # urgent work done: what it queued (a close command) goes out first
+        finally:
+            self._scheduled = bool(self._ready)
+            if self._scheduled:
+                asyncio.get_running_loop().call_soon(self._run_ready)
+
+    def _run_urgent(self, key: str) -> bool:
+        """Run an urgent lane (what it publishes is urgent too); True if none is left."""
+        self._urgent_waiting -= 1
+        self._in_urgent = True
+        try:
+            self._run_lane(key)
+        finally:
+            self._in_urgent = False
+            self._urgent.discard(key)
+        return not self._urgent_waiting
 
     def _run_lane(self, key: str) -> None:
         lane = self._lanes[key]

@@ -22,6 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from firmware_bridge.ksp import Event
 from gateway.bus import Bus
 from gateway.clock import Clock
 from gateway.contract import KitReport, ReceiverStatus, decode, parse_topic
@@ -136,7 +137,9 @@ class Ingest:
         self._accepted.append((now, device_id))
         self._forget_old(now)
         self.counts["accepted.report"] += 1
-        self._bus.publish(ReportReceived(device_id, report, self._clock.now(), now))
+        # Anything but a periodic report (an alarm, a state change) is handled ahead of them.
+        urgent = report.event is not Event.PERIODIC
+        self._bus.publish(ReportReceived(device_id, report, self._clock.now(), now), urgent=urgent)
 
     def _forget_old(self, now: float) -> None:
         """Drop the last reports no duplicate can match any more (O(1) a report, amortized)."""

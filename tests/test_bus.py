@@ -95,6 +95,25 @@ async def test_a_burst_longer_than_one_dispatch_is_handled_in_order() -> None:
     assert bus.backlog == 0
 
 
+async def test_an_urgent_event_and_what_it_starts_go_ahead_and_then_yield() -> None:
+    bus = Bus()
+    order: list[str] = []
+
+    def handle(event: Ping) -> None:
+        order.append(event.key)
+        if event.key == "leak":
+            bus.publish(Ping("close", 0))  # what the leak's handlers start is urgent too
+        if event.key == "close":
+            asyncio.get_running_loop().call_soon(order.append, "sent")  # the command's send
+
+    bus.subscribe(Ping, handle)
+    for n in range(10):
+        bus.publish(Ping(f"periodic{n}", n))
+    bus.publish(Ping("leak", 0), urgent=True)
+    await bus.join()
+    assert order == ["leak", "close", "sent"] + [f"periodic{n}" for n in range(10)]
+
+
 def test_manual_clock_fires_timers_in_order_and_ignores_wall_jumps() -> None:
     clock = ManualClock()
     fired: list[str] = []
