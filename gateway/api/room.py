@@ -15,10 +15,11 @@ import importlib
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from gateway.alarms import Alarms
 from gateway.api.devices import DeviceStates
+from gateway.api.state import ApiContext
 from gateway.bus import Bus
 from gateway.clock import Clock
 from gateway.linkage import Linkage
@@ -34,19 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["ApiRoom"]
 
 log = logging.getLogger(__name__)
-
-
-class _Reads(TypedDict):
-    """The rooms the API context reads, kept until the web stack is loaded."""
-
-    store: Store
-    clock: Clock
-    registry: Registry
-    alarms: Alarms
-    supervision: Supervision
-    linkage: Linkage
-    metrics: GatewayMetrics
-    readiness: Callable[[], Mapping[str, bool]]
 
 
 class ApiRoom:
@@ -68,7 +56,9 @@ class ApiRoom:
         self._host = host
         self._port = port
         self._bus = bus
-        self._reads = _Reads(
+        self.devices = DeviceStates(bus, store, clock, self._valve_moved)
+        self.users = Users(store)
+        self.context = ApiContext(
             store=store,
             clock=clock,
             registry=registry,
@@ -76,10 +66,10 @@ class ApiRoom:
             supervision=supervision,
             linkage=linkage,
             metrics=metrics,
+            users=self.users,
+            devices=self.devices,
             readiness=readiness,
         )
-        self.devices = DeviceStates(bus, store, clock, self._valve_moved)
-        self.users = Users(store)
         self._http: HttpApi | None = None
         self._loading: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -111,12 +101,10 @@ class ApiRoom:
     async def _serve(self, sock: socket.socket) -> None:
         try:
             await asyncio.to_thread(importlib.import_module, "gateway.api.server")
-            # Both already loaded by the line above (off the event loop): these only bind names.
-            from gateway.api.context import ApiContext  # noqa: PLC0415
+            # Already loaded by the line above (off the event loop): this only binds the name.
             from gateway.api.server import HttpApi  # noqa: PLC0415
 
-            context = ApiContext(**self._reads, users=self.users, devices=self.devices)
-            self._http = HttpApi(context, self._bus)
+            self._http = HttpApi(self.context, self._bus)
             await self._http.serve(sock, self.url)
         except Exception:
             # As for a port in use: the safety path runs on, loudly, without the console.
