@@ -11,6 +11,7 @@ on a manual clock.)
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -60,7 +61,13 @@ async def test_wall_clock_steps_fire_no_timer_and_keep_times_in_order(
     )
     await gateway.start()
     heard: list[datetime] = []
-    gateway.bus.subscribe(ReportReceived, lambda e: heard.append(e.received_at))
+    by_device: defaultdict[str, list[datetime]] = defaultdict(list)
+
+    def hear(event: ReportReceived) -> None:
+        heard.append(event.received_at)
+        by_device[event.device_id].append(event.received_at)
+
+    gateway.bus.subscribe(ReportReceived, hear)
     kit = Kit(own_mosquitto.url, interval_s=0.5, valve_fails=True)
     await kit.start()
     try:
@@ -85,14 +92,17 @@ async def test_wall_clock_steps_fire_no_timer_and_keep_times_in_order(
 
         assert not any(a.alarm_type == "device_offline" for a in gateway.alarms.open_alarms())
         assert all(gateway.supervision.online(d) for d in (DETECTOR, *VALVES))
-        assert heard == sorted(heard), "receive times went backwards"
+        # Per device: the bus keeps one device's reports in order, and may run an urgent one
+        # (an alarm) ahead of other devices' periodic reports stamped before it.
+        for device, times in by_device.items():
+            assert times == sorted(times), f"receive times of {device} went backwards"
         for table in ("alarm_history", "valve_command"):
             times = stored_times(gateway, table)
             assert times, table
             assert times == sorted(times), f"stored {table} times went backwards"
         leak = [a for a in gateway.alarms.open_alarms() if a.alarm_type == "leak_high"]
         assert [a.source for a in leak] == [DETECTOR]
-        assert leak[0].raised_at >= heard[0]
+        assert leak[0].raised_at >= min(heard)
         assert "wall clock stepped back" in caplog.text
     finally:
         await kit.stop()
