@@ -3,6 +3,7 @@ in a real VictoriaMetrics through the v2 write API, tagged from the registry."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import Gateway
+from gateway.events import ReportReceived
 from tests.support.kit_site import DETECTOR, SITE
 from tests.support.services import Mosquitto, VictoriaMetrics
 from tests.test_gateway_e2e import Kit, open_alarms, settings, started, wait_until
@@ -48,9 +50,15 @@ async def test_reports_alarms_and_summaries_reach_victoria_metrics(
         telemetry_flush_interval_s=0.1,
     )
     gateway: Gateway = await started(s)
+    heard: set[str] = set()
+    gateway.bus.subscribe(ReportReceived, lambda e: heard.add(e.device_id))
     kit = Kit(own_mosquitto.url, interval_s=60)
     await kit.start()
     try:
+        # The leak's report must not share a millisecond with the detector's first one: this
+        # VictoriaMetrics keeps one sample per series and millisecond (-dedup.minScrapeInterval).
+        await wait_until(lambda: DETECTOR in heard)
+        await asyncio.sleep(0.01)
         kit.detector.set_lel(35.0)
         await wait_until(lambda: open_alarms(gateway, "leak_low"))
         gateway.telemetry_feed.write_summaries()
