@@ -321,8 +321,8 @@ def _client(url: str, name: str) -> aiomqtt.Client:
 
 async def warm_up(sut: Sut, url: str, sites: int) -> float:
     """Every background device reports once; the rate at which the SUT handled that. A
-    device's first report after a start costs more (its state rows are written, each an
-    fsync'd commit), which is not the steady state measured afterwards."""
+    device's first report after a start costs more (its per-device state is made and its
+    first rows are due), which is not the steady state measured afterwards."""
     before = sut.reports()
     began = time.monotonic()
     summary = await loadgen(url, LOADED_PER_S, 2 * sites / LOADED_PER_S, sites)
@@ -342,9 +342,9 @@ async def _step(sut: Sut, url: str, rate: float, seconds: float, sites: int) -> 
 
 
 async def _max_rate(sut: Sut, url: str, quick: bool, sites: int) -> tuple[float, list[Any]]:
-    """Raise the rate by half each step until the SUT falls behind (not caught up within
-    ``MAX_LAG_S`` of the last send) or the generator cannot reach the rate, then (full run)
-    halve the gap twice; the highest rate handled in full is the answer."""
+    """Raise the rate by half each step until the SUT falls behind (its reports not all
+    handled within ``MAX_LAG_S`` of the generator's end) or the generator cannot reach the
+    rate, then (full run) halve the gap twice; the highest rate handled in full is the answer."""
     seconds = 1.0 if quick else 8.0
     rate, best, failed, steps = 2_000.0, 0.0, 0.0, []
     for _ in range(1 if quick else 10):

@@ -240,7 +240,7 @@ class Gateway:
     def _links(self) -> dict[str, bool]:
         """The gateway's own links for /metrics (receivers are added from their status)."""
         links = {"site_broker": self.site_mqtt.connected.is_set()}
-        if self.settings.escalation.with_gasco_url(self.settings.gasco_mqtt).gasco.url:
+        if self.escalation.gasco.configured:
             links["gas_company_broker"] = self.escalation.gasco.connected.is_set()
         telemetry = self.telemetry.stats()
         if telemetry.enabled:

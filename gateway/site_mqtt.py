@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIPTION: Final = "kit/v1/#"
 _BATCH: Final = 100  # publishes in flight at once; paho sends them in call order
-_PUBLISH_TIMEOUT_S: Final = 10.0
+_BROKER_TIMEOUT_S: Final = 10.0  # a connect or an acknowledgement that takes longer failed
 _SUBACK_FAILURE: Final = 0x80
 _PUBACK_V311: Final = bytes((0x40, 0x02))  # PUBACK, remaining length 2: then the packet id
 
@@ -113,7 +113,7 @@ class _ReportStream:
         if url.username is not None:
             client.set_auth_credentials(url.username, url.password)
         try:
-            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):  # a broker that never answers
+            async with asyncio.timeout(_BROKER_TIMEOUT_S):  # a broker that never answers
                 await client.connect(
                     url.host,
                     url.port,
@@ -254,7 +254,7 @@ class SiteMqtt:
             identifier=f"{self._client_id}-out",
             will=will,
             keepalive=self._keepalive_s,
-            timeout=_PUBLISH_TIMEOUT_S,
+            timeout=_BROKER_TIMEOUT_S,
         )
         async with client:
             self._client = client

@@ -135,8 +135,13 @@ class GascoLink:
         self._answered: OrderedDict[tuple[str, str], Alarm | Refused] = OrderedDict()
         self.counts: Counter[str] = Counter()
 
+    @property
+    def configured(self) -> bool:
+        """A gas company broker is set: this link runs (else events wait in the outbox)."""
+        return self._settings.url is not None
+
     async def start(self) -> None:
-        if self._settings.url is None:
+        if not self.configured:
             log.warning("no gas company broker configured: alarm events wait in the outbox")
             return
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gasco-link")
