@@ -20,8 +20,16 @@ def _run(*args: str, stdin: str | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def _gateway_data_dir(tmp_path: Path) -> str:
+    """A data directory with a store, as ``gasgate run`` leaves it (the tools never create one)."""
+    store = Store(tmp_path / "data" / "gasgate.db")
+    store.open()
+    store.close()
+    return str(tmp_path / "data")
+
+
 def test_add_token_list(tmp_path: Path) -> None:
-    data = str(tmp_path / "data")
+    data = _gateway_data_dir(tmp_path)
     code, out = _run(
         "user", "add", "alice", "--role", "duty_officer", "--data-dir", data,
         stdin=f"{PASSWORD}\n{PASSWORD}\n",
@@ -61,7 +69,7 @@ def test_add_token_list(tmp_path: Path) -> None:
 
 
 def test_refusals(tmp_path: Path) -> None:
-    data = str(tmp_path / "data")
+    data = _gateway_data_dir(tmp_path)
 
     def add(*args: str, password: str = PASSWORD) -> tuple[int, str]:
         return _run("user", "add", *args, "--password-stdin", "--data-dir", data, stdin=password)

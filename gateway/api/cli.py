@@ -16,8 +16,7 @@ import click
 from gateway.audit import AuditFormat, parse_since, run_audit
 from gateway.errors import GasgateError
 from gateway.registry import Registry
-from gateway.registry.cli import STORE_FILE
-from gateway.store import Store
+from gateway.registry.cli import existing_store
 from gateway.users import Role, Users
 
 __all__ = ["audit", "user"]
@@ -34,7 +33,7 @@ _data_dir = click.option(
 
 @contextmanager
 def _users(data_dir: Path) -> Iterator[Users]:
-    store = Store(data_dir / STORE_FILE)
+    store = existing_store(data_dir)
     try:
         store.open()
         users = Users(store)
@@ -61,14 +60,21 @@ def user() -> None:
 @_data_dir
 def add(name: str, role: str, site_id: str | None, password_stdin: bool, data_dir: Path) -> None:
     """Add user NAME with ROLE; asks for the password (hashed with Argon2id)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    with _users(data_dir) as users:
+    with _users(data_dir) as users:  # first: no password asked for a store that is not there
+        password = sys.stdin.readline().rstrip("\n") if password_stdin else _ask_password()
         added = users.add(name, Role(role), password, datetime.now(UTC), site_id)
     where = f" of site {added.site_id}" if added.site_id else ""
     click.echo(f"user {added.name} added: {added.role}{where}")
+
+
+def _ask_password() -> str:
+    try:
+        return str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+    except click.Abort:
+        # No terminal (a script, docker exec without -t): the prompt reads end of input.
+        raise click.ClickException(
+            "no password given: without a terminal, pipe it in with --password-stdin"
+        ) from None
 
 
 @user.command("token")
@@ -107,7 +113,7 @@ def audit(
         raise click.BadParameter(
             f"{since!r}: not YYYY-MM-DD or an ISO time", param_hint="--since"
         ) from None
-    store = Store(data_dir / STORE_FILE)
+    store = existing_store(data_dir)
     try:
         store.open()
         report = run_audit(Registry.load(store), store, datetime.now(UTC), start, district)

@@ -13,7 +13,7 @@ import click
 from gateway.errors import GasgateError
 from gateway.escalation import audit, outbox
 from gateway.escalation.policy import load_policies
-from gateway.registry.cli import STORE_FILE
+from gateway.registry.cli import existing_store
 from gateway.store import Store
 
 __all__ = ["escalation"]
@@ -79,7 +79,7 @@ def outbox_(data_dir: Path) -> None:
 
 @contextmanager
 def _store(data_dir: Path) -> Iterator[Store]:
-    store = Store(data_dir / STORE_FILE)
+    store = existing_store(data_dir)
     try:
         store.open()
         store.migrate(audit.ROOM, audit.MIGRATIONS)

@@ -16,7 +16,7 @@ from gateway.registry.importer import ImportResult, import_dir, save
 from gateway.registry.registry import Registry
 from gateway.store import Store
 
-__all__ = ["STORE_FILE", "registry"]
+__all__ = ["STORE_FILE", "existing_store", "registry"]
 
 STORE_FILE = "gasgate.db"
 
@@ -56,7 +56,10 @@ def import_(directory: Path, data_dir: Path, who: str | None) -> None:
     if not result.ok:
         click.echo("nothing imported", err=True)
         raise SystemExit(1)
-    with _store(data_dir) as store, _stage(f"saving {sum(result.counts.values())} records"):
+    with (
+        _store(data_dir, create=True) as store,
+        _stage(f"saving {sum(result.counts.values())} records"),
+    ):
         generation = save(store, result, who)
     click.echo(f"imported as generation {generation} into {data_dir / STORE_FILE}")
 
@@ -152,9 +155,23 @@ def _missing(missing: tuple[object, ...]) -> str:
     return "missing " + ", ".join(str(m) for m in missing)
 
 
+def existing_store(data_dir: Path) -> Store:
+    """The gateway's store in ``data_dir``, which must exist: only ``gasgate run`` and
+    ``gasgate registry import`` create one. A tool run with a wrong (or no) ``--data-dir`` would
+    otherwise make an empty store and answer about nothing ("0 of 0 sites protected")."""
+    path = data_dir / STORE_FILE
+    if not path.is_file():
+        raise click.ClickException(
+            f"no gateway store at {path.absolute()}: give the gateway's data directory with"
+            " --data-dir (or GASGATE_DATA_DIR); only `gasgate run` and `gasgate registry import`"
+            " create a store"
+        )
+    return Store(path)
+
+
 @contextmanager
-def _store(data_dir: Path) -> Iterator[Store]:
-    store = Store(data_dir / STORE_FILE)
+def _store(data_dir: Path, *, create: bool = False) -> Iterator[Store]:
+    store = Store(data_dir / STORE_FILE) if create else existing_store(data_dir)
     try:
         store.open()
         yield store
