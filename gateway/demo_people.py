@@ -80,7 +80,7 @@ class DemoPeople:
 
     async def _sms(self, request: Request) -> JSONResponse:
         body = await request.json()
-        self._show(f"SMS to {body['phone']}", body["text"])
+        self._show(f"SMS to {body['phone']} ({len(body['parts'])} parts)", body["text"])
         return JSONResponse({"ok": True})
 
     async def _im(self, request: Request) -> JSONResponse:

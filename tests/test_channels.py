@@ -35,8 +35,13 @@ def test_template_bodies_are_what_the_services_document() -> None:
     assert webhook_body("sms", PAYLOAD) == {
         "phone": "13800000001",
         "text": text,
+        "parts": [text],
         "reference": PAYLOAD["delivery_key"],
     }
+    long_zh = {**PAYLOAD, "body": "不要点火、不要开关任何电器。" * 8}
+    parts = webhook_body("sms", long_zh)["parts"]
+    assert "".join(parts) == f"{long_zh['title']}\n{long_zh['body']}"
+    assert [len(p) for p in parts] == [67, 60]  # UCS-2 parts of a long SMS, whole characters
     assert webhook_body("voice", PAYLOAD) == {
         "phone": "13800000001",
         "tts": "请立即离开现场",

@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.escalation.messages import local_zone, render
+from gateway.escalation.messages import local_zone, render, sms_parts
 from gateway.events import Severity
 from gateway.model import Alarm, AlarmState
 from tests.support.escalation_kit import SITE_ID, registry
@@ -86,3 +86,36 @@ def test_maintenance_asks_for_service_not_evacuation() -> None:
     assert "检修" in text
     assert "离开现场" not in text
     assert "切断阀" not in text
+
+
+# --- SMS parts: counted as SMS counts, cut on character boundaries --------------------------
+
+
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def test_a_chinese_alert_is_split_into_ucs2_parts_of_67() -> None:
+    text = body(alarm())
+    parts = sms_parts(text)
+    assert "".join(parts) == text  # nothing lost, nothing added
+    assert len(parts) == -(-_utf16_units(text) // 67)  # as few parts as SMS needs
+    assert all(_utf16_units(p) <= 67 for p in parts)
+
+
+def test_single_message_limits_are_70_ucs2_and_160_gsm7() -> None:
+    assert sms_parts("燃" * 70) == ("燃" * 70,)
+    assert [len(p) for p in sms_parts("燃" * 71)] == [67, 4]
+    assert sms_parts("a" * 160) == ("a" * 160,)
+    assert [len(p) for p in sms_parts("a" * 161)] == [153, 8]
+    # One character outside GSM 03.38 makes the whole text UCS-2.
+    assert [len(p) for p in sms_parts("a" * 100 + "é" + "ç")] == [67, 35]
+
+
+def test_extension_characters_and_emoji_count_twice_and_stay_whole() -> None:
+    assert sms_parts("€" * 80) == ("€" * 80,)  # 160 septets: escape + code each
+    assert [len(p) for p in sms_parts("€" * 81)] == [76, 5]  # 152 septets, 153 would split one
+    flames = "🔥" * 40  # each a UTF-16 surrogate pair: 80 code units
+    parts = sms_parts(flames)
+    assert [len(p) for p in parts] == [33, 7]
+    assert "".join(parts) == flames

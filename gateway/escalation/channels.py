@@ -27,6 +27,7 @@ import httpx
 
 from gateway.clock import Clock
 from gateway.escalation.config import EmailSettings, Recipient, WebhookSettings
+from gateway.escalation.messages import sms_parts
 from gateway.escalation.outbox import DeliveryFailed, OutboxItem
 
 __all__ = ["EmailChannel", "WebhookChannel", "address_for", "webhook_body"]
@@ -55,7 +56,14 @@ def webhook_body(template: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     text = f"{payload['title']}\n{payload['body']}"
     phones = [recipient["phone"]] if recipient.get("phone") else []
     if template == "sms":
-        return {"phone": recipient["phone"], "text": text, "reference": payload["delivery_key"]}
+        # "parts": the text as the network's SMS parts, for a provider that sends them one by one
+        # (its own cut at 70 or 160 falls mid-sentence or, counted in bytes, mid-character).
+        return {
+            "phone": recipient["phone"],
+            "text": text,
+            "parts": list(sms_parts(text)),
+            "reference": payload["delivery_key"],
+        }
     if template == "voice":
         # A voice call reads the text twice, as call-out platforms commonly do for alarms.
         return {

@@ -4,6 +4,11 @@ Every alert says which site and where, what happened, what the gateway already d
 do now. The valve sentence only claims what is known: a leak's linked valves were *commanded*
 closed; "closed" only once every linked valve has reported closed; a site without a linked
 valve is told so.
+
+An SMS text is split into the parts a phone network sends (:func:`sms_parts`), counted the way
+SMS counts: 160 GSM-7 characters in a single message and 153 in each part of a long one when
+every character is in the GSM 03.38 alphabet, else 70 UCS-2 code units and 67 a part. A part
+ends on a character boundary: a Chinese character or an emoji is never split.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from gateway.alarm_types import AlarmType, info
 from gateway.model import Alarm
 from gateway.registry.model import Site
 
-__all__ = ["Message", "check_zone", "known_type", "local_zone", "render", "render_digest"]
+__all__ = [
+    "Message",
+    "check_zone",
+    "known_type",
+    "local_zone",
+    "render",
+    "render_digest",
+    "sms_parts",
+]
 
 _LEAK_LIKE = {
     AlarmType.LEAK_LOW,
@@ -26,6 +39,18 @@ _LEAK_LIKE = {
     AlarmType.VALVE_FAILED_TO_CLOSE,
     AlarmType.LEAK_NOT_ISOLATED,
 }
+
+
+# GSM 03.38: the default alphabet (one septet each) and its extension table (escape + one).
+_GSM7 = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+# (single message, each part of a long message): a long message's part gives 7 septets or
+# 3 UCS-2 code units to the concatenation header.
+_GSM7_LIMITS = (160, 153)
+_UCS2_LIMITS = (70, 67)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +213,30 @@ def render_digest(
     else:
         title = f"[Daily digest] {day.isoformat()}: {count} open maintenance alarm(s)"
     return Message(title, "\n".join(lines))
+
+
+def sms_parts(text: str) -> tuple[str, ...]:
+    """``text`` as the SMS parts a network sends, each cut on a character boundary."""
+    if all(c in _GSM7 or c in _GSM7_EXTENSION for c in text):
+        cost, (single, part) = _gsm7_septets, _GSM7_LIMITS
+    else:
+        cost, (single, part) = _ucs2_units, _UCS2_LIMITS
+    if sum(map(cost, text)) <= single:
+        return (text,)
+    parts: list[str] = []
+    start, used = 0, 0
+    for i, char in enumerate(text):
+        if used + cost(char) > part:
+            parts.append(text[start:i])
+            start, used = i, 0
+        used += cost(char)
+    parts.append(text[start:])
+    return tuple(parts)
+
+
+def _gsm7_septets(char: str) -> int:
+    return 2 if char in _GSM7_EXTENSION else 1
+
+
+def _ucs2_units(char: str) -> int:
+    return 2 if ord(char) > 0xFFFF else 1  # outside the BMP: a UTF-16 surrogate pair
