@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Final, Protocol
 
@@ -37,7 +38,7 @@ from gateway.mqtturl import parse_mqtt_url
 from gateway.registry import Registry, import_dir, save
 from gateway.settings import GasgateSettings
 from gateway.site_mqtt import SiteMqtt
-from gateway.store import Store
+from gateway.store import Store, StoreError, StoreWatch, disk_trouble
 from gateway.supervision import Supervision
 from gateway.telemetry import TelemetryFeed, TelemetrySettings, TelemetryWriter
 from rules.engine import RuleEngine
@@ -128,7 +129,9 @@ class Gateway:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.bus = Bus()
-        self.store = Store(settings.data_dir / STORE_FILE)
+        # fallback: a disk that refuses writes degrades the store to memory, never stops the
+        # start (systemd would restart it into the same failure, and no valve would close).
+        self.store = Store(settings.data_dir / STORE_FILE, fallback=True)
         self.metrics = GatewayMetrics()
         self._started: list[_Room] = []
 
@@ -149,7 +152,11 @@ class Gateway:
         self.rules = RuleEngine(self.bus, self.registry, self.clock, ruleset)
         self.alarms = Alarms(self.bus, self.store, self.clock, s.gateway_id)
         self.site_mqtt = SiteMqtt(
-            s.mqtt, f"gasgate-{s.gateway_id}", s.gateway_id, self._on_site_message
+            s.mqtt,
+            f"gasgate-{s.gateway_id}",
+            s.gateway_id,
+            self._on_site_message,
+            settled=self.bus.when_done,  # a report is acknowledged once what it caused is done
         )
         self.linkage = Linkage(
             self.bus,
@@ -194,6 +201,7 @@ class Gateway:
             },
         )
         rooms: list[_Room] = [
+            StoreWatch(self.store, self.clock, self._held),
             self.rules,
             self.alarms,
             self.linkage,
@@ -210,7 +218,7 @@ class Gateway:
             await room.start()
             self._started.append(room)
         # Handlers run in subscription order: the log line comes after the valve commands.
-        self.bus.subscribe(AlarmChanged, _log_transition, name="app.log")
+        self.bus.subscribe(AlarmChanged, self._log_transition, name="app.log")
         self.alarms.announce_restored()
         log.info(
             "gateway %s started: %d site(s), %d device(s), %d open alarm(s), broker %s",
@@ -248,21 +256,23 @@ class Gateway:
         return links
 
     def readiness(self) -> dict[str, bool]:
-        """What /readyz checks: the store open, the site broker connected, a registry loaded."""
-        store_open = True
+        """What /readyz checks: the store open and writing to disk (not degraded, its last
+        commit done: ``store.problem`` says why not), the site broker connected, a registry
+        loaded."""
+        store_ok = self.store.problem is None
         try:
             self.store.db.execute("SELECT 1")
         except Exception:  # noqa: BLE001 - any failure means "not ready", never an error page
-            store_open = False
+            store_ok = False
         return {
-            "store": store_open,
+            "store": store_ok,
             "site_broker": self.site_mqtt.connected.is_set(),
             "registry": bool(self.registry.sites()),
         }
 
-    def _on_site_message(self, topic: str, payload: bytes) -> None:
+    def _on_site_message(self, topic: str, payload: bytes, retained: bool) -> None:
         """Every kit/v1 message to the ingest; command acks also to the linkage's audit."""
-        self.ingest.handle_message(topic, payload)
+        self.ingest.handle_message(topic, payload, retained)
         if topic.endswith("/cmd/ack"):
             self.linkage.handle_ack(topic, payload)
 
@@ -271,6 +281,12 @@ class Gateway:
         if source is not None:
             self._import_registry(source)  # its parsed files are gone before the load below
         registry = Registry.load(self.store)
+        if source is None and self.store.degraded is not None:
+            log.critical(
+                "registry: the last stored import (generation %d) is used, read from the disk "
+                "into the degraded store",
+                registry.generation,
+            )
         if not registry.devices():
             log.warning("the registry has no reporting devices: every report will be refused")
         return registry
@@ -282,7 +298,33 @@ class Gateway:
         if not result.ok:
             listing = "\n".join(str(p) for p in result.errors)
             raise ConfigError(f"registry {source}: {len(result.errors)} error(s)\n{listing}")
-        save(self.store, result, who="gasgate run")
+        try:
+            save(self.store, result, who="gasgate run")
+        except (StoreError, sqlite3.Error) as exc:
+            if self.store.degraded is not None or not disk_trouble(exc):
+                raise
+            self.store.degrade(f"the registry import from {source} could not be saved: {exc}")
+            save(self.store, result, who="gasgate run")  # into the memory copy: it is used
+        if self.store.degraded is not None:
+            log.critical(
+                "registry: the files in %s are used as parsed now, saved in memory only; the "
+                "disk keeps the last good import until it takes writes again",
+                source,
+            )
+
+    def _held(self) -> str:
+        """What a degraded store puts at risk, for its CRITICAL line."""
+        return f"{len(self.alarms.open_alarms())} open alarm(s) in memory"
+
+    def _log_transition(self, event: AlarmChanged) -> None:
+        # A leak, over-flow or offline detector raised is worth a warning; the rest is routine.
+        # While the store is degraded every transition is CRITICAL: it is held in memory only.
+        urgent = event.alarm.severity.rank <= 1 and event.transition in _RAISES
+        level = logging.WARNING if urgent else logging.INFO
+        held = ""
+        if self.store.degraded is not None:
+            level, held = logging.CRITICAL, " [NOT on disk: the store is degraded]"
+        log.log(level, "%s%s", describe_transition(event), held)
 
     async def stop(self) -> None:
         """Stop the rooms in reverse order, let the bus finish (bounded), close the store."""
@@ -322,9 +364,3 @@ def describe_transition(event: AlarmChanged) -> str:
         f"alarm {a.alarm_id} ({a.severity} {a.alarm_type}, {where}) {event.transition}{who}"
         f"{note}: now {state}{extra}; {a.message} (revision {a.revision})"
     )
-
-
-def _log_transition(event: AlarmChanged) -> None:
-    # A leak, over-flow or offline detector raised is worth a warning; the rest is routine.
-    urgent = event.alarm.severity.rank <= 1 and event.transition in _RAISES
-    log.log(logging.WARNING if urgent else logging.INFO, "%s", describe_transition(event))

@@ -16,6 +16,13 @@ Urgent events (a device's alarm, not its periodic report) jump the queue of wait
 everything their handlers publish, and the dispatch callback ends when they are done, so the
 close command they queued leaves before the next burst of periodic reports is handled.
 
+:meth:`Bus.when_done` is the other way round: "tell me when all this is handled". Every event
+belongs to an epoch: a new event to the current one, an event a handler publishes to its
+cause's. ``when_done(callback)`` closes the current epoch and runs ``callback`` once no event of
+it, or of an older one, is left. The site MQTT link acknowledges a report to the broker that way:
+only after what the report caused (a leak's alarm, committed to disk) is done, so a ``kill -9``
+in between leaves the report at the broker, which sends it again.
+
 A failing handler is logged and counted; it never stops the lane or the other handlers.
 Handlers should not wait on the network: a room that must (publish with QoS 1, write to
 InfluxDB) hands the work to its own task or queue, so one slow sink cannot hold back a leak.
@@ -28,6 +35,7 @@ import inspect
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Final, Protocol, TypeVar
 
 __all__ = ["BURST", "Bus", "Event", "Handler"]
@@ -46,11 +54,15 @@ class Event(Protocol):
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None] | None]
 
+# The epoch of the event whose handlers run now (None: nothing is being handled). A context
+# variable, so that an async handler's task keeps it across its awaits.
+_CAUSE: ContextVar[int | None] = ContextVar("gasgate_bus_cause", default=None)
+
 
 class Bus:
     def __init__(self) -> None:
         self._handlers: defaultdict[type[Any], list[tuple[str, Handler[Any]]]] = defaultdict(list)
-        self._lanes: dict[str, deque[Event]] = {}
+        self._lanes: dict[str, deque[tuple[Event, int]]] = {}  # (event, its epoch)
         self._ready: deque[str] = deque()  # keys of lanes waiting for the dispatch callback
         self._urgent: set[str] = set()  # keys of urgent lanes, at the head of _ready
         self._urgent_waiting = 0  # how many of them are still in _ready
@@ -59,6 +71,9 @@ class Bus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._epoch = 0  # the epoch of events published from outside any handler
+        self._unhandled: dict[int, int] = {}  # epoch -> events left, oldest epoch first
+        self._waiters: deque[tuple[int, Callable[[], object]]] = deque()
         self.counts: Counter[str] = Counter()
 
     def subscribe(self, event_type: type[E], handler: Handler[E], *, name: str = "") -> None:
@@ -73,11 +88,15 @@ class Bus:
         lane its handlers start: a leak is not handled behind a burst of periodic reports.
         (An event for a lane already waiting keeps that lane's place: one key, one order.)"""
         self.counts[f"published.{type(event).__name__}"] += 1
+        epoch = _CAUSE.get()
+        if epoch is None:
+            epoch = self._epoch
+        self._unhandled[epoch] = self._unhandled.get(epoch, 0) + 1
         lane = self._lanes.get(event.key)
         if lane is not None:
-            lane.append(event)
+            lane.append((event, epoch))
             return
-        self._lanes[event.key] = deque((event,))
+        self._lanes[event.key] = deque(((event, epoch),))
         if urgent or self._in_urgent:
             self._urgent.add(event.key)
             self._ready.insert(self._urgent_waiting, event.key)  # behind earlier urgent ones
@@ -88,6 +107,37 @@ class Bus:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._run_ready)
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once every event published so far, and everything their handlers
+        publish, has been handled (at once if nothing is left). Callbacks run in call order."""
+        epoch = self._epoch
+        self._epoch += 1
+        self._waiters.append((epoch, callback))
+        self._wake_waiters()
+
+    def _handled(self, epoch: int) -> None:
+        left = self._unhandled.get(epoch, 0) - 1
+        if left > 0:
+            self._unhandled[epoch] = left
+            return
+        self._unhandled.pop(epoch, None)  # already gone if stop() gave up on it
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        # Epochs enter _unhandled in increasing order (a handler's events join their cause's
+        # epoch, which is still there), so its first key is the oldest unfinished one.
+        while self._waiters:
+            oldest = next(iter(self._unhandled), None)
+            epoch, callback = self._waiters[0]
+            if oldest is not None and oldest <= epoch:
+                return
+            self._waiters.popleft()
+            try:
+                callback()
+            except Exception:  # logged with its traceback and counted
+                self.counts["waiter_error"] += 1
+                log.exception("bus: a when_done callback failed")
 
     @property
     def backlog(self) -> int:
@@ -112,6 +162,8 @@ class Bus:
                 task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
             self._lanes.clear()
+            self._unhandled.clear()  # their callbacks never run: nothing is acknowledged
+            self._waiters.clear()
             self._idle.set()
 
     def _run_ready(self) -> None:
@@ -143,17 +195,22 @@ class Bus:
         lane = self._lanes[key]
         while lane:
             # The event stays queued while it is handled, so publish() appends behind it.
-            event = lane[0]
-            for index, (label, handler) in enumerate(self._handlers.get(type(event), ())):
-                result = self._call(label, handler, event)
-                if result is not None:  # an async handler: the lane goes on in a task
-                    task = asyncio.get_running_loop().create_task(
-                        self._drain(key, result, label, index + 1)
-                    )
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                    return
+            event, epoch = lane[0]
+            cause = _CAUSE.set(epoch)
+            try:
+                for index, (label, handler) in enumerate(self._handlers.get(type(event), ())):
+                    result = self._call(label, handler, event)
+                    if result is not None:  # an async handler: the lane goes on in a task
+                        task = asyncio.get_running_loop().create_task(
+                            self._drain(key, result, label, index + 1)
+                        )  # the task copies the context: the cause with it
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                        return
+            finally:
+                _CAUSE.reset(cause)
             lane.popleft()
+            self._handled(epoch)
         self._lane_done(key)
 
     def _lane_done(self, key: str) -> None:
@@ -178,12 +235,17 @@ class Bus:
         """The rest of a lane after a handler returned ``pending``: one event at a time."""
         lane = self._lanes[key]
         try:
-            await self._settle(label, pending, lane[0])
-            await self._handle_from(lane[0], next_index)
+            event, epoch = lane[0]
+            await self._settle(label, pending, event)
+            await self._handle_from(event, next_index)
             lane.popleft()
+            self._handled(epoch)
             while lane:
-                await self._handle_from(lane[0], 0)
+                event, epoch = lane[0]
+                _CAUSE.set(epoch)  # this task's own context
+                await self._handle_from(event, 0)
                 lane.popleft()
+                self._handled(epoch)
         finally:
             self._lane_done(key)
 

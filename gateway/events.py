@@ -59,6 +59,9 @@ class ReportReceived:
     report: KitReport
     received_at: datetime
     received_mono: float
+    # The broker's stored copy, sent on subscribing: old news. It may seed a display, never
+    # confirm that a valve closed.
+    retained: bool = False
 
     @property
     def key(self) -> str:

@@ -25,7 +25,7 @@ from typing import Final, Protocol
 from firmware_bridge.ksp import Event
 from gateway.bus import Bus
 from gateway.clock import Clock
-from gateway.contract import KitReport, ReceiverStatus, decode, parse_topic
+from gateway.contract import DeviceTime, KitReport, ReceiverStatus, decode, parse_topic
 from gateway.errors import RejectedInput
 from gateway.events import (
     DeviceAvailabilityChanged,
@@ -62,8 +62,19 @@ class _Last:
 
 @dataclass(slots=True)
 class _LogGate:
+    """At most one log line every ``LOG_EVERY_S``; the lines held back are counted."""
+
     next_mono: float = 0.0
     suppressed: int = 0
+
+    def admit(self, now: float) -> int | None:
+        """How many lines were held back before this one if it may be logged now; else None."""
+        if now < self.next_mono:
+            self.suppressed += 1
+            return None
+        self.next_mono = now + LOG_EVERY_S
+        held, self.suppressed = self.suppressed, 0
+        return held
 
 
 class Ingest:
@@ -74,9 +85,13 @@ class Ingest:
         self._last: dict[str, _Last] = {}
         self._accepted: deque[tuple[float, str]] = deque()  # (mono, device): oldest first
         self._log_gates: dict[str, _LogGate] = {}
+        self._device_time_gate = _LogGate()
         #: accepted.report, duplicate, accepted.availability, accepted.receiver, ignored.cmd,
         #: and one ``rejected.<reason>`` per refusal reason.
         self.counts: Counter[str] = Counter()
+        #: what was accepted with a flag (beside ``counts``, which has one outcome a message):
+        #: ``device_time``, a report whose ``ts`` is no usable time.
+        self.flagged: Counter[str] = Counter()
 
     async def start(self) -> None:
         """Nothing to open: ingest is driven by the site MQTT client's messages."""
@@ -87,13 +102,17 @@ class Ingest:
             if gate.suppressed:
                 log.warning("%d more input(s) rejected as %s (not logged)", gate.suppressed, reason)
                 gate.suppressed = 0
+        if self._device_time_gate.suppressed:
+            held, self._device_time_gate.suppressed = self._device_time_gate.suppressed, 0
+            log.warning("%d more device time(s) flagged (not logged)", held)
 
-    def handle_message(self, topic: str, payload: bytes) -> None:
-        """One ``kit/v1/#`` message. Never raises: a bug here must not cost the next leak."""
+    def handle_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """One ``kit/v1/#`` message (``retained``: the broker's stored copy). Never raises: a
+        bug here must not cost the next leak."""
         try:
             kind, ident = parse_topic(topic)
             if kind == "report":
-                self._report(topic, ident, payload)
+                self._report(topic, ident, payload, retained)
             elif kind == "availability":
                 self._availability(topic, ident, payload)
             elif kind == "receiver":
@@ -110,7 +129,7 @@ class Ingest:
 
     # --- topics ---------------------------------------------------------------------------
 
-    def _report(self, topic: str, device_id: str, payload: bytes) -> None:
+    def _report(self, topic: str, device_id: str, payload: bytes, retained: bool) -> None:
         device = self._registry.device(device_id)
         if device is None:
             self._reject("unregistered_device", topic, "device id not in the registry", device_id)
@@ -139,7 +158,11 @@ class Ingest:
         self.counts["accepted.report"] += 1
         # Anything but a periodic report (an alarm, a state change) is handled ahead of them.
         urgent = report.event is not Event.PERIODIC
-        self._bus.publish(ReportReceived(device_id, report, self._clock.now(), now), urgent=urgent)
+        event = ReportReceived(device_id, report, self._clock.now(), now, retained)
+        self._bus.publish(event, urgent=urgent)
+        # Flagged only once published: nothing in the flagging can cost the report.
+        if report.ts is not None and report.ts.problem is not None:
+            self._flag_device_time(topic, report.ts)
 
     def _forget_old(self, now: float) -> None:
         """Drop the last reports no duplicate can match any more (O(1) a report, amortized)."""
@@ -191,10 +214,15 @@ class Ingest:
         gate = self._log_gates.get(reason)
         if gate is None:
             gate = self._log_gates[reason] = _LogGate()
-        now = self._clock.monotonic()
-        if now < gate.next_mono:
-            gate.suppressed += 1
-            return
-        gate.next_mono = now + LOG_EVERY_S
-        held, gate.suppressed = gate.suppressed, 0
-        log.warning("rejected %s: %s: %s (+%d not logged before)", where, reason, detail, held)
+        held = gate.admit(self._clock.monotonic())
+        if held is not None:
+            log.warning("rejected %s: %s: %s (+%d not logged before)", where, reason, detail, held)
+
+    def _flag_device_time(self, topic: str, ts: DeviceTime) -> None:
+        """A ``ts`` that is no usable time is counted and logged; the report stands all the same
+        (a device clock must never veto a leak)."""
+        self.flagged["device_time"] += 1
+        held = self._device_time_gate.admit(self._clock.monotonic())
+        if held is not None:
+            detail = f"ts {ts.text!r}: {ts.problem}"
+            log.warning("device time flagged, %s: %s (+%d not logged before)", topic, detail, held)

@@ -6,9 +6,17 @@ A valve confirms by reporting ``closed``; a valve that has not within ``retry_s`
 commanded again, up to ``TRIES`` commands, then a critical ``valve_failed_to_close`` condition
 goes to the alarms room. A valve that later reports ``closed`` clears that condition.
 
-Durable: a command and its follow-up (valve, alarm, tries, time of the last try) are committed
-before the command is handed to the site MQTT queue; a restart re-arms the follow-ups from the
-store, and the alarms room's RESTORED announcements close what a crash left uncommanded.
+Durable: a command and its follow-up (valve, alarm, tries, time of the last try, whether the
+broker took it) are committed before the command is handed to the site MQTT queue. A restart
+commands every valve whose follow-up is not confirmed at once: the next try if the broker had
+taken the last one, the same try again if it may never have left (so a jammed valve still gets
+its three real tries), and it raises again a ``valve_failed_to_close`` that a crash may have
+kept from the alarms room. The alarms room's RESTORED announcements close what a crash left
+uncommanded.
+
+Only a live ``closed`` report confirms a close: a retained one is the broker's stored copy of
+some earlier state (it may seed the display), and a live one counts for a new command only if
+it is at most ``retry_s`` old.
 
 There is no way to open a valve here or anywhere: :func:`command_message` is the only command
 builder and takes a :class:`firmware_bridge.ksp.CommandCode`, which has no "open".
@@ -19,6 +27,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
@@ -92,13 +101,25 @@ _MIGRATIONS: Final = (
     ALTER TABLE valve_command ADD COLUMN ack TEXT;
     ALTER TABLE valve_command ADD COLUMN ack_at TEXT;
     """,
+    # Whether the broker acknowledged the follow-up's latest command (rows from before: yes).
+    """
+    ALTER TABLE valve_close ADD COLUMN sent INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 
 class Publisher(Protocol):
-    """Where commands go (:class:`gateway.site_mqtt.SiteMqtt`): queued, never blocking."""
+    """Where commands go (:class:`gateway.site_mqtt.SiteMqtt`): queued, never blocking;
+    ``on_sent`` runs once the broker has the message."""
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None: ...
 
 
 class ValveLookup(Protocol):
@@ -131,6 +152,7 @@ class _FollowUp:
     tries: int
     sent_at: datetime
     status: str
+    sent: bool = False  # the broker acknowledged cmd_id
     timer: Timer | None = None
 
 
@@ -153,6 +175,8 @@ class Linkage:
         self._retry_s = retry_s
         self._follow_ups: dict[str, _FollowUp] = {}
         self._valve_states: dict[str, ValveState] = {}
+        self._closed_mono: dict[str, float] = {}  # when a valve last reported closed, live
+        self._failed: set[str] = set()  # valves whose valve_failed_to_close is raised
         self._unsaved: list[tuple[str, str, str]] = []  # first states not yet stored
         self._flush_timer: Timer | None = None
         self.counts: Counter[str] = Counter()
@@ -170,16 +194,27 @@ class Linkage:
                 row["tries"],
                 datetime.fromisoformat(row["sent_at"]),
                 row["status"],
+                bool(row["sent"]),
             )
             self._follow_ups[f.valve_id] = f
-            if f.status == "pending":
-                # Wall time is all that survives a restart; an overdue retry goes out at once.
-                elapsed = (self._clock.now() - f.sent_at).total_seconds()
-                self._arm(f, self._retry_s - elapsed)
-        pending = sum(f.status == "pending" for f in self._follow_ups.values())
-        log.info("linkage: %d valve close follow-up(s) resumed", pending)
         self._bus.subscribe(AlarmChanged, self.on_alarm, name="linkage")
         self._bus.subscribe(ReportReceived, self.on_report, name="linkage")
+        self._resume()
+
+    def _resume(self) -> None:
+        """After a restart: a failed valve's alarm raised again (a crash may have come between
+        storing "failed" and the alarm's commit; the alarms room ignores a repeat), and every
+        valve not confirmed closed commanded at once."""
+        unconfirmed = [f for f in self._follow_ups.values() if f.status != "confirmed"]
+        for f in unconfirmed:
+            if f.status == "failed":
+                self._failed.add(f.valve_id)
+                self._condition(f, active=True)
+            # The next try if the broker had the last one; else that try again: it may
+            # never have left (a jammed valve still gets all its tries).
+            tries = f.tries + 1 if f.sent and f.tries < TRIES else f.tries
+            self._command([f.valve_id], f.alarm_id, tries=tries)
+        log.info("linkage: %d valve(s) not confirmed closed commanded again", len(unconfirmed))
 
     async def stop(self) -> None:
         if self._flush_timer is not None:
@@ -249,7 +284,7 @@ class Linkage:
                          alarm_id, exc_info=True)  # fmt: skip
         for f in follow_ups:
             topic, payload = command_message(f.valve_id, f.cmd_id, CommandCode.CLOSE_VALVE)
-            self._mqtt.publish(topic, payload)
+            self._mqtt.publish(topic, payload, on_sent=self._on_sent(f))
             self.counts["close_commands"] += 1
             old = self._follow_ups.get(f.valve_id)
             if old is not None and old.timer is not None:
@@ -263,11 +298,31 @@ class Linkage:
                 alarm_id,
                 f.cmd_id,
             )
-            if self._valve_states.get(f.valve_id) is ValveState.CLOSED:
+            if self._closed_lately(f.valve_id):
                 # Already closed by itself (kits close on their detector's radio signal).
                 self._settle(f, "confirmed")
             else:
                 self._arm(f, self._retry_s)
+
+    def _closed_lately(self, valve_id: str) -> bool:
+        """A live ``closed`` report within ``retry_s``: fresh enough to confirm a command."""
+        at = self._closed_mono.get(valve_id)
+        return at is not None and self._clock.monotonic() - at <= self._retry_s
+
+    def _on_sent(self, f: _FollowUp) -> Callable[[], None]:
+        def sent() -> None:
+            f.sent = True
+            try:
+                with self._store.transaction(durable=False) as db:
+                    db.execute(
+                        "UPDATE valve_close SET sent = 1 WHERE valve_id = ? AND cmd_id = ?",
+                        (f.valve_id, f.cmd_id),
+                    )
+            except (StoreError, sqlite3.Error):
+                # Lost, a restart sends this try again: one command more, never one less.
+                self.counts["store_failed"] += 1
+
+        return sent
 
     def _store_commands(self, follow_ups: list[_FollowUp], alarm_id: str, now: datetime) -> None:
         # Not durable (no fsync before the command leaves): the alarm is, and a restart that
@@ -275,10 +330,12 @@ class Linkage:
         with self._store.transaction(durable=False) as db:
             for f in follow_ups:
                 db.execute(
-                    "INSERT INTO valve_close (valve_id, alarm_id, cmd_id, tries, sent_at, status)"
-                    " VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT (valve_id) DO UPDATE SET"
+                    "INSERT INTO valve_close"
+                    " (valve_id, alarm_id, cmd_id, tries, sent_at, status, sent)"
+                    " VALUES (?, ?, ?, ?, ?, 'pending', 0) ON CONFLICT (valve_id) DO UPDATE SET"
                     " alarm_id = excluded.alarm_id, cmd_id = excluded.cmd_id,"
-                    " tries = excluded.tries, sent_at = excluded.sent_at, status = 'pending'",
+                    " tries = excluded.tries, sent_at = excluded.sent_at, status = 'pending',"
+                    " sent = 0",
                     (f.valve_id, f.alarm_id, f.cmd_id, f.tries, now.isoformat()),
                 )
                 db.execute(
@@ -351,11 +408,12 @@ class Linkage:
             "UPDATE valve_close SET status = ? WHERE valve_id = ?",
             (status, f.valve_id),
         )
-        previous, f.status = f.status, status
+        f.status = status
         if f.timer is not None:
             f.timer.cancel()
             f.timer = None
         if status == "failed":
+            self._failed.add(f.valve_id)
             self.counts["failed_to_close"] += 1
             log.error(
                 "valve %s did not report closed after %d close commands (alarm %s)",
@@ -364,7 +422,8 @@ class Linkage:
                 f.alarm_id,
             )
             self._condition(f, active=True)
-        elif previous == "failed":
+        elif f.valve_id in self._failed:
+            self._failed.discard(f.valve_id)
             self._condition(f, active=False)
 
     def _condition(self, f: _FollowUp, active: bool) -> None:
@@ -427,6 +486,16 @@ class Linkage:
             return
         state = reading.state
         known = self._valve_states.get(event.device_id)
+        if event.retained:
+            # Old news: shown until the valve speaks, never taken as a closure.
+            self.counts["retained_reports"] += 1
+            if known is None:
+                self._valve_states[event.device_id] = state
+            return
+        if state is ValveState.CLOSED:
+            self._closed_mono[event.device_id] = event.received_mono
+        else:
+            self._closed_mono.pop(event.device_id, None)
         if known is not state:
             self._valve_states[event.device_id] = state
             row = (event.device_id, state.value, event.received_at.isoformat())

@@ -2,19 +2,26 @@
 
 Two connections, one link (``connected`` is set only while both stand):
 
-* In, the report stream: every message on ``kit/v1/#`` goes to ``on_message(topic, payload)``
-  (the ingest), one at a time in arrival order. The session is persistent
-  (``clean_session=False`` with the stable client id), so QoS 1 reports sent while the gateway
-  restarts wait for it at the broker. It is read with gmqtt, not aiomqtt: this is the
-  gateway's hottest path, and gmqtt (an asyncio protocol parsing its read buffer) costs about
-  a quarter of paho's per-message CPU under aiomqtt (23-27 µs against 105-138 µs per QoS 1
-  message on the bench box, docs/performance.md, P1). gmqtt acknowledges a QoS 1 message as
-  it arrives, just before the handler runs, as paho did.
+* In, the report stream: every message on ``kit/v1/#`` goes to
+  ``on_message(topic, payload, retained)`` (the ingest), one at a time in arrival order.
+  ``retained`` is the broker's word that the message is a stored one sent on subscribing: old
+  news, never a fresh fact. The session is persistent (``clean_session=False`` with the stable
+  client id), so QoS 1 reports sent while the gateway restarts wait for it at the broker. It is
+  read with gmqtt, not aiomqtt: this is the gateway's hottest path, and gmqtt (an asyncio
+  protocol parsing its read buffer) costs about a quarter of paho's per-message CPU under
+  aiomqtt (23-27 µs against 105-138 µs per QoS 1 message on the bench box,
+  docs/performance.md, P1).
+* A QoS 1 message is acknowledged (PUBACK) only once what it caused is done: the acks of one
+  read are handed to ``settled`` (the bus's ``when_done``), which sends them after every event
+  the read's messages published, and everything those caused, was handled; a leak's alarm is
+  committed to disk by then. A ``kill -9`` before that leaves the messages unacknowledged, and
+  the broker sends them again to the next process on the same session.
 * Out, on the control connection (aiomqtt, client id ``<id>-out``, no session kept):
   :meth:`publish` never blocks and never fails: it appends to an ordered queue that a sender
   task drains with QoS 1. A message leaves the queue only when the broker has
-  acknowledged it; after a lost connection the unacknowledged rest is sent again, in order,
-  on the next connection (at least once: receivers drop duplicates by command id).
+  acknowledged it (then its ``on_sent`` runs); after a lost connection the unacknowledged rest
+  is sent again, in order, on the next connection (at least once: receivers drop duplicates
+  by command id).
 * Availability: ``gasgate/v1/{gateway_id}/availability`` is ``online`` (retained) while the
   control connection stands, ``offline`` on a clean stop and, as its last will, on a crash
   or lost link.
@@ -30,7 +37,7 @@ import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import aiomqtt
 import gmqtt  # type: ignore[import-untyped]
@@ -49,6 +56,15 @@ _SUBACK_FAILURE: Final = 0x80
 _PUBACK_V311: Final = bytes((0x40, 0x02))  # PUBACK, remaining length 2: then the packet id
 
 
+OnMessage: TypeAlias = Callable[[str, bytes, bool], None]  # topic, payload, retained
+Settled: TypeAlias = Callable[[Callable[[], object]], None]  # run this once all is handled
+OnSent: TypeAlias = Callable[[], None] | None
+
+
+def _at_once(callback: Callable[[], object]) -> None:
+    callback()
+
+
 def gateway_availability_topic(gateway_id: str) -> str:
     return f"gasgate/v1/{gateway_id}/availability"
 
@@ -59,13 +75,17 @@ class _StreamClient(gmqtt.Client):  # type: ignore[misc]
     * No reconnects of its own: it calls ``reconnect`` when the link drops, and the session
       loop of :class:`SiteMqtt` opens a fresh client instead (gmqtt's reconnect could stall
       after a failed attempt while the broker was down, seen in the broker-restart test).
-    * The QoS 1 acknowledgements of one read leave in one write, after the messages were
-      handled: one ``send()`` a burst instead of one a message (~9 % of the gateway's CPU).
+    * The QoS 1 acknowledgements of one read leave in one write, once ``settled`` says that
+      what the read's messages caused is done: one ``send()`` a burst instead of one a message
+      (~9 % of the gateway's CPU), and never before a leak's alarm is committed. (gmqtt asks
+      for the ack before it hands the message over: the acks are taken at the end of the
+      read, by a callback scheduled with the first one.)
     """
 
-    def __init__(self, client_id: str, **options: Any) -> None:
+    def __init__(self, client_id: str, settled: Settled, **options: Any) -> None:
         super().__init__(client_id, **options)
         self._acks: list[bytes] = []
+        self._settled = settled
 
     async def reconnect(self, delay: bool = False) -> None:
         """Nothing: the session loop reconnects."""
@@ -75,13 +95,15 @@ class _StreamClient(gmqtt.Client):  # type: ignore[misc]
             super()._send_command_with_mid(cmd, mid, dup, reason_code)
             return
         if not self._acks:
-            asyncio.get_running_loop().call_soon(self._send_acks)
+            asyncio.get_running_loop().call_soon(self._read_done)
         self._acks.append(_PUBACK_V311 + mid.to_bytes(2, "big"))
 
-    def _send_acks(self) -> None:
-        acks, self._acks = self._acks, []
+    def _read_done(self) -> None:
+        """The read's messages were handed over: ack them once what they caused is done."""
+        acks, self._acks = b"".join(self._acks), []
+        connection = self._connection
         # A link lost meanwhile: the broker sends the unacknowledged again on the next one.
-        self._connection.send_package(b"".join(acks))
+        self._settled(lambda: connection.send_package(acks))
 
 
 class _ReportStream:
@@ -95,17 +117,19 @@ class _ReportStream:
         self,
         client_id: str,
         keepalive_s: int,
-        on_message: Callable[[str, bytes], None],
+        on_message: OnMessage,
         on_state: Callable[[bool], None],
+        settled: Settled,
     ) -> None:
         self._client_id = client_id
         self._keepalive_s = keepalive_s
         self._on_message = on_message
         self._on_state = on_state
+        self._settled = settled
 
     async def run(self, url: MqttUrl) -> None:
         lost = asyncio.Event()
-        client = _StreamClient(self._client_id, clean_session=False, logger=log)
+        client = _StreamClient(self._client_id, self._settled, clean_session=False, logger=log)
         client.on_connect = self._connected
         client.on_subscribe = self._subscribed
         client.on_disconnect = lambda *_: lost.set()
@@ -141,7 +165,7 @@ class _ReportStream:
         self._on_state(True)
 
     def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
-        self._on_message(topic, payload)
+        self._on_message(topic, payload, bool(properties.get("retain")))
         return 0
 
 
@@ -151,8 +175,9 @@ class SiteMqtt:
         url: str,
         client_id: str,
         gateway_id: str,
-        on_message: Callable[[str, bytes], None],
+        on_message: OnMessage,
         *,
+        settled: Settled = _at_once,
         keepalive_s: int = 30,
         backoff_max_s: float = 10.0,
     ) -> None:
@@ -162,12 +187,14 @@ class SiteMqtt:
         self._on_message = on_message
         self._keepalive_s = keepalive_s
         self._backoff_max_s = backoff_max_s
-        self._queue: deque[tuple[str, bytes, bool]] = deque()
+        self._queue: deque[tuple[str, bytes, bool, OnSent]] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: aiomqtt.Client | None = None
-        self._stream = _ReportStream(client_id, keepalive_s, self._receive, self._stream_state)
+        self._stream = _ReportStream(
+            client_id, keepalive_s, self._receive, self._stream_state, settled
+        )
         self._up = {"control": False, "stream": False}
         self.connected = asyncio.Event()
         self.counts: Counter[str] = Counter()
@@ -177,9 +204,12 @@ class SiteMqtt:
         """Messages not yet acknowledged by the broker."""
         return len(self._queue)
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Queue a QoS 1 message; sent in order as soon as (and whenever) the broker is up."""
-        self._queue.append((topic, payload, retain))
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, on_sent: OnSent = None
+    ) -> None:
+        """Queue a QoS 1 message; sent in order as soon as (and whenever) the broker is up.
+        ``on_sent`` runs when the broker has acknowledged it."""
+        self._queue.append((topic, payload, retain, on_sent))
         self.counts["queued"] += 1
         self._drained.clear()
         self._wake.set()
@@ -220,10 +250,10 @@ class SiteMqtt:
             log.info("site broker report stream subscribed to %s", SUBSCRIPTION)
         self._set_up("stream", up)
 
-    def _receive(self, topic: str, payload: bytes) -> None:
+    def _receive(self, topic: str, payload: bytes, retained: bool) -> None:
         self.counts["received"] += 1
         try:
-            self._on_message(topic, payload)
+            self._on_message(topic, payload, retained)
         except Exception:
             # The ingest counts and logs bad input itself; this is a bug, not bad input.
             self.counts["handler_errors"] += 1
@@ -298,14 +328,23 @@ class SiteMqtt:
             results = await asyncio.gather(
                 *(
                     client.publish(topic, payload, qos=1, retain=retain)
-                    for topic, payload, retain in batch
+                    for topic, payload, retain, _ in batch
                 ),
                 return_exceptions=True,
             )
             for result in results:
                 if isinstance(result, BaseException):
                     raise aiomqtt.MqttError(f"publish failed: {result}")
-                self._queue.popleft()
+                on_sent = self._queue.popleft()[3]
                 self.counts["sent"] += 1
+                if on_sent is not None:
+                    _report_sent(on_sent)
             if not self._queue:
                 self._drained.set()
+
+
+def _report_sent(on_sent: Callable[[], None]) -> None:
+    try:
+        on_sent()
+    except Exception:  # a bug in the caller's bookkeeping must not stop the sender
+        log.exception("on_sent callback failed")

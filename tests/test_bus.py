@@ -129,3 +129,72 @@ def test_manual_clock_fires_timers_in_order_and_ignores_wall_jumps() -> None:
     clock.advance(4)
     assert fired == ["five", "ten"]
     assert clock.monotonic() - start == 4
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str
+    n: int
+
+
+async def test_when_done_waits_for_what_the_events_caused_on_other_keys() -> None:
+    """The report stream's acknowledgement: only after the report's consequences (a verdict on
+    another key, and its own consequence) were handled."""
+    bus = Bus()
+    handled: list[str] = []
+    acked: list[list[str]] = []
+
+    def rule(event: Ping) -> None:
+        handled.append(f"report {event.n}")
+        bus.publish(Verdict(f"alarm{event.n}", 2))
+
+    def alarm(event: Verdict) -> None:
+        handled.append(f"{event.key} step {event.n}")
+        if event.n:
+            bus.publish(Verdict(event.key, event.n - 1))
+
+    bus.subscribe(Ping, rule)
+    bus.subscribe(Verdict, alarm)
+    bus.publish(Ping("detector", 1))
+    bus.when_done(lambda: acked.append(list(handled)))
+    assert acked == []
+    await bus.join()
+    assert acked == [["report 1", "alarm1 step 2", "alarm1 step 1", "alarm1 step 0"]]
+
+
+async def test_when_done_is_not_held_back_by_later_events() -> None:
+    bus = Bus()
+    order: list[str] = []
+    bus.subscribe(Ping, lambda e: order.append(f"ping {e.n}"))
+    bus.publish(Ping("a", 1))
+    bus.when_done(lambda: order.append("first done"))
+    for n in range(2, 2 + BURST * 3):  # more than one dispatch of later events
+        bus.publish(Ping(f"k{n}", n))
+    bus.when_done(lambda: order.append("second done"))
+    await bus.join()
+    assert order.index("first done") == 1
+    assert order[-1] == "second done"
+
+
+async def test_when_done_follows_an_async_handler_across_its_awaits() -> None:
+    bus = Bus()
+    order: list[str] = []
+
+    async def slow(event: Ping) -> None:
+        await asyncio.sleep(0.01)
+        bus.publish(Verdict("later", event.n))  # after an await: still this report's doing
+
+    bus.subscribe(Ping, slow)
+    bus.subscribe(Verdict, lambda e: order.append("verdict"))
+    bus.publish(Ping("a", 1))
+    bus.when_done(lambda: order.append("done"))
+    bus.publish(Ping("b", 2))  # a newer epoch's report does not matter to the first callback
+    await bus.join()
+    assert order[:2] == ["verdict", "done"]
+
+
+async def test_when_done_with_nothing_queued_runs_at_once() -> None:
+    bus = Bus()
+    ran: list[int] = []
+    bus.when_done(lambda: ran.append(1))
+    assert ran == [1]

@@ -136,6 +136,10 @@ async def test_kill_mid_retry_resumes_the_schedule(
         await online(spy, 1)
         kit.detector.set_lel(55.0)
         await wait_until(lambda: all(len(spy.to(v)) == 1 for v in VALVES))
+        # The gateway has heard the broker take them: the restart sends the second try at once.
+        await wait_until(
+            lambda: len(gateway.query("SELECT 1 FROM valve_close WHERE sent = 1")) == 2
+        )
         gateway.kill9()  # after the first try, before the second
         assert all(len(spy.to(v)) == 1 for v in VALVES)
         gateway.start()

@@ -4,7 +4,7 @@ captured where the site MQTT queue would take them (the broker path is in the e2
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +26,23 @@ from tests.support.kit_site import DETECTOR, REGULATOR, REGULATOR_VALVE, VALVES,
 
 @dataclass
 class Outbox:
-    """Stands in for the site MQTT queue: what would be published, in order."""
+    """Stands in for the site MQTT queue: what would be published, in order. ``broker_up``
+    False: nothing is acknowledged by the broker (``on_sent`` never runs)."""
 
     sent: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    broker_up: bool = True
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         self.sent.append((topic, json.loads(payload)))
+        if self.broker_up and on_sent is not None:
+            on_sent()
 
     def valves(self) -> list[str]:
         return [topic.split("/")[2] for topic, _ in self.sent]
@@ -79,12 +90,17 @@ class Gateway:
         )
         await self.bus.join()
 
-    async def valve_reports(self, valve: str, state: ValveState) -> None:
+    async def valve_reports(self, valve: str, state: ValveState, retained: bool = False) -> None:
         report = KitReport(
             kind=DeviceKind.VALVE, seq=1, event=Event.STATE_CHANGE, valve={"state": state}
         )
-        self.bus.publish(ReportReceived(valve, report, self.clock.now(), self.clock.monotonic()))
+        now, mono = self.clock.now(), self.clock.monotonic()
+        self.bus.publish(ReportReceived(valve, report, now, mono, retained))
         await self.bus.join()
+
+    def crash(self) -> None:
+        """A kill -9: no stop(), nothing flushed; what was committed stays."""
+        self.store.close()
 
     async def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -210,31 +226,101 @@ async def test_first_states_are_stored_on_a_clean_stop(tmp_path: Path, registry:
     await second.stop()
 
 
-async def test_retries_resume_after_restart_without_extra_commands(
+async def test_retries_resume_at_once_after_restart_without_extra_commands(
     tmp_path: Path, registry: Registry
 ) -> None:
     first = Gateway(tmp_path, registry)
     await first.start()
     await first.condition("leak_high", DETECTOR)
-    await first.advance(RETRY_S + 1)  # try 2 sent for both
+    await first.advance(RETRY_S + 1)  # try 2 sent for both, and taken by the broker
     assert len(first.outbox.sent) == 4
     await first.stop()
 
-    # Restarted 5 s later: the open leak is announced again but not re-commanded; the
-    # stored follow-ups send try 3 when due and then fail.
+    # Restarted 5 s later: the valves are not confirmed closed, so try 3 leaves at once (not
+    # when it was due); the open leak announced again adds nothing; then they fail.
     clock = ManualClock(first.clock.now())
     clock.advance(5)
     second = Gateway(tmp_path, registry, clock=clock)
     await second.start()
-    assert second.outbox.sent == []
-    await second.advance(RETRY_S - 5 - 1 - 0.5)
-    assert second.outbox.sent == []
-    await second.advance(1)
     assert sorted(second.outbox.valves()) == sorted(VALVES)
-    await second.advance(RETRY_S)
+    await second.advance(RETRY_S - 0.5)
     assert len(second.outbox.sent) == 2
+    assert second.failed_alarms() == []
+    await second.advance(1)
+    assert len(second.outbox.sent) == 2  # no fourth try
     assert sorted(second.failed_alarms()) == sorted(VALVES)
     await second.stop()
+
+
+async def test_a_try_stored_but_never_sent_goes_again_at_once_and_counts_once(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """A kill between the stored command and its send costs neither a try nor a delay."""
+    first = Gateway(tmp_path, registry, outbox=Outbox(broker_up=False))
+    await first.start()
+    await first.condition("leak_high", DETECTOR)  # try 1 stored, never taken by a broker
+    first.crash()
+
+    clock = ManualClock(first.clock.now())
+    clock.advance(2)
+    second = Gateway(tmp_path, registry, clock=clock)
+    await second.start()
+    assert sorted(second.outbox.valves()) == sorted(VALVES)  # at once, not after retry_s
+    tries = second.store.db.execute("SELECT DISTINCT tries FROM valve_close").fetchall()
+    assert [row["tries"] for row in tries] == [1]  # the same try again
+    await second.advance(RETRY_S * TRIES * 2)
+    assert len(second.outbox.sent) == len(VALVES) * TRIES  # all three real tries
+    assert sorted(second.failed_alarms()) == sorted(VALVES)
+    await second.stop()
+
+
+async def test_a_failed_valve_whose_alarm_was_never_committed_is_raised_at_restart(
+    tmp_path: Path, registry: Registry
+) -> None:
+    first = Gateway(tmp_path, registry)
+    await first.start()
+    await first.condition("leak_high", DETECTOR)
+    await first.advance(RETRY_S * TRIES + 1)
+    assert sorted(first.failed_alarms()) == sorted(VALVES)
+    await first.bus.join()
+    # The kill came after the linkage stored "failed" and before the alarm's commit.
+    with first.store.transaction() as db:
+        db.execute(
+            "DELETE FROM alarm_history WHERE alarm_id IN"
+            " (SELECT alarm_id FROM alarms WHERE alarm_type = 'valve_failed_to_close')"
+        )
+        db.execute("DELETE FROM alarms WHERE alarm_type = 'valve_failed_to_close'")
+    first.crash()
+
+    second = Gateway(tmp_path, registry, clock=ManualClock(first.clock.now()))
+    await second.start()
+    assert sorted(second.failed_alarms()) == sorted(VALVES)
+    for valve in VALVES:  # and the valve, not confirmed closed, is commanded again
+        await second.valve_reports(valve, ValveState.CLOSED)
+    failed = [a for a in second.alarms.open_alarms() if a.alarm_type == "valve_failed_to_close"]
+    assert not any(a.active for a in failed)  # a valve that closes clears the condition
+    await second.stop()
+
+
+async def test_a_retained_closed_report_never_confirms_a_close(gw: Gateway) -> None:
+    """The broker's stored "closed" from before the leak is old news: every try goes out."""
+    for valve in VALVES:
+        await gw.valve_reports(valve, ValveState.CLOSED, retained=True)
+    assert gw.linkage.valve_state(VALVES[0]) is ValveState.CLOSED  # shown, not trusted
+    await gw.condition("leak_high", DETECTOR)
+    for valve in VALVES:  # sent again on every reconnect's subscription
+        await gw.valve_reports(valve, ValveState.CLOSED, retained=True)
+    await gw.advance(RETRY_S * TRIES + 1)
+    assert len(gw.outbox.sent) == len(VALVES) * TRIES
+    assert sorted(gw.failed_alarms()) == sorted(VALVES)
+
+
+async def test_a_closed_report_older_than_the_retry_time_does_not_confirm(gw: Gateway) -> None:
+    await gw.valve_reports(VALVES[0], ValveState.CLOSED)
+    await gw.advance(RETRY_S + 1)  # the valve may have been opened by hand since
+    await gw.condition("leak_high", DETECTOR)
+    await gw.advance(RETRY_S + 0.5)
+    assert gw.outbox.valves().count(VALVES[0]) == 2  # retried until it says closed again
 
 
 async def test_alarm_committed_but_never_handled_is_closed_on_restart(
