@@ -14,6 +14,7 @@ import click
 from firmware_bridge.simulator.district import District
 from firmware_bridge.simulator.port import PtyPort, SerialPort, SimPort
 from firmware_bridge.simulator.receiver import CAPACITY
+from firmware_bridge.simulator.registry_district import district_from_registry
 from firmware_bridge.simulator.simulation import SCENARIOS, Simulation, scenario_story
 from gateway.errors import GasgateError
 from gateway.logs import setup_logging
@@ -24,6 +25,29 @@ __all__ = ["simulate"]
 log = logging.getLogger(__name__)
 
 _DEFAULT_LINK = Path(tempfile.gettempdir()) / "gasgate-ttyKIT0"
+# What --registry replaces: the generated district's shape and its registry files.
+_GENERATOR_OPTIONS = ("restaurants", "households", "seed", "registry_out")
+
+
+def _district(
+    registry_dir: Path | None, restaurants: int, households: int, seed: int, time_scale: float
+) -> District:
+    if registry_dir is None:
+        return District.generate(restaurants, households, seed, time_scale)
+    context = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in _GENERATOR_OPTIONS
+        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"--registry plays the registry's own sites: drop {', '.join(given)}"
+        )
+    try:
+        return district_from_registry(registry_dir, time_scale)
+    except GasgateError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _ports(
@@ -108,6 +132,13 @@ async def _run(
 @click.option(
     "--mqtt", "mqtt_url", metavar="URL", help="broker for MQTT-native devices (mqtt://host:port)"
 )
+@click.option(
+    "--registry",
+    "registry_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="play this registry's own sites (devices, links, intervals) instead of a generated "
+    "district; 8-hex-digit ids are radio devices, others MQTT-native",
+)
 @click.option("--restaurants", type=click.IntRange(0, 999), default=20, show_default=True)
 @click.option("--households", type=click.IntRange(0, 999), default=50, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
@@ -159,6 +190,7 @@ def simulate(
     serial_dev: str | None,
     baud: str,
     mqtt_url: str | None,
+    registry_dir: Path | None,
     restaurants: int,
     households: int,
     seed: int,
@@ -175,7 +207,7 @@ def simulate(
     if pty_link is not None and serial_dev is not None:
         raise click.UsageError("--pty-link and --serial exclude each other")
     setup_logging(log_level, log_format)  # type: ignore[arg-type]  # click.Choice checked it
-    district = District.generate(restaurants, households, seed, time_scale)
+    district = _district(registry_dir, restaurants, households, seed, time_scale)
     ports = _ports(district, pty_link, serial_dev, int(baud), capacity)
     sim = Simulation(district, ports, mqtt_url=mqtt_url, heartbeat_s=heartbeat_s, capacity=capacity)
     asyncio.run(_run(sim, scenarios, registry_out, duration))

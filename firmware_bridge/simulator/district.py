@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -41,6 +42,7 @@ __all__ = [
     "Cylinder",
     "District",
     "SimSite",
+    "SiteType",
 ]
 
 # The columns the registry importer reads (gateway/registry/files.py is the one definition);
@@ -50,7 +52,10 @@ COMPONENTS_HEADER = TABLES["components"].columns
 CYLINDERS_HEADER = TABLES["cylinders"].required
 MODELS_HEADER = TABLES["models"].required
 
-SiteType = Literal["restaurant", "household"]
+SiteType = Literal["restaurant", "household", "other"]
+# A radio device's registry id is its KSP/1 id in 8 lowercase hex digits (as the bridge
+# publishes it); any other id is an MQTT-native device.
+_RADIO_ID = re.compile(r"[0-9a-f]{8}")
 ComponentName = Literal[
     "leak_detector",
     "shutoff_valve",
@@ -126,7 +131,7 @@ class SimSite:
     site_id: str
     name: str
     site_type: SiteType
-    kit: Literal["four_piece", "two_piece"]
+    kit: str  # four_piece, two_piece, or an integrator's own kit
     district: str
     address: str
     contact_name: str
@@ -135,7 +140,11 @@ class SimSite:
     components: list[ComponentRow] = field(default_factory=list)
     cylinders: list[Cylinder] = field(default_factory=list)
     devices: dict[str, SimDevice] = field(default_factory=dict)  # registry device_id → device
-    mqtt_native: bool = False
+    mqtt_native: bool = False  # every electronic part is MQTT-native (no radio device)
+
+    @property
+    def radio_devices(self) -> list[SimDevice]:
+        return [d for ident, d in self.devices.items() if _RADIO_ID.fullmatch(ident)]
 
     def csv_row(self) -> list[str]:
         return [
@@ -152,7 +161,10 @@ class SimSite:
 
     @property
     def detector(self) -> SimDetector:
-        return next(d for d in self.devices.values() if isinstance(d, SimDetector))
+        found = next((d for d in self.devices.values() if isinstance(d, SimDetector)), None)
+        if found is None:  # a registry's site may have none: scenarios pass it over
+            raise LookupError(f"site {self.site_id} has no leak detector")
+        return found
 
     @property
     def valve(self) -> SimValve | None:
@@ -315,11 +327,11 @@ class District:
 
     @property
     def radio_sites(self) -> list[SimSite]:
-        return [s for s in self.sites if not s.mqtt_native]
+        return [s for s in self.sites if s.radio_devices]
 
     @property
     def radio_devices(self) -> list[SimDevice]:
-        return [d for s in self.radio_sites for d in s.devices.values()]
+        return [d for s in self.sites for d in s.radio_devices]
 
     def receivers_needed(self, capacity: int = CAPACITY) -> int:
         """How many receivers hold the radio devices (a site is never split between two)."""
@@ -329,11 +341,12 @@ class District:
         batch: list[SimSite] = []
         size = 0
         for site in self.radio_sites:
-            if size + len(site.devices) > capacity and batch:
+            radio = len(site.radio_devices)
+            if size + radio > capacity and batch:
                 yield batch
                 batch, size = [], 0
             batch.append(site)
-            size += len(site.devices)
+            size += radio
         if batch:
             yield batch
 
@@ -348,16 +361,16 @@ class District:
             )
         for receiver, batch in zip(receivers, batches, strict=False):
             for site in batch:
-                for device in site.devices.values():
+                for device in site.radio_devices:
                     receiver.add(device)
 
     def mqtt_devices(self, broker_url: str) -> list[MqttDevice]:
-        """One :class:`MqttDevice` per electronic part of the MQTT-native sites (not started)."""
+        """One :class:`MqttDevice` per MQTT-native electronic part (not started)."""
         return [
             MqttDevice(broker_url, ident, model.kind, model=model)
             for site in self.sites
-            if site.mqtt_native
             for ident, model in site.devices.items()
+            if not _RADIO_ID.fullmatch(ident)
         ]
 
     def write_registry(self, directory: Path) -> list[Path]:

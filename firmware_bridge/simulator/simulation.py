@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from firmware_bridge.simulator import scenarios
+from firmware_bridge.simulator.devices import SimDetector
 from firmware_bridge.simulator.district import District, SimSite
 from firmware_bridge.simulator.mqtt_device import MqttDevice
 from firmware_bridge.simulator.port import PtyPort, SimPort
@@ -59,7 +60,10 @@ class Simulation:
         running = [
             s
             for s in self.district.sites
-            if s.site_type == "restaurant" and self._runs(s) and (s.regulator or not with_regulator)
+            if s.site_type == "restaurant"
+            and self._runs(s)
+            and _has_detector(s)
+            and (s.regulator or not with_regulator)
         ]
         if not running:
             raise LookupError("no running restaurant site fits this scenario")
@@ -68,14 +72,14 @@ class Simulation:
     def household(self, *, radio: bool = False) -> SimSite:
         """The first household the simulation runs (``radio``: one behind a receiver)."""
         for site in self.district.sites:
-            fits = not radio or not site.mqtt_native
+            fits = (not radio or not site.mqtt_native) and _has_detector(site)
             if site.site_type == "household" and self._runs(site) and fits:
                 return site
         raise LookupError("no running household site fits this scenario")
 
     def _runs(self, site: SimSite) -> bool:
         return (site.mqtt_native and self.mqtt_url is not None) or (
-            not site.mqtt_native and bool(self.receivers)
+            bool(site.radio_devices) and bool(self.receivers)
         )
 
     def receiver_of(self, site: SimSite) -> SimReceiver:
@@ -89,6 +93,10 @@ class Simulation:
         if not self.receivers:
             raise LookupError("this simulation has no receiver")
         return self.receivers[0]
+
+
+def _has_detector(site: SimSite) -> bool:
+    return any(isinstance(d, SimDetector) for d in site.devices.values())
 
 
 async def _leak(sim: Simulation) -> None:
