@@ -81,7 +81,7 @@ def test_compose_is_valid_and_every_mounted_file_is_in_the_repo(compose: dict[st
     services = compose["services"]
     assert set(services) == SERVICES
     mounted = [path for service in services.values() for path in bind_mounts(service).values()]
-    assert len(mounted) >= 8
+    assert len(mounted) >= 7
     for path in mounted:
         assert path.is_relative_to(REPO), f"{path} is outside the repository"
         assert tracked(path), f"{path} is mounted but not in the repository"
@@ -100,19 +100,48 @@ def test_profiles_keep_the_serial_bridge_and_the_simulator_apart(compose: dict[s
         assert "profiles" not in services[name], f"{name} must run in every deployment"
 
 
-def test_mosquitto_reads_its_password_file_and_acl_from_its_mounts(
+def mosquitto_listeners() -> dict[str, dict[str, str]]:
+    """deploy's mosquitto.conf: each listener's port → its settings (per_listener_settings)."""
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    listeners: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in conf.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split(None, 1)
+            if key == "listener":
+                current = listeners.setdefault(value, {})
+            current[key] = value
+    return listeners
+
+
+def test_mosquitto_reads_its_password_files_and_acl_from_its_mounts(
     compose: dict[str, Any],
 ) -> None:
-    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-    settings = dict(
-        line.split(None, 1) for line in conf.splitlines() if line and not line.startswith("#")
-    )
-    assert settings["allow_anonymous"] == "false"
+    listeners = mosquitto_listeners()
+    assert set(listeners) == {"1883", "1884"}
+    for settings in listeners.values():
+        assert settings["allow_anonymous"] == "false"
+        assert settings["acl_file"] == "/mosquitto/secrets/acl"
+    assert listeners["1883"]["password_file"] == "/mosquitto/secrets/passwd"
+    assert listeners["1884"]["password_file"] == "/mosquitto/secrets/passwd-gateway"
     mounts = bind_mounts(compose["services"]["mosquitto"])
-    assert mounts["/mosquitto/config/acl"] == DEPLOY / "mosquitto" / "acl"
     assert mounts["/mosquitto/secrets"] == DEPLOY / "mosquitto" / "secrets"
-    assert settings["acl_file"] == "/mosquitto/config/acl"
-    assert Path(settings["password_file"]).parent == Path("/mosquitto/secrets")
+
+
+def test_devices_cannot_reach_the_gateways_client_ids(compose: dict[str, Any]) -> None:
+    """Where devices log in a client id is its username; the gateway, which keeps its two ids,
+    has a listener of its own that compose does not publish."""
+    listeners = mosquitto_listeners()
+    assert listeners["1883"]["use_username_as_clientid"] == "true"
+    assert "use_username_as_clientid" not in listeners["1884"]
+    services = compose["services"]
+    published = [p.rsplit(":", 1)[-1].split("/")[0] for p in services["mosquitto"]["ports"]]
+    assert published == ["1883"]
+    gateway_url = services["gateway"]["environment"]["GASGATE_MQTT"]
+    assert gateway_url.startswith("mqtt://gasgate.gateway:")
+    assert gateway_url.endswith("@mosquitto:1884")
+    assert services["bridge"]["environment"]["GASGATE_MQTT"].endswith("@mosquitto:1883")
+    assert "@127.0.0.1:1884" in (DEPLOY / "systemd" / "gateway.env.example").read_text()
 
 
 def test_grafana_and_influxdb_get_their_provisioning_and_init_script(
@@ -273,32 +302,52 @@ def test_influxdb_init_script_maps_the_influxql_database_onto_the_bucket(tmp_pat
     assert not calls.exists()
 
 
+ENV_OK = "GATEWAY_MQTT_PASSWORD=g\nBRIDGE_MQTT_PASSWORD=b\n"
+
+
 @pytest.mark.parametrize(
-    ("env", "devices", "problem"),
+    ("env", "devices", "bridges", "problem"),
     [
-        ("GATEWAY_MQTT_PASSWORD=change-me\nBRIDGE_MQTT_PASSWORD=b\n", "", "GATEWAY_MQTT_PASSWORD"),
-        ("GATEWAY_MQTT_PASSWORD=g\n", "", "BRIDGE_MQTT_PASSWORD"),
-        ("GATEWAY_MQTT_PASSWORD=g\nBRIDGE_MQTT_PASSWORD=b\n", "ok-1:p\nkit/v1/#:p\n", "devices:2"),
-        ("GATEWAY_MQTT_PASSWORD=g\nBRIDGE_MQTT_PASSWORD=b\n", "dev-1\n", "devices:1"),
-        ("GATEWAY_MQTT_PASSWORD=g\nBRIDGE_MQTT_PASSWORD=b\n", "d:1\nd:2\n", "listed twice: d"),
+        ("GATEWAY_MQTT_PASSWORD=change-me\nBRIDGE_MQTT_PASSWORD=b\n", "", "rx1:", "GATEWAY_MQTT"),
+        ("GATEWAY_MQTT_PASSWORD=g\n", "", "rx1:", "BRIDGE_MQTT_PASSWORD"),
+        (ENV_OK, "ok-1:p\nkit/v1/#:p\n", "rx1:", "devices:2"),
+        (ENV_OK, "dev-1\n", "rx1:", "devices:1"),
+        (ENV_OK, "d:1\nd:2\n", "rx1:", "listed twice: d"),
+        (ENV_OK, "gasgate-gw-1:p\n", "rx1:", "devices:1: device id gasgate-gw-1: ids starting"),
+        (ENV_OK, "abcdef01:p\n", "rx1: 1a2b3c4d abcdef01", "bridges:1: abcdef01 is an MQTT-native"),
+        (ENV_OK, "", "rx1: +", "bridges:1: + is not a radio device id"),
+        (ENV_OK, "", "rx1: 1a2b3c4d\nrx2: 2a2b3c4d", "bridges:2: one bridge line only"),
+        (ENV_OK, "", None, "bridges: cannot read"),
     ],
-    ids=["unchanged", "missing", "wildcard-id", "no-password", "duplicate"],
+    ids=[
+        "unchanged",
+        "missing",
+        "wildcard-id",
+        "no-password",
+        "duplicate",
+        "gateway-client-id",
+        "bridge-speaks-for-mqtt-device",
+        "bridge-wildcard",
+        "two-bridges-one-user",
+        "no-bridges-file",
+    ],
 )
 def test_make_passwd_refuses_what_would_weaken_the_broker(
-    tmp_path: Path, env: str, devices: str, problem: str
+    tmp_path: Path, env: str, devices: str, bridges: str | None, problem: str
 ) -> None:
     (tmp_path / "env").write_text(env)
     (tmp_path / "devices").write_text(devices)
-    out = tmp_path / "passwd"
+    if bridges is not None:
+        (tmp_path / "bridges").write_text(bridges)
     done = subprocess.run(
-        [DEPLOY / "mosquitto" / "make-passwd.sh", tmp_path / "env", tmp_path / "devices", out],
+        [DEPLOY / "mosquitto" / "make-passwd.sh", tmp_path / "env", tmp_path],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode != 0
     assert problem in done.stderr
-    assert not out.exists()
+    assert not {"passwd", "passwd-gateway", "acl"} & {path.name for path in tmp_path.iterdir()}
 
 
 def keep_writing(db_path: Path, stop: threading.Event, written: list[int]) -> None:

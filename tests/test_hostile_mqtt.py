@@ -12,7 +12,6 @@ broker with TLS and a password.)
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,37 +24,29 @@ from gateway.contract import KitReport, report_topic
 from gateway.mqtturl import parse_mqtt_url
 from tests.support.api_world import HOUSE, HOUSE_DETECTOR, HOUSE_VALVE, write_world
 from tests.support.kit_site import DETECTOR, VALVES
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import free_port
 from tests.test_bridge_mqtturl import _certificates
-from tests.test_deploy_acl import broker_conf
-from tests.test_escalation_gasco import _users
+from tests.test_deploy_acl import Listeners, broker_conf, make_secrets, mosquitto, port_of
 from tests.test_gateway_e2e import Spy, wait_until
 
-PASSWORDS = {"gasgate.gateway": "gw-Tls-1", HOUSE_DETECTOR: "h-Tls-2"}
+PASSWORDS = {"gasgate.gateway": "gw-Tls-1", "gasgate.bridge": "br-Tls-3", HOUSE_DETECTOR: "h-Tls-2"}
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """(port, CA file) of deploy's Mosquitto with a TLS listener and our users."""
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Listeners, Path]]:
+    """(ports, CA file) of deploy's Mosquitto with TLS on both listeners and our users."""
     ca, cert, key = _certificates(tmp_path)
-    passwd = _users(tmp_path, **PASSWORDS)
-    port = free_port()
-    conf = broker_conf(port, passwd, tmp_path)
-    conf = conf.replace(
-        f"listener {port} 127.0.0.1\n",
-        f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n",
-    )
-    (tmp_path / "mosquitto.conf").write_text(conf)
-    with (tmp_path / "mosquitto.log").open("ab") as log:
-        proc = subprocess.Popen(
-            ["/usr/sbin/mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log
+    secrets = make_secrets(tmp_path / "secrets", PASSWORDS, "rx1:")
+    listeners = Listeners(devices=free_port(), gateway=free_port())
+    conf = broker_conf(listeners, secrets, tmp_path)
+    for port in (listeners.devices, listeners.gateway):
+        conf = conf.replace(
+            f"listener {port} 127.0.0.1\n",
+            f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n",
         )
-    try:
-        wait_for_port(port)
-        yield port, ca
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    with mosquitto(tmp_path / "mosquitto.conf", listeners):
+        yield listeners, ca
 
 
 def leak_report(seq: int) -> bytes:
@@ -66,11 +57,12 @@ def leak_report(seq: int) -> bytes:
 
 
 async def test_over_tls_a_device_cannot_raise_an_alarm_at_another_site(
-    tmp_path: Path, tls_broker: tuple[int, Path]
+    tmp_path: Path, tls_broker: tuple[Listeners, Path]
 ) -> None:
-    port, ca = tls_broker
+    listeners, ca = tls_broker
 
     def url(user: str) -> str:
+        port = port_of(listeners, user)
         return f"mqtts://{user}:{PASSWORDS[user]}@127.0.0.1:{port}?ca={ca}"
 
     settings = GatewaySettings.load(

@@ -1,23 +1,30 @@
 #!/bin/sh
-# Build the site broker's password file: the service users from the env file, and one user per
-# MQTT-native kit device (username = device id) from the devices file.
+# Build the site broker's password files and ACL (mosquitto.conf reads all three from DIR):
 #
-#   deploy/mosquitto/make-passwd.sh [ENV_FILE] [DEVICES_FILE] [OUT]
+#   deploy/mosquitto/make-passwd.sh [ENV_FILE] [DIR]
 #
-# ENV_FILE      default deploy/.env: GATEWAY_MQTT_PASSWORD, BRIDGE_MQTT_PASSWORD (both required),
-#               SIM_MQTT_PASSWORD (optional: the simulator's user exists only when it is set)
-# DEVICES_FILE  default deploy/mosquitto/secrets/devices, optional: "device_id:password" lines;
-#               blank lines and lines starting with # are skipped
-# OUT           default deploy/mosquitto/secrets/passwd (hashed; mounted by docker-compose.yml)
+# ENV_FILE  default deploy/.env: GATEWAY_MQTT_PASSWORD, BRIDGE_MQTT_PASSWORD (both required),
+#           SIM_MQTT_PASSWORD (optional: the simulator's user exists only when it is set)
+# DIR       default deploy/mosquitto/secrets (mounted by docker-compose.yml). Read from it:
+#   devices   optional, "device_id:password" lines: one user per MQTT-native kit device
+#   bridges   required, one line "bridge_id: device_id ...": the serial bridge (user
+#             gasgate.bridge), its bridge id and the radio devices behind its receiver
+#             ("rx1:" alone when it has none yet)
+#   Blank lines and lines starting with # are skipped in both.
+# Written to it:
+#   passwd          the listener of devices and the bridge (1883): devices and gasgate.bridge
+#   passwd-gateway  the gateway's listener (1884): gasgate.gateway and gasgate.sim
+#   acl             deploy/mosquitto/acl and the bridge's block, one topic line per device
 #
 # Hashing uses mosquitto_passwd from the PATH, or the eclipse-mosquitto image through docker.
 # Re-run it after any change, then reload the broker: docker compose kill -s HUP mosquitto.
-set -eu
+set -euf  # -f: no globbing, device lists are split into words
 
 here=$(cd "$(dirname "$0")" && pwd)
 env_file=${1:-$here/../.env}
-devices=${2:-$here/secrets/devices}
-out=${3:-$here/secrets/passwd}
+dir=${2:-$here/secrets}
+devices=$dir/devices
+bridges=$dir/bridges
 
 fail() { echo "make-passwd: $*" >&2; exit 1; }
 
@@ -28,23 +35,28 @@ setting() {
 }
 
 [ -r "$env_file" ] || fail "$env_file: cannot read the env file (copy deploy/.env.example)"
+[ -r "$bridges" ] || fail "$bridges: cannot read: write \"rx1: <radio device ids>\" (docs/deployment.md)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 umask 077
 plain=$work/passwd
+plain_gateway=$work/passwd-gateway
+acl=$work/acl
 
-add_user() { # user password where
-    case $2 in
-        "" | change-me) fail "$3: set a real password for $1" ;;
+add_user() { # file user password where
+    case $3 in
+        "" | change-me) fail "$4: set a real password for $2" ;;
     esac
-    printf '%s:%s\n' "$1" "$2" >>"$plain"
+    printf '%s:%s\n' "$2" "$3" >>"$1"
 }
 
 : >"$plain"
-add_user gasgate.gateway "$(setting GATEWAY_MQTT_PASSWORD)" "$env_file: GATEWAY_MQTT_PASSWORD"
-add_user gasgate.bridge "$(setting BRIDGE_MQTT_PASSWORD)" "$env_file: BRIDGE_MQTT_PASSWORD"
+: >"$plain_gateway"
+add_user "$plain_gateway" gasgate.gateway "$(setting GATEWAY_MQTT_PASSWORD)" \
+    "$env_file: GATEWAY_MQTT_PASSWORD"
 sim=$(setting SIM_MQTT_PASSWORD)
-[ -z "$sim" ] || add_user gasgate.sim "$sim" "$env_file: SIM_MQTT_PASSWORD"
+[ -z "$sim" ] || add_user "$plain_gateway" gasgate.sim "$sim" "$env_file: SIM_MQTT_PASSWORD"
+add_user "$plain" gasgate.bridge "$(setting BRIDGE_MQTT_PASSWORD)" "$env_file: BRIDGE_MQTT_PASSWORD"
 
 if [ -e "$devices" ]; then
     line_no=0
@@ -58,23 +70,71 @@ if [ -e "$devices" ]; then
         if ! printf '%s' "$device" | grep -Eqx '[A-Za-z0-9_-]{1,64}'; then
             fail "$devices:$line_no: device id must be 1-64 of A-Z a-z 0-9 _ -"
         fi
+        # On the device listener the username is the client id: a device named like the
+        # gateway's or a bridge's client id (gasgate-...) could take over their sessions.
+        if printf '%s' "$device" | grep -Eiq '^gasgate'; then
+            fail "$devices:$line_no: device id $device: ids starting with gasgate are reserved"
+        fi
         [ "$line" != "$device" ] || fail "$devices:$line_no: expected device_id:password"
-        add_user "$device" "${line#*:}" "$devices:$line_no"
+        add_user "$plain" "$device" "${line#*:}" "$devices:$line_no"
     done <"$devices"
 fi
 
-dupes=$(cut -d: -f1 "$plain" | sort | uniq -d)
+# The bridge's block: its own kit/v1/_bridge/{bridge id}/ topics and, per radio device behind
+# its receiver, the device's report, command answer and commands. Radio ids only (8 lowercase
+# hex digits, as the bridge writes them) and never an MQTT-native device (a user of its own).
+bridge_block() {
+    found=0
+    line_no=0
+    while IFS= read -r line || [ -n "$line" ]; do
+        line_no=$((line_no + 1))
+        case $line in "" | "#"*) continue ;; esac
+        at="$bridges:$line_no"
+        [ "$found" = 0 ] || fail "$at: one bridge line only (the user gasgate.bridge)"
+        found=1
+        case $line in *:*) ;; *) fail "$at: expected bridge_id: device_id ..." ;; esac
+        bridge=$(printf '%s' "${line%%:*}" | tr -d '[:space:]')
+        printf '%s' "$bridge" | grep -Eqx '[A-Za-z0-9_-]{1,64}' \
+            || fail "$at: bridge id must be 1-64 of A-Z a-z 0-9 _ -"
+        printf '\n# The serial bridge %s (generated by make-passwd.sh from %s).\n' "$bridge" "$bridges"
+        printf 'user gasgate.bridge\ntopic write kit/v1/_bridge/%s/#\n' "$bridge"
+        for device in ${line#*:}; do
+            printf '%s' "$device" | grep -Eqx '[0-9a-f]{8}' \
+                || fail "$at: $device is not a radio device id (8 lowercase hex digits)"
+            ! grep -q "^$device:" "$plain" \
+                || fail "$at: $device is an MQTT-native device (a user in $devices), not the bridge's"
+            printf '%s\n' "$device" >>"$work/radio"
+            printf 'topic write kit/v1/%s/report\n' "$device"
+            printf 'topic write kit/v1/%s/cmd/ack\n' "$device"
+            printf 'topic read kit/v1/%s/cmd\n' "$device"
+        done
+    done <"$bridges"
+    [ "$found" = 1 ] || fail "$bridges: no bridge line: write \"rx1: <radio device ids>\""
+}
+: >"$work/radio"
+{ cat "$here/acl" && bridge_block; } >"$acl"
+dupes=$(sort "$work/radio" | uniq -d)
+[ -z "$dupes" ] || fail "$bridges: device(s) listed twice: $dupes"
+
+dupes=$(cat "$plain" "$plain_gateway" | cut -d: -f1 | sort | uniq -d)
 [ -z "$dupes" ] || fail "user(s) listed twice: $dupes"
 
 if command -v mosquitto_passwd >/dev/null 2>&1; then
     mosquitto_passwd -U "$plain"
+    mosquitto_passwd -U "$plain_gateway"
 else
-    chmod 0644 "$plain"
-    docker run --rm --user "$(id -u)" -v "$work:/work" eclipse-mosquitto:2 \
-        mosquitto_passwd -U /work/passwd
+    chmod 0644 "$plain" "$plain_gateway"
+    for name in passwd passwd-gateway; do
+        docker run --rm --user "$(id -u)" -v "$work:/work" eclipse-mosquitto:2 \
+            mosquitto_passwd -U "/work/$name"
+    done
 fi
-# Hashes only (PBKDF2-SHA512); the broker runs as another uid and must be able to read it.
-chmod 0644 "$plain"
-(umask 022 && mkdir -p "$(dirname "$out")")
-mv "$plain" "$out"
-echo "make-passwd: $(wc -l <"$out") user(s) written to $out"
+# Hashes only (PBKDF2-SHA512); the broker runs as another uid and must be able to read them.
+chmod 0644 "$plain" "$plain_gateway" "$acl"
+(umask 022 && mkdir -p "$dir")
+mv "$plain" "$dir/passwd"
+mv "$plain_gateway" "$dir/passwd-gateway"
+mv "$acl" "$dir/acl"
+echo "make-passwd: $(wc -l <"$dir/passwd") user(s) in $dir/passwd," \
+    "$(wc -l <"$dir/passwd-gateway") in $dir/passwd-gateway," \
+    "$(wc -l <"$work/radio") radio device(s) for the bridge in $dir/acl"
