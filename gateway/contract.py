@@ -9,15 +9,30 @@ Choices the spec leaves open (documented in docs/mqtt-contract.md):
 * Unknown top-level keys in a report are ignored (a vendor adding ``"fw"`` must not get a leak
   report rejected); a body object of another kind is an error ("exactly the matching body").
 * ``flags`` are normalised to the protocol's bit order, duplicates removed.
+* ``ts`` (the device's clock) can never make a report invalid: any JSON value is accepted and kept
+  as a :class:`DeviceTime`, parsed when it is a usable RFC 3339 time and flagged with the reason
+  when it is not (year 0, a leap second, ``"yesterday"``, a number...). A leak must be acted on
+  whatever a device's clock says.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import datetime
-from typing import Annotated, Final, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from firmware_bridge.ksp import (
     CmdResult,
@@ -39,6 +54,7 @@ __all__ = [
     "CmdAckMessage",
     "CmdMessage",
     "DetectorReading",
+    "DeviceTime",
     "KitReport",
     "ReceiverStatus",
     "RegulatorReading",
@@ -56,6 +72,7 @@ __all__ = [
 
 PREFIX: Final = "kit/v1"
 MAX_PAYLOAD_BYTES: Final = 8 * 1024
+TS_TEXT_MAX: Final = 64  # an RFC 3339 time is at most ~35 characters; more is kept cut
 DEVICE_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BRIDGE = "_bridge"
 
@@ -110,6 +127,88 @@ class RegulatorReading(_Strict):
 
 _BODIES: Final = tuple(kind.value for kind in DeviceKind)  # a report's body field names
 
+# RFC 3339 §5.6 date-time ("T"/"Z" in either case; a space for "T" as its note allows).
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
+
+
+class DeviceTime(NamedTuple):
+    """A device's own clock reading (a report's ``ts``): data, never the event time.
+
+    ``text`` is what the device sent (a JSON string as is, any other value as its JSON text; cut
+    to :data:`TS_TEXT_MAX` characters). ``at`` is that time in UTC when it is a usable RFC 3339
+    date-time; otherwise ``at`` is None and ``problem`` says why. A device time is never a
+    reason to refuse a report: the gateway's receive time is what counts. (A named tuple, not a
+    dataclass: it is built for every report, and a frozen dataclass costs three times as much.)
+    """
+
+    text: str
+    at: datetime | None = None
+    problem: str | None = None
+
+    @classmethod
+    def read(cls, value: object) -> DeviceTime | None:
+        """Any value a report's ``ts`` may hold; None for none. Never raises."""
+        if value is None or isinstance(value, DeviceTime):
+            return value
+        if isinstance(value, datetime):  # a bridge's or simulator's own clock
+            return cls._of_datetime(value)
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            return cls(_json_text(value), None, f"a JSON {kind}, not an RFC 3339 date-time string")
+        if len(value) > TS_TEXT_MAX:
+            return cls(value[:TS_TEXT_MAX], None, f"{len(value)} characters, not a date-time")
+        if not _RFC3339.fullmatch(value):
+            return cls(value, None, "not an RFC 3339 date-time")
+        try:
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError as exc:  # year 0, month 13, a leap second (:60)...
+            return cls(value, None, f"not a usable time: {exc}")
+        return cls._of_datetime(parsed, value)
+
+    @classmethod
+    def _of_datetime(cls, value: datetime, text: str | None = None) -> DeviceTime:
+        if text is None:  # the form pydantic wrote a datetime in: 2026-11-28T10:00:00.123000Z
+            text = value.isoformat().replace("+00:00", "Z")
+        if value.tzinfo is UTC:  # "Z", the everyday case: nothing to convert
+            return cls(text, value)
+        if value.tzinfo is None:
+            return cls(text, None, "no UTC offset: a local time of unknown zone")
+        try:
+            return cls(text, value.astimezone(UTC))
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+            return cls(text, None, "outside the years 1-9999 in UTC")
+
+
+def _json_text(value: object) -> str:
+    """The JSON text of a decoded value, cut to :data:`TS_TEXT_MAX` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (ValueError, TypeError, RecursionError):  # too deep or big to print: its kind will do
+        text = f"<{type(value).__name__}>"
+    return text[:TS_TEXT_MAX]
+
+
+def _device_time_json(value: DeviceTime | None) -> str | None:
+    return None if value is None else value.text
+
+
+# Any JSON value is accepted: a device clock can never veto a report (no "type" in the schema).
+_DeviceTimeField = Annotated[
+    DeviceTime | None,
+    PlainValidator(DeviceTime.read),
+    PlainSerializer(_device_time_json, return_type=str | None),
+    WithJsonSchema(
+        {
+            "description": "the device's clock, RFC 3339 date-time; any other value is kept "
+            "as text and flagged, never a reason to refuse the report"
+        }
+    ),
+]
+
 
 class KitReport(BaseModel):
     """One device report on ``kit/v1/{device_id}/report``."""
@@ -119,7 +218,7 @@ class KitReport(BaseModel):
     kind: DeviceKind
     seq: Annotated[int, Field(ge=0, le=0xFFFF)]
     event: Event
-    ts: datetime | None = None  # the device's clock: stored, never trusted
+    ts: _DeviceTimeField = None  # the device's clock: stored, flagged if unusable, never trusted
     battery_mv: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
     rssi_dbm: Annotated[int, Field(ge=-128, le=127)] | None = None
     detector: DetectorReading | None = None
@@ -158,6 +257,9 @@ class ReceiverStatus(_Strict):
     paired_count: int | None = None
     fw_version: str | None = None
     ts: datetime
+    # Only on the offline status a bridge publishes when stopped on purpose (SIGTERM): the
+    # gateway waits a grace for it to come back instead of paging (docs/bridge.md).
+    stopping: Literal[True] | None = None
 
 
 # --- topics ---------------------------------------------------------------------------------

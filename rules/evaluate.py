@@ -228,5 +228,7 @@ def readings(report: KitReport, peak_lel: float | None = None) -> Mapping[str, R
     if report.battery_mv is not None:
         out["battery_mv"] = report.battery_mv
     if report.ts is not None:
-        out["device_ts"] = report.ts.isoformat()  # the device's clock, as data only
+        out["device_ts"] = report.ts.text  # the device's clock as it sent it, as data only
+        if report.ts.problem is not None:
+            out["device_ts_problem"] = report.ts.problem
     return MappingProxyType(out)

@@ -6,12 +6,20 @@ when NTP or a person steps the system clock. Offline detection and the valve ret
 monotonic time, so neither step fires nor starves them; the times the gateway stores never go
 backwards. (``tests/test_supervision.py::test_wall_clock_jump_fires_nothing`` checks the same
 on a manual clock.)
+
+The leak detector's own clock is as wrong as it gets meanwhile: each of its reports carries the
+next of ``tests/test_device_clock.py``'s odd device times (year 0, a leap second, 9999, far past
+and future, "yesterday", "", a number, an object, null...), and every report of the leak carries
+one no datetime can hold. The gateway acts on them all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,9 +27,12 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.clock import SystemClock
+from gateway.contract import report_topic
 from gateway.events import ReportReceived
+from gateway.mqtturl import parse_mqtt_url
 from tests.support.kit_site import DETECTOR, VALVES
 from tests.support.services import Mosquitto
+from tests.test_device_clock import ODD_TIMES, VETOED_BEFORE
 from tests.test_gateway_e2e import Kit, settings, wait_until
 
 RETRY_S = 5.0  # longer than the time the test spends stepping the clock around
@@ -36,6 +47,33 @@ class SteppedClock(SystemClock):
 
     def _wall(self) -> datetime:
         return super()._wall() + self.offset
+
+
+@dataclass
+class OddClockDetector:
+    """The leak detector's reports, sent every 0.25 s, each with the next odd device time; while
+    it leaks, only times that vetoed a report before (none of its leak reports got through)."""
+
+    url: str
+    lel: float = 0.0
+    sent: int = 0
+
+    async def run(self) -> None:
+        every = [ts for ts, _ in ODD_TIMES]
+        async with parse_mqtt_url(self.url).client(identifier=f"odd-{uuid.uuid4().hex}") as c:
+            for seq in range(100_000):  # bounded; cancelled when the test ends
+                leaking = self.lel >= 50
+                times = VETOED_BEFORE if leaking else every
+                body = {
+                    "kind": "detector",
+                    "seq": seq & 0xFFFF,
+                    "event": "alarm" if leaking else "periodic",
+                    "ts": times[seq % len(times)],
+                    "detector": {"lel_pct": self.lel, "flags": ["alarm_high"] if leaking else []},
+                }
+                await c.publish(report_topic(DETECTOR), json.dumps(body), qos=1)
+                self.sent += 1
+                await asyncio.sleep(0.25)
 
 
 def stored_times(gateway: Gateway, table: str) -> list[datetime]:
@@ -69,11 +107,14 @@ async def test_wall_clock_steps_fire_no_timer_and_keep_times_in_order(
 
     gateway.bus.subscribe(ReportReceived, hear)
     kit = Kit(own_mosquitto.url, interval_s=0.5, valve_fails=True)
+    kit.detector.silent = True  # its reports come from the odd clock below
+    detector = OddClockDetector(own_mosquitto.url)
     await kit.start()
+    odd = asyncio.create_task(detector.run())
     try:
-        await wait_until(lambda: len(heard) >= 10)
+        await wait_until(lambda: len(heard) >= 10 and detector.sent >= len(ODD_TIMES))
         clock.offset = timedelta(hours=3)  # forward: nothing is three hours overdue
-        kit.detector.set_lel(55.0)
+        detector.lel = 55.0
         await wait_until(lambda: tries(gateway) == [1, 1])
         commanded = asyncio.get_running_loop().time()
         clock.offset = timedelta(hours=-6)  # back, behind the gateway's start
@@ -104,6 +145,13 @@ async def test_wall_clock_steps_fire_no_timer_and_keep_times_in_order(
         assert [a.source for a in leak] == [DETECTOR]
         assert leak[0].raised_at >= min(heard)
         assert "wall clock stepped back" in caplog.text
+        vetoed = [ts if isinstance(ts, str) else json.dumps(ts) for ts in VETOED_BEFORE]
+        assert leak[0].readings["device_ts"] in vetoed  # raised by a report with such a time
+        assert gateway.ingest.flagged["device_time"] >= len(vetoed)
+        assert "device time flagged" in caplog.text
+        assert gateway.ingest.counts["rejected.invalid"] == 0
     finally:
+        odd.cancel()
+        await asyncio.gather(odd, return_exceptions=True)
         await kit.stop()
         await gateway.stop()

@@ -45,7 +45,9 @@ async def test_valid_report_is_stamped_with_the_gateway_clock(core: Core) -> Non
     assert event.received_at == core.clock.now()
     assert event.received_mono == core.clock.monotonic()
     assert event.report.ts is not None
-    assert event.report.ts.year == 1999  # kept as data, not used as the time
+    assert event.report.ts.at is not None
+    assert event.report.ts.at.year == 1999  # kept as data, not used as the time
+    assert core.ingest.flagged["device_time"] == 0  # a usable device time is not flagged
     assert core.ingest.counts["accepted.report"] == 1
 
 

@@ -135,9 +135,10 @@ def report_point(report: KitReport, received_at: datetime, tags: DeviceTags) -> 
         fields["battery_mv"] = report.battery_mv
     if report.rssi_dbm is not None:
         fields["rssi_dbm"] = report.rssi_dbm
-    if report.ts is not None:
-        # ms, not ns: exact in a float64 (VictoriaMetrics) and the precision devices send.
-        fields["device_time_ms"] = time_ns(report.ts) // 1_000_000
+    if report.ts is not None and report.ts.at is not None:
+        # ms, not ns: exact in a float64 (VictoriaMetrics) and the precision devices send. A
+        # device time that is not a usable time is left out (ingest counts and logs it).
+        fields["device_time_ms"] = time_ns(report.ts.at) // 1_000_000
     fields |= _body_fields(report)
     return Point(KIT_REPORT, tags.as_tags(), fields, time_ns(received_at))
 
