@@ -14,10 +14,12 @@ Roles (docs/api.md has the full table):
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -25,11 +27,30 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.errors import GasgateError
-from gateway.store import Store
+from gateway.store import Store, StoreError
 
-__all__ = ["MIN_PASSWORD", "Role", "User", "UserError", "Users", "Write"]
+__all__ = [
+    "MIN_PASSWORD",
+    "REFUSED_KEPT",
+    "REFUSED_PER_MINUTE",
+    "Role",
+    "User",
+    "UserError",
+    "Users",
+    "Write",
+]
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD: Final = 10
+# A refused write (403, 404, 409, ...) costs the asker nothing, so a script or a finger on a
+# button could fill the disk with them: per user, at most REFUSED_PER_MINUTE are recorded a
+# minute (the rest are counted, and one row says how many when the next minute's is recorded),
+# and the table keeps the newest REFUSED_KEPT refused rows. Accepted writes are all kept: each
+# needs a role that grants it.
+REFUSED_PER_MINUTE: Final = 30
+REFUSED_KEPT: Final = 10_000
+_MINUTE: Final = timedelta(minutes=1)
 ROOM: Final = "users"
 _MIGRATIONS: Final = (
     """
@@ -55,6 +76,10 @@ _MIGRATIONS: Final = (
         result TEXT NOT NULL,
         detail TEXT NOT NULL DEFAULT ''
     );
+    """,
+    # The refused rows, for keeping only the newest REFUSED_KEPT of them.
+    """
+    CREATE INDEX user_writes_refused ON user_writes (id) WHERE result != 'ok';
     """,
 )
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -89,18 +114,45 @@ class Write:
     detail: str
 
 
+@dataclass(slots=True)
+class _Refusals:
+    """One user's refused writes in the current minute."""
+
+    since: datetime
+    recorded: int = 0
+    unrecorded: int = 0
+
+
 class Users:
     """The users table. :meth:`prepare` creates it; every other method needs it prepared."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        refused_per_minute: int = REFUSED_PER_MINUTE,
+        refused_kept: int = REFUSED_KEPT,
+    ) -> None:
         self._store = store
         # Argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): a gateway box
         # is small, and a login must not starve the safety path of memory or CPU.
         self._hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
         self._dummy = ""
+        self._refused_per_minute = refused_per_minute
+        self._refused_kept = refused_kept
+        # Pruned once this many refused rows were added: at most kept + kept/20 on disk.
+        self._prune_every = max(1, refused_kept // 20)
+        self._refused_since_prune = 0
+        self._refusals: dict[str, _Refusals] = {}  # per user name: the users table bounds it
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     def prepare(self) -> None:
         self._store.migrate(ROOM, _MIGRATIONS)
+        self._prune_refused()
 
     def add(
         self, name: str, role: Role, password: str, at: datetime, site_id: str | None = None
@@ -175,13 +227,71 @@ class Users:
     def record_write(
         self, at: datetime, user: User, action: str, target: str, *, result: str, detail: str = ""
     ) -> None:
-        """One line per write made through the API or console, refused ones included."""
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT INTO user_writes (at, name, action, target, result, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (at.isoformat(), user.name, action, target, result, detail),
+        """One line per write made through the API or console, refused ones included (any
+        ``result`` but ``ok``; bounded: see :data:`REFUSED_PER_MINUTE`)."""
+        row = (at.isoformat(), user.name, action, target, result, detail)
+        if result == "ok":
+            with self._store.transaction() as db:
+                db.execute(_INSERT_WRITE, row)
+            return
+        rows = self._refusal_rows(at, user, row)
+        if not rows:
+            return
+        try:
+            # Not fsync'd: a flood of refusals must not cost the event loop a disk sync each.
+            with self._store.transaction(durable=False) as db:
+                db.executemany(_INSERT_WRITE, rows)
+        except (StoreError, sqlite3.Error) as exc:
+            # The refusal is answered all the same; only its record is lost, and counted.
+            self.counts["refused_write_not_stored"] += 1
+            log.warning(
+                "user %s: refused %s of %s not recorded: %s", user.name, action, target, exc
             )
+            return
+        self._refused_since_prune += len(rows)
+        if self._refused_since_prune >= self._prune_every:
+            self._prune_refused()
+
+    def _refusal_rows(
+        self, at: datetime, user: User, row: tuple[str, ...]
+    ) -> list[tuple[str, ...]]:
+        """The rows to write for one refused write: none past the user's limit this minute;
+        with a row saying how many were not recorded in the user's previous minute."""
+        window = self._refusals.get(user.name)
+        rows: list[tuple[str, ...]] = []
+        if window is None or not window.since <= at < window.since + _MINUTE:
+            if window is not None and window.unrecorded:
+                rows.append((
+                    at.isoformat(), user.name, "refused_not_recorded", "", "flood",
+                    f"{window.unrecorded} more refused write(s) from {window.since.isoformat()}"
+                    f" not recorded (over {self._refused_per_minute} a minute)",
+                ))  # fmt: skip
+            window = self._refusals[user.name] = _Refusals(at)
+        if window.recorded >= self._refused_per_minute:
+            window.unrecorded += 1
+            self.counts["refused_write_not_recorded"] += 1
+            if window.unrecorded == 1:
+                log.warning(
+                    "user %s: over %d refused writes this minute; the rest are counted, not"
+                    " recorded", user.name, self._refused_per_minute,
+                )  # fmt: skip
+            return rows
+        window.recorded += 1
+        rows.append(row)
+        return rows
+
+    def _prune_refused(self) -> None:
+        """Keep the newest :data:`REFUSED_KEPT` refused rows (accepted ones are never deleted)."""
+        self._refused_since_prune = 0
+        try:
+            with self._store.transaction(durable=False) as db:
+                db.execute(
+                    "DELETE FROM user_writes WHERE result != 'ok' AND id <= (SELECT id FROM"
+                    " user_writes WHERE result != 'ok' ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (self._refused_kept,),
+                )
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("old refused writes not deleted: %s", exc)
 
     def writes(self, limit: int = 200) -> list[Write]:
         rows = self._store.db.execute(
@@ -190,6 +300,11 @@ class Users:
             (limit,),
         )
         return [Write(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
+
+
+_INSERT_WRITE: Final = (
+    "INSERT INTO user_writes (at, name, action, target, result, detail) VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 def _sha256(token: str) -> str:

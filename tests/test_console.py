@@ -88,7 +88,7 @@ async def test_site_and_fleet_pages(world: World) -> None:
         assert "CYL-OLD" in site
         assert "overdue" in site
         fleet = (await client.get("/console/fleet?lang=en")).text
-        assert re.search(r"\d+ online · \d+ offline · 0 low battery", fleet)
+        assert re.search(r"\d+ online · \d+ offline · \d+ not heard yet · 0 low battery", fleet)
         assert "det-a" in fleet
         queue = (await client.get("/console/alarms/queue?lang=en")).text
         assert "leak_high" in queue

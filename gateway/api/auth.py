@@ -8,6 +8,7 @@ costs a login. API tokens are in the store (:class:`gateway.users.Users`).
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from collections import deque
 from dataclasses import dataclass
@@ -118,7 +119,18 @@ class LoginLimiter:
         return (f"name:{name}", f"addr:{address}")
 
     def blocked(self, keys: tuple[str, ...], now_mono: float) -> bool:
-        return any(len(self._recent(k, now_mono)) >= _limit(k) for k in keys)
+        return self.retry_after(keys, now_mono) > 0
+
+    def retry_after(self, keys: tuple[str, ...], now_mono: float) -> int:
+        """Whole seconds until every key is below its limit again (0: not blocked): when
+        enough of its oldest failures have aged out of the window. For ``Retry-After``."""
+        wait = 0.0
+        for key in keys:
+            times = self._recent(key, now_mono)
+            over = len(times) - _limit(key)
+            if over >= 0:  # the failure that must age out for one more try
+                wait = max(wait, times[over] + self._window_s - now_mono)
+        return max(1, math.ceil(wait)) if wait > 0 else 0
 
     def failed(self, keys: tuple[str, ...], now_mono: float) -> None:
         if len(self._failures) > _MAX_KEYS:  # many names tried: forget the ones aged out

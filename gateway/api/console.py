@@ -8,6 +8,7 @@ in place and the login returns there.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gateway.api.auth import SESSION_COOKIE, Permission, allowed
-from gateway.api.context import ApiContext, context, current_user, site_visible
+from gateway.api.context import ApiContext, context, current_user, forbidden, site_visible
 from gateway.api.i18n import LANGS, Lang, text
 from gateway.api.routes import Action, alarm_queue, answer_alarm, check_login, set_session_cookie
 from gateway.api.views import DeviceView, device_view, site_detail
@@ -29,6 +30,8 @@ router = APIRouter(include_in_schema=False)
 Ctx = Annotated[ApiContext, Depends(context)]
 LANG_COOKIE: Final = "gasgate_lang"
 LOW_BATTERY_MV: Final = 2600  # below this a battery device is listed as low on the fleet page
+# The fleet lists the devices that need a look first: offline, then not heard since the start.
+_FLEET_ORDER: Final = {"offline": 0, "not_heard_yet": 1, "unknown": 2, "online": 3}
 _ACTIONS: Final[dict[str, Action]] = {
     "acknowledge": "acknowledge",
     "resolve": "resolve",
@@ -97,7 +100,9 @@ async def login(
         user = await check_login(ctx, name, password, request)
     except HTTPException as exc:
         key = "login_limited" if exc.status_code == 429 else "login_failed"
-        return _login_page(request, status=exc.status_code, error=key)
+        page = _login_page(request, status=exc.status_code, error=key)
+        page.headers.update(exc.headers or {})  # Retry-After on a 429
+        return page
     session_id, _ = ctx.sessions.open(user, ctx.clock.monotonic())
     # Only a path on this console: never redirect a login to another site.
     target = next_path if next_path.startswith("/console/") else "/console/alarms"
@@ -167,7 +172,7 @@ async def act(  # noqa: PLR0917 - FastAPI passes form fields by name
         raise HTTPException(404, f"no action {action!r}")
     needed = Permission.SUPPRESS if chosen == "shelve" else Permission.ANSWER
     if not allowed(user, needed):
-        raise HTTPException(403, f"role {user.role} may not {needed.value}")
+        raise forbidden(ctx, user, needed, (chosen, alarm_id))
     answer_alarm(ctx, user, alarm_id, chosen, note.strip() or None, duration_s=minutes * 60.0)
     return RedirectResponse("/console/alarms", status_code=303)
 
@@ -197,11 +202,11 @@ async def fleet_page(request: Request, ctx: Ctx) -> HTMLResponse:
         if site_visible(user, d.site_id)
     ]
     devices = [v for v in views if v is not None]
-    devices.sort(key=lambda v: (v.online is not False, v.site_id, v.device_id))
+    devices.sort(key=lambda v: (_FLEET_ORDER[v.availability], v.site_id, v.device_id))
+    count = Counter(v.availability for v in devices)
     return _page(
         request, "fleet.html", user=user, csrf=_csrf(request, ctx), devices=devices,
-        online=sum(v.online is True for v in devices),
-        offline=sum(v.online is False for v in devices),
+        online=count["online"], offline=count["offline"], waiting=count["not_heard_yet"],
         low=sum(_low(v) for v in devices), is_low=_low, stamp=_stamp,
     )  # fmt: skip
 

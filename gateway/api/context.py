@@ -27,7 +27,9 @@ __all__ = [
     "CurrentUser",
     "context",
     "current_user",
+    "forbidden",
     "need",
+    "record_refused",
     "site_visible",
 ]
 
@@ -35,6 +37,10 @@ log = logging.getLogger(__name__)
 
 CSRF_HEADER: Final = "x-csrf-token"
 _FORMS: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+_SAFE_METHODS: Final = ("GET", "HEAD", "OPTIONS")
+# What a refused write is recorded against when the route has no alarm id in its path.
+_WRITE_TARGETS: Final = {"registry_import": "registry"}
+_TARGET_CHARS: Final = 200  # a refused target comes from the asker's URL: kept short
 
 
 async def context(request: Request) -> ApiContext:
@@ -62,7 +68,7 @@ async def current_user(request: Request, ctx: Ctx) -> User:
     session = _session(request, ctx)
     if session is None:
         raise HTTPException(401, "log in or send an API token", {"WWW-Authenticate": "Bearer"})
-    unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+    unsafe = request.method not in _SAFE_METHODS
     if unsafe and not csrf_ok(session, await _presented_csrf(request)):
         raise HTTPException(403, "missing or wrong CSRF token")
     return session.user
@@ -81,15 +87,46 @@ async def _presented_csrf(request: Request) -> str | None:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def need(permission: Permission) -> Callable[[User], Awaitable[User]]:
-    """A dependency: the current user, 403 unless their role grants ``permission``."""
+def need(permission: Permission) -> Callable[[Request, ApiContext, User], Awaitable[User]]:
+    """A dependency: the current user, 403 unless their role grants ``permission``; a write
+    refused so is recorded (``user_writes``) against the route's action and target."""
 
-    async def check(user: CurrentUser) -> User:
+    async def check(request: Request, ctx: Ctx, user: CurrentUser) -> User:
         if not allowed(user, permission):
-            raise HTTPException(403, f"role {user.role} may not {permission.value}")
+            write = _write_of(request) if request.method not in _SAFE_METHODS else None
+            raise forbidden(ctx, user, permission, write)
         return user
 
     return check
+
+
+def _write_of(request: Request) -> tuple[str, str]:
+    """The action (the route's name: "acknowledge", "registry_import", ...) and target."""
+    route = request.scope.get("route")
+    action = getattr(route, "name", None) or request.url.path
+    target = request.path_params.get("alarm_id") or _WRITE_TARGETS.get(action, request.url.path)
+    return action, target
+
+
+def forbidden(
+    ctx: ApiContext, user: User, permission: Permission, write: tuple[str, str] | None
+) -> HTTPException:
+    """The 403 for a role without ``permission``; a refused ``write`` (action, target) is
+    recorded."""
+    reason = f"role {user.role} may not {permission.value}"
+    if write is not None:
+        record_refused(ctx, user, *write, result="forbidden", reason=reason)
+    return HTTPException(403, reason)
+
+
+def record_refused(
+    ctx: ApiContext, user: User, action: str, target: str, *, result: str, reason: str
+) -> None:
+    """Record a write refused before it reached the alarms room (bounded per user: see
+    :data:`gateway.users.REFUSED_PER_MINUTE`)."""
+    ctx.users.record_write(
+        ctx.clock.now(), user, action, target[:_TARGET_CHARS], result=result, detail=reason
+    )
 
 
 def site_visible(user: User, site_id: str | None) -> bool:

@@ -134,6 +134,12 @@ class DeviceStates:
     def get(self, device_id: str) -> DeviceState | None:
         return self._states.get(device_id)
 
+    def heard_since_start(self, device_id: str) -> bool:
+        """Whether the device has reported since the gateway started (a state read back from
+        the store has no event: that report was before the start)."""
+        state = self._states.get(device_id)
+        return state is not None and state.event is not None
+
     def on_report(self, event: ReportReceived) -> None:
         r = event.report
         state = self._states.get(event.device_id)

@@ -65,6 +65,8 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "devices": ("设备", "Devices"),
     "online": ("在线", "online"),
     "offline": ("离线", "offline"),
+    # Registered, but no report since the gateway started (its start grace still runs).
+    "not_heard_yet": ("启动后尚未收到上报", "not heard yet"),
     "unknown": ("未知", "unknown"),
     "passive": ("无源部件", "passive"),
     "last_report": ("最近上报", "Last report"),
@@ -74,8 +76,8 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "recent_alarms": ("近 7 天的报警", "Alarms in the last 7 days"),
     "no_recent": ("近 7 天没有报警", "No alarms in the last 7 days"),
     "summary": (
-        "在线 {online} · 离线 {offline} · 电量低 {low}",
-        "{online} online · {offline} offline · {low} low battery",
+        "在线 {online} · 离线 {offline} · 尚未收到上报 {waiting} · 电量低 {low}",
+        "{online} online · {offline} offline · {waiting} not heard yet · {low} low battery",
     ),
     "read_only": ("只读", "read-only"),
     "live": ("实时更新", "live"),

@@ -26,10 +26,18 @@ from pydantic import BaseModel, Field
 
 from gateway.alarms import MAX_SHELVE_S, Refused
 from gateway.api.auth import SESSION_COOKIE, SESSION_S, Permission
-from gateway.api.context import ApiContext, CurrentUser, context, need, site_visible
+from gateway.api.context import (
+    ApiContext,
+    CurrentUser,
+    context,
+    need,
+    record_refused,
+    site_visible,
+)
 from gateway.api.views import (
     AlarmView,
     AuditEntryView,
+    Availability,
     DeviceView,
     HistoryView,
     SiteDetail,
@@ -109,8 +117,11 @@ async def check_login(ctx: ApiContext, name: str, password: str, request: Reques
     client = request.client.host if request.client else "?"
     keys = ctx.limiter.keys(name, client)
     now = ctx.clock.monotonic()
-    if ctx.limiter.blocked(keys, now):
-        raise HTTPException(429, "too many failed logins; wait a few minutes")
+    wait_s = ctx.limiter.retry_after(keys, now)
+    if wait_s:
+        raise HTTPException(
+            429, "too many failed logins; wait a few minutes", {"Retry-After": str(wait_s)}
+        )
     # Argon2 takes tens of milliseconds: off the event loop, which also runs the safety path.
     # The store is read here, on the loop: its connection belongs to the loop's thread.
     stored = ctx.users.password_hash(name)
@@ -172,14 +183,16 @@ async def kits(_user: Reader, ctx: Ctx) -> list[KitView]:
 
 
 @router.get("/devices")
-async def devices(
+async def devices(  # noqa: PLR0917 - FastAPI passes query parameters by name
     user: Reader,
     ctx: Ctx,
     site: str | None = None,
     online: bool | None = None,
     low_battery_mv: Annotated[int | None, Query(ge=0, le=0xFFFF)] = None,
+    availability: Availability | None = None,
 ) -> list[DeviceView]:
-    """The fleet: every device's availability, last report, battery and signal."""
+    """The fleet: every device's availability, last report, battery and signal. A device not
+    heard from since the gateway started is ``not_heard_yet`` (``online`` null)."""
     views = [
         device_view(ctx, d.device_id)
         for d in ctx.registry.devices()
@@ -190,6 +203,7 @@ async def devices(
         for v in views
         if v is not None
         and (online is None or v.online is online)
+        and (availability is None or v.availability == availability)
         and (low_battery_mv is None or (v.battery_mv is not None and v.battery_mv < low_battery_mv))
     ]
 
@@ -209,8 +223,12 @@ async def device(device_id: str, user: Reader, ctx: Ctx) -> DeviceView:
 def visible_alarm(ctx: ApiContext, user: User, alarm_id: str) -> Alarm:
     alarm = ctx.alarms.get(alarm_id)
     if alarm is None or not site_visible(user, alarm.site_id):
-        raise HTTPException(404, f"no alarm {alarm_id!r}")
+        raise HTTPException(404, _no_alarm(alarm_id))
     return alarm
+
+
+def _no_alarm(alarm_id: str) -> str:
+    return f"no alarm {alarm_id!r}"
 
 
 def alarm_queue(
@@ -332,7 +350,13 @@ def answer_alarm(
     out_of_service: bool = True,
 ) -> AlarmView:
     """One alarm operation by ``user``, recorded with its result; HTTP errors for refusals."""
-    visible_alarm(ctx, user, alarm_id)
+    try:
+        visible_alarm(ctx, user, alarm_id)
+    except HTTPException:
+        record_refused(
+            ctx, user, action, alarm_id, result="unknown_alarm", reason=_no_alarm(alarm_id)
+        )
+        raise
     a = ctx.alarms
     if action == "acknowledge":
         result = a.acknowledge(alarm_id, user.name, note)
@@ -394,7 +418,7 @@ async def events(user: Reader, ctx: Ctx, request: Request) -> StreamingResponse:
 
 
 async def alarm_stream(ctx: ApiContext, user: User, request: Request) -> AsyncIterator[str]:
-    async with ctx.broadcaster.listen() as queue:
+    with ctx.broadcaster.listen() as queue:
         yield ": connected\n\n"
         while not await request.is_disconnected():
             try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -38,10 +38,14 @@ class Change:
 
 class Broadcaster:
     """Changes to every open event stream. A stream that falls behind misses events, never
-    blocks the bus: each event makes the client re-read the current state anyway."""
+    blocks the bus: each event makes the client re-read the current state anyway.
+
+    :meth:`close` ends every stream, a full one too, and any opened after it: a stream left
+    open when the HTTP server stops is cancelled mid-send (an ERROR traceback in the log)."""
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[Change | None]] = set()
+        self._closed = False
 
     def publish(self, change: Change) -> None:
         for queue in self._queues:
@@ -54,18 +58,30 @@ class Broadcaster:
         self.publish(Change("alarm", a.site_id, data))
 
     def close(self) -> None:
+        self._closed = True
         for queue in self._queues:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            _end(queue)
 
-    @contextlib.asynccontextmanager
-    async def listen(self) -> AsyncIterator[asyncio.Queue[Change | None]]:
+    @contextlib.contextmanager
+    def listen(self) -> Iterator[asyncio.Queue[Change | None]]:
+        """A queue of changes, ended by ``None``. A plain (not async) context manager: the
+        stream's generator holds no second async generator whose finalisation order at a
+        stop could raise "generator didn't stop after athrow()"."""
         queue: asyncio.Queue[Change | None] = asyncio.Queue(_QUEUE)
+        if self._closed:
+            _end(queue)
         self._queues.add(queue)
         try:
             yield queue
         finally:
             self._queues.discard(queue)
+
+
+def _end(queue: asyncio.Queue[Change | None]) -> None:
+    """End a stream at once: what it had not sent yet is dropped (its page re-reads anyway)."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(None)
 
 
 @dataclass(slots=True)

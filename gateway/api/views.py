@@ -5,15 +5,18 @@ One builder per thing (alarm, device, site), so the JSON and the pages always ag
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
+from gateway.alarm_types import AlarmType
 from gateway.api.auth import Permission, allowed
 from gateway.api.context import ApiContext
 from gateway.escalation import trail
+from gateway.linkage import closes_valves
 from gateway.model import Alarm
 from gateway.registry import Component, Contact, Site
 from gateway.users import User
@@ -21,6 +24,7 @@ from gateway.users import User
 __all__ = [
     "AlarmView",
     "AuditEntryView",
+    "Availability",
     "ComponentView",
     "ContactView",
     "CylinderView",
@@ -54,6 +58,10 @@ class SiteView(BaseModel):
     missing: list[str]
 
 
+# "not_heard_yet": no report since the gateway started, and its start grace still runs.
+Availability = Literal["online", "offline", "not_heard_yet", "unknown"]
+
+
 class DeviceView(BaseModel):
     device_id: str
     site_id: str
@@ -61,7 +69,8 @@ class DeviceView(BaseModel):
     model: str
     power: str
     report_interval_s: int
-    online: bool | None
+    availability: Availability
+    online: bool | None  # None: not supervised, or not heard yet since the gateway started
     last_report_at: datetime | None
     battery_mv: int | None
     rssi_dbm: int | None
@@ -79,7 +88,7 @@ class ComponentView(BaseModel):
     installed_on: str
     service_life_months: int | None
     past_service_life: bool
-    state: str  # online / offline / unknown for a device, "passive" for a passive part
+    state: str  # a device's Availability, "passive" for a passive part
 
 
 class CylinderView(BaseModel):
@@ -180,6 +189,7 @@ def device_view(ctx: ApiContext, device_id: str) -> DeviceView | None:
     if info is None:
         return None
     state = ctx.devices.get(device_id)
+    availability = _availability(ctx, device_id)
     return DeviceView(
         device_id=device_id,
         site_id=info.site_id,
@@ -187,7 +197,8 @@ def device_view(ctx: ApiContext, device_id: str) -> DeviceView | None:
         model=info.model,
         power=info.power.value,
         report_interval_s=info.report_interval_s,
-        online=ctx.supervision.online(device_id),
+        availability=availability,
+        online={"online": True, "offline": False}.get(availability),
         last_report_at=state.last_report_at if state else None,
         battery_mv=state.battery_mv if state else None,
         rssi_dbm=state.rssi_dbm if state else None,
@@ -197,6 +208,17 @@ def device_view(ctx: ApiContext, device_id: str) -> DeviceView | None:
         pressure_pa=state.pressure_pa if state else None,
         lel_trend=[v for _, v in state.lel_trend] if state else [],
     )
+
+
+def _availability(ctx: ApiContext, device_id: str) -> Availability:
+    """Supervision's word, except that a device it counts online only because the start's
+    grace runs (nothing heard from it since the gateway started) is "not heard yet"."""
+    online = ctx.supervision.online(device_id)
+    if online is None:
+        return "unknown"
+    if not online:
+        return "offline"
+    return "online" if ctx.devices.heard_since_start(device_id) else "not_heard_yet"
 
 
 def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
@@ -247,15 +269,38 @@ def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
     )
 
 
+_VALVE_CLOSERS: Final = tuple(t.value for t in AlarmType if closes_valves(t.value))
+_VALVE_CLOSERS_JSON: Final = json.dumps(_VALVE_CLOSERS)
+
+
 def _valve_commands(ctx: ApiContext, alarm: Alarm) -> list[str]:
-    """The commands the linkage recorded (its ``valve_command`` table) for this alarm and the
-    other open alarms of its source (a leak_low and a leak_high from one report share the
-    closing), with what each valve answered: only what the gateway really sent."""
-    rows = ctx.store.db.execute(
-        "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id = ? OR alarm_id IN"
-        " (SELECT alarm_id FROM alarms WHERE source = ? AND is_open = 1) ORDER BY at",
-        (alarm.alarm_id, alarm.source),
-    )
+    """The commands the linkage recorded (its ``valve_command`` table) for this alarm, with
+    what each valve answered: only what the gateway really sent, and only for this alarm.
+
+    Two alarms share commands: a valve-closing alarm shows those of the other open
+    valve-closing alarms of its source (a leak_high raised while the leak_low's close is
+    under way sends none of its own), and a valve_failed_to_close shows the commands to its
+    valve of the alarm that closed it (its readings' ``alarm_id``). Another alarm of the same
+    device (sensor_fault, tamper, end_of_life...) shows none of them."""
+    if alarm.alarm_type == AlarmType.VALVE_FAILED_TO_CLOSE.value:
+        closing = alarm.readings.get("alarm_id")
+        rows = ctx.store.db.execute(
+            "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id IN (?, ?)"
+            " AND valve_id = ? ORDER BY at",
+            (alarm.alarm_id, str(closing), alarm.device_id),
+        )
+    elif alarm.alarm_type in _VALVE_CLOSERS:
+        rows = ctx.store.db.execute(
+            "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id = ? OR alarm_id IN"
+            " (SELECT alarm_id FROM alarms WHERE source = ? AND is_open = 1 AND alarm_type IN"
+            " (SELECT value FROM json_each(?))) ORDER BY at",
+            (alarm.alarm_id, alarm.source, _VALVE_CLOSERS_JSON),
+        )
+    else:
+        rows = ctx.store.db.execute(
+            "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id = ? ORDER BY at",
+            (alarm.alarm_id,),
+        )
     return [f"{r[1]} → {r[0]} (try {r[2]}{', ' + r[3] if r[3] else ''})" for r in rows]
 
 
@@ -281,11 +326,8 @@ def _step_index(detail: str) -> int | None:
 def component_view(
     ctx: ApiContext, component: Component, expired: set[tuple[str, str]]
 ) -> ComponentView:
-    if component.device_id is None:
-        state = "passive"
-    else:
-        online = ctx.supervision.online(component.device_id)
-        state = "unknown" if online is None else ("online" if online else "offline")
+    device_id = component.device_id
+    state = "passive" if device_id is None else _availability(ctx, device_id)
     return ComponentView(
         component=component.component.value,
         device_id=component.device_id,
