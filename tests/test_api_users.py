@@ -1,5 +1,5 @@
 """``gasgate user add|token|list`` on a real store: Argon2id hashes, tokens kept only as
-hashes, the rules for names, passwords and site users."""
+hashes, the rules for names, passwords and site users (whose site must be in the registry)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.registry import import_dir, save
 from gateway.store import Store
 from gateway.users import Role, Users
+from tests.support.kit_site import SITE, write_registry
 
 PASSWORD = "a long enough secret"
 
@@ -21,9 +23,11 @@ def _run(*args: str, stdin: str | None = None) -> tuple[int, str]:
 
 
 def _gateway_data_dir(tmp_path: Path) -> str:
-    """A data directory with a store, as ``gasgate run`` leaves it (the tools never create one)."""
+    """A data directory with a store, as ``gasgate run`` leaves it (the tools never create one),
+    and a registry of one site (:data:`SITE`) in it."""
     store = Store(tmp_path / "data" / "gasgate.db")
     store.open()
+    save(store, import_dir(write_registry(tmp_path / "registry")), who="test")
     store.close()
     return str(tmp_path / "data")
 
@@ -37,7 +41,7 @@ def test_add_token_list(tmp_path: Path) -> None:
     assert code == 0, out
     assert "user alice added: duty_officer" in out
     code, out = _run(
-        "user", "add", "bob", "--role", "site_user", "--site", "r-001", "--password-stdin",
+        "user", "add", "bob", "--role", "site_user", "--site", SITE, "--password-stdin",
         "--data-dir", data, stdin=f"{PASSWORD}\n",
     )  # fmt: skip
     assert code == 0, out
@@ -46,7 +50,7 @@ def test_add_token_list(tmp_path: Path) -> None:
     token = token.strip()
     assert token.startswith("gg_")
     code, out = _run("user", "list", "--data-dir", data)
-    assert out.splitlines() == ["alice\tduty_officer\t", "bob\tsite_user\tr-001"]
+    assert out.splitlines() == ["alice\tduty_officer\t", f"bob\tsite_user\t{SITE}"]
 
     store = Store(tmp_path / "data" / "gasgate.db")
     store.open()
@@ -81,6 +85,12 @@ def test_refusals(tmp_path: Path) -> None:
     assert (code, "at least 10 characters" in out) == (1, True)
     code, out = add("erin", "--role", "site_user")
     assert (code, "needs --site" in out) == (1, True)
+    # A site the registry does not have: refused, naming the site and the store looked in.
+    code, out = add("erin", "--role", "site_user", "--site", "NOPE")
+    assert code == 1
+    assert "site 'NOPE' is not in the registry" in out
+    assert str(tmp_path / "data" / "gasgate.db") in out
+    assert "erin" not in _run("user", "list", "--data-dir", data)[1]
     code, out = add("bad name!", "--role", "installer")
     assert code == 1
     assert "user name" in out

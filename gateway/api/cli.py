@@ -61,10 +61,24 @@ def user() -> None:
 def add(name: str, role: str, site_id: str | None, password_stdin: bool, data_dir: Path) -> None:
     """Add user NAME with ROLE; asks for the password (hashed with Argon2id)."""
     with _users(data_dir) as users:  # first: no password asked for a store that is not there
+        if site_id is not None and role == Role.SITE_USER:
+            _check_site(users, site_id)
         password = sys.stdin.readline().rstrip("\n") if password_stdin else _ask_password()
         added = users.add(name, Role(role), password, datetime.now(UTC), site_id)
     where = f" of site {added.site_id}" if added.site_id else ""
     click.echo(f"user {added.name} added: {added.role}{where}")
+
+
+def _check_site(users: Users, site_id: str) -> None:
+    """A site_user's site must be one the stored registry has: a mistyped site would give a
+    user who sees nothing."""
+    registry = Registry.load(users.store)
+    if registry.site(site_id) is None:
+        raise click.ClickException(
+            f"site {site_id!r} is not in the registry stored in {users.store.path.absolute()}"
+            f" ({len(registry.sites())} sites, generation {registry.generation}); see them"
+            " with `gasgate registry show`, or import the registry first"
+        )
 
 
 def _ask_password() -> str:
