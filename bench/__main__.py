@@ -26,6 +26,7 @@ SUITES: dict[str, str] = {
     "telemetry": "bench.telemetry",
     "system": "bench.system",
     "fuzz": "bench.fuzz",
+    "kill": "bench.kill",
 }
 
 RESULTS = Path(__file__).with_name("results")

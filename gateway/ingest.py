@@ -33,6 +33,7 @@ from gateway.events import (
     ReceiverStatusChanged,
     ReportReceived,
 )
+from gateway.logs import LogGate
 from gateway.registry.model import DeviceInfo
 
 __all__ = ["DUPLICATE_WINDOW_S", "LOG_EVERY_S", "DeviceLookup", "Ingest"]
@@ -60,23 +61,6 @@ class _Last:
     mono: float
 
 
-@dataclass(slots=True)
-class _LogGate:
-    """At most one log line every ``LOG_EVERY_S``; the lines held back are counted."""
-
-    next_mono: float = 0.0
-    suppressed: int = 0
-
-    def admit(self, now: float) -> int | None:
-        """How many lines were held back before this one if it may be logged now; else None."""
-        if now < self.next_mono:
-            self.suppressed += 1
-            return None
-        self.next_mono = now + LOG_EVERY_S
-        held, self.suppressed = self.suppressed, 0
-        return held
-
-
 class Ingest:
     def __init__(self, bus: Bus, registry: DeviceLookup, clock: Clock) -> None:
         self._bus = bus
@@ -84,8 +68,8 @@ class Ingest:
         self._clock = clock
         self._last: dict[str, _Last] = {}
         self._accepted: deque[tuple[float, str]] = deque()  # (mono, device): oldest first
-        self._log_gates: dict[str, _LogGate] = {}
-        self._device_time_gate = _LogGate()
+        self._log_gates: dict[str, LogGate] = {}
+        self._device_time_gate = LogGate(LOG_EVERY_S)
         #: accepted.report, duplicate, accepted.availability, accepted.receiver, ignored.cmd,
         #: and one ``rejected.<reason>`` per refusal reason.
         self.counts: Counter[str] = Counter()
@@ -213,7 +197,7 @@ class Ingest:
     def _log_rejection(self, reason: str, where: str, detail: str) -> None:
         gate = self._log_gates.get(reason)
         if gate is None:
-            gate = self._log_gates[reason] = _LogGate()
+            gate = self._log_gates[reason] = LogGate(LOG_EVERY_S)
         held = gate.admit(self._clock.monotonic())
         if held is not None:
             log.warning("rejected %s: %s: %s (+%d not logged before)", where, reason, detail, held)

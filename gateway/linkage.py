@@ -40,6 +40,7 @@ from gateway.clock import Clock, Timer
 from gateway.contract import CmdAckMessage, CmdMessage, cmd_topic, decode, parse_topic
 from gateway.errors import RejectedInput
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
+from gateway.logs import LogGate
 from gateway.model import Alarm, Transition
 from gateway.registry import DeviceInfo
 from gateway.store import Store, StoreError
@@ -60,6 +61,7 @@ RETRY_S: Final = 10.0
 TRIES: Final = 3
 RULE_ID: Final = "linkage.valve_failed_to_close"
 FIRST_STATES_S: Final = 1.0  # valves' first states are stored together, this often
+ACK_LOG_EVERY_S: Final = 10.0  # at most one "ack refused" warning this often
 _SAVE_VALVE_STATE: Final = (
     "INSERT INTO valve_state (valve_id, state, at) VALUES (?, ?, ?)"
     " ON CONFLICT (valve_id) DO UPDATE SET state = excluded.state, at = excluded.at"
@@ -179,6 +181,7 @@ class Linkage:
         self._failed: set[str] = set()  # valves whose valve_failed_to_close is raised
         self._unsaved: list[tuple[str, str, str]] = []  # first states not yet stored
         self._flush_timer: Timer | None = None
+        self._ack_log = LogGate(ACK_LOG_EVERY_S)
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -464,7 +467,10 @@ class Linkage:
             ack = decode(CmdAckMessage, payload, topic)
         except RejectedInput as exc:
             self.counts[f"ack_rejected.{exc.reason}"] += 1
-            log.warning("command ack refused (%s): %s", exc.reason, exc)
+            held = self._ack_log.admit(self._clock.monotonic())  # forged acks can flood
+            if held is not None:
+                log.warning("command ack refused (%s): %s (+%d not logged before)",
+                            exc.reason, exc, held)  # fmt: skip
             return
         with self._store.transaction() as db:
             found = db.execute(

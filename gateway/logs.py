@@ -26,6 +26,7 @@ from gateway.errors import ConfigError
 __all__ = [
     "JsonFormatter",
     "LogFormat",
+    "LogGate",
     "RedactSecrets",
     "TextFormatter",
     "redact",
@@ -33,6 +34,28 @@ __all__ = [
 ]
 
 LogFormat = Literal["auto", "json", "text"]
+
+
+class LogGate:
+    """At most one log line every ``every_s`` for one kind of bad input (a flood cannot fill
+    the disk); the lines held back are counted and said with the next one."""
+
+    __slots__ = ("_every_s", "_next_mono", "suppressed")
+
+    def __init__(self, every_s: float) -> None:
+        self._every_s = every_s
+        self._next_mono = 0.0
+        self.suppressed = 0
+
+    def admit(self, now: float) -> int | None:
+        """How many lines were held back before this one if it may be logged now; else None."""
+        if now < self._next_mono:
+            self.suppressed += 1
+            return None
+        self._next_mono = now + self._every_s
+        held, self.suppressed = self.suppressed, 0
+        return held
+
 
 MASK: Final = "***"
 _SECRET_WORDS: Final = r"(?:password|passwd|pwd|token|secret|hmac|api[_-]?key|credential)"  # noqa: S105

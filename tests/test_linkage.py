@@ -17,7 +17,14 @@ from gateway.bus import Bus
 from gateway.clock import ManualClock
 from gateway.contract import CmdMessage, KitReport
 from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
-from gateway.linkage import FIRST_STATES_S, RETRY_S, TRIES, Linkage, command_message
+from gateway.linkage import (
+    ACK_LOG_EVERY_S,
+    FIRST_STATES_S,
+    RETRY_S,
+    TRIES,
+    Linkage,
+    command_message,
+)
 from gateway.model import Transition
 from gateway.registry import Registry, import_dir
 from gateway.store import Store
@@ -394,6 +401,20 @@ async def test_command_acks_are_stored_for_the_audit_trail(gw: Gateway) -> None:
     assert gw.linkage.counts["ack_rejected.bad_json"] == 1
     await gw.advance(RETRY_S)  # an ack is not a confirmation: both are commanded again
     assert len(gw.outbox.sent) == 4
+
+
+async def test_forged_acks_are_counted_and_their_warnings_rate_limited(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(1000):  # a device flooding its cmd/ack topic with garbage
+        gw.linkage.handle_ack(f"kit/v1/{VALVES[0]}/cmd/ack", b"{forged")
+    assert gw.linkage.counts["ack_rejected.bad_json"] == 1000
+    assert len([r for r in caplog.records if "command ack refused" in r.message]) == 1
+    await gw.advance(ACK_LOG_EVERY_S)
+    gw.linkage.handle_ack(f"kit/v1/{VALVES[0]}/cmd/ack", b"{forged")
+    refused = [r.message for r in caplog.records if "command ack refused" in r.message]
+    assert len(refused) == 2
+    assert "+999 not logged before" in refused[1]
 
 
 async def test_a_failing_disk_does_not_stop_a_leak_closing_valves(gw: Gateway) -> None:
