@@ -107,6 +107,10 @@ _MIGRATIONS: Final = (
     """
     ALTER TABLE valve_close ADD COLUMN sent INTEGER NOT NULL DEFAULT 1;
     """,
+    # The console shows an alarm's own commands.
+    """
+    CREATE INDEX valve_command_alarm ON valve_command (alarm_id);
+    """,
 )
 
 
