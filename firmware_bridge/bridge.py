@@ -17,7 +17,9 @@
   and on every MQTT connect. Nothing is published while the link does not know the receiver's
   state yet (from start until its first heartbeat, or ``heartbeat_timeout_s`` without one): the
   status retained from before a restart stays, instead of a made-up ``offline`` that would alarm
-  the duty room at every restart.
+  the duty room at every restart. A clean stop (SIGTERM) publishes the receiver's offline status
+  with ``"stopping": true`` before its ``offline`` availability: a planned stop, which the gateway
+  gives a grace to come back before it pages anyone; a crash leaves only the last will.
 * ``kit/v1/+/cmd`` for a radio device id (8 hex digits): a valid command runs on the link (one at a
   time per device) and its result goes to ``kit/v1/{id}/cmd/ack``. Anything else (above all
   ``open``: KSP/1 has no remote open, valves are reopened by hand on site) is answered
@@ -159,6 +161,7 @@ class Bridge:
         self._client: aiomqtt.Client | None = None
         self._mqtt_task: asyncio.Task[None] | None = None
         self._commands: set[asyncio.Task[None]] = set()
+        self._stopping = False  # stop() began: the offline status says it is a planned stop
 
     @property
     def availability_topic(self) -> str:
@@ -173,6 +176,7 @@ class Bridge:
         await self.link.start()
 
     async def stop(self) -> None:
+        self._stopping = True
         await self.link.stop()  # nothing new is acknowledged from here on
         for task in self._commands:
             task.cancel()
@@ -246,14 +250,14 @@ class Bridge:
         self._outbox.append(message)
         self._wake.set()
 
-    @staticmethod
-    def _receiver_payload(state: ReceiverState) -> bytes:
+    def _receiver_payload(self, state: ReceiverState) -> bytes:
         status = contract.ReceiverStatus(
             online=state.online,
             uptime_s=state.uptime_s,
             paired_count=state.paired_count,
             fw_version=state.fw_version,
             ts=state.changed_at,
+            stopping=True if self._stopping and not state.online else None,
         )
         return status.model_dump_json(exclude_none=True).encode()
 

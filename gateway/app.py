@@ -39,7 +39,7 @@ from gateway.registry import Registry, import_dir, save
 from gateway.settings import GasgateSettings
 from gateway.site_mqtt import SiteMqtt
 from gateway.store import Store, StoreError, StoreWatch, disk_trouble
-from gateway.supervision import Supervision
+from gateway.supervision import BridgeRoster, Supervision
 from gateway.telemetry import TelemetryFeed, TelemetrySettings, TelemetryWriter
 from rules.engine import RuleEngine
 from rules.schema import load_rules, rule_files
@@ -78,6 +78,11 @@ class GatewaySettings(GasgateSettings, TelemetrySettings):
         default_factory=_default_gateway_id,
         description="This gateway's id: prefix of its alarm ids, and in its MQTT topics "
         "(default: gw-<hostname>).",
+    )
+    bridges: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")], ...] = Field(
+        (),
+        description="Bridge ids whose receivers this gateway supervises (env: a JSON list); "
+        "any other bridge on the site broker is logged once and ignored (docs/bridge.md).",
     )
     missed_intervals: int = Field(
         3, ge=1, le=100, description="A device is offline after this many silent intervals."
@@ -149,7 +154,8 @@ class Gateway:
         self.registry = self._load_registry()
         ruleset = load_rules(rule_files(s.rules_dir) if s.rules_dir else ())
         self.ingest = Ingest(self.bus, self.registry, self.clock)
-        self.rules = RuleEngine(self.bus, self.registry, self.clock, ruleset)
+        bridges = BridgeRoster(s.bridges)
+        self.rules = RuleEngine(self.bus, self.registry, self.clock, ruleset, bridges=bridges)
         self.alarms = Alarms(self.bus, self.store, self.clock, s.gateway_id)
         self.site_mqtt = SiteMqtt(
             s.mqtt,
@@ -177,7 +183,11 @@ class Gateway:
             gateway_id=s.gateway_id,
         )
         self.supervision = Supervision(
-            self.bus, self.registry, self.clock, missed_intervals=s.missed_intervals
+            self.bus,
+            self.registry,
+            self.clock,
+            missed_intervals=s.missed_intervals,
+            bridges=bridges,
         )
         self.telemetry = TelemetryWriter(s, s.data_dir)
         self.telemetry_feed = TelemetryFeed(

@@ -21,6 +21,11 @@ except those learned not to be behind it: a radio device that reports while a re
 is remembered as not behind that receiver. One bridge per gateway (the usual site) is therefore
 exact; with several, the first outage of each may mark too many devices offline, the safe side
 (each comes back with its next report).
+
+Which bridges are this gateway's: the ``bridges`` setting (:class:`BridgeRoster`). A site broker
+may be shared, and keeps the retained status of every bridge that ever ran on it (a demo, a
+neighbour's gateway): a receiver not listed is logged once, counted and ignored, so its outage
+neither takes our devices offline nor pages our duty room.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import logging
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -39,7 +44,7 @@ from gateway.contract import ReceiverStatus
 from gateway.events import DeviceAvailabilityChanged, ReceiverStatusChanged, ReportReceived
 from gateway.registry.model import DeviceInfo
 
-__all__ = ["RECEIVER_SILENCE_S", "TICK_S", "DeviceDirectory", "Supervision"]
+__all__ = ["RECEIVER_SILENCE_S", "TICK_S", "BridgeRoster", "DeviceDirectory", "Supervision"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,35 @@ class DeviceDirectory(Protocol):
 
     def device(self, device_id: str) -> DeviceInfo | None: ...
     def devices(self) -> tuple[DeviceInfo, ...]: ...
+
+
+class BridgeRoster:
+    """The bridges whose receivers this gateway supervises (``None``: every bridge heard, as a
+    library default for tests and single-bridge tools; the gateway passes its setting)."""
+
+    def __init__(self, bridge_ids: Collection[str] | None = None) -> None:
+        self._ids = None if bridge_ids is None else frozenset(bridge_ids)
+        self._ignored: set[str] = set()
+        self.counts: Counter[str] = Counter()  # ignored.<bridge_id>: statuses passed over
+
+    def listed(self, bridge_id: str) -> bool:
+        """True for one of ours, without a word (the rule engine asks too: one log line)."""
+        return self._ids is None or bridge_id in self._ids
+
+    def supervises(self, bridge_id: str) -> bool:
+        """True for one of ours; another is logged the first time, then only counted."""
+        if self.listed(bridge_id):
+            return True
+        self.counts[f"ignored.{bridge_id}"] += 1
+        if bridge_id not in self._ignored:
+            self._ignored.add(bridge_id)
+            log.warning(
+                "bridge %s is not one of this gateway's (bridges: %s): its receiver status is "
+                "ignored; add it to the bridges setting to supervise it",
+                bridge_id,
+                ", ".join(sorted(self._ids or ())) or "none configured",
+            )
+        return False
 
 
 @dataclass(slots=True)
@@ -75,8 +109,10 @@ class Supervision:
         *,
         missed_intervals: int = 3,
         receiver_silence_s: float = RECEIVER_SILENCE_S,
+        bridges: BridgeRoster | None = None,
     ) -> None:
         self._bus = bus
+        self._bridges = bridges or BridgeRoster()
         self._registry = registry
         self._clock = clock
         self._missed = missed_intervals
@@ -244,7 +280,7 @@ class Supervision:
             self._heard(event.device_id, watch, self._clock.monotonic())
 
     def _on_receiver(self, event: ReceiverStatusChanged) -> None:
-        if not self._running:
+        if not self._running or not self._bridges.supervises(event.bridge_id):
             return
         bridge_id = event.bridge_id
         if event.status.online:

@@ -9,6 +9,14 @@ clock's monotonic timers and exist only while a condition waits on one.
 
 Handlers are plain functions (no awaits): a timer callback and a report of the same device
 can never interleave half-way.
+
+A receiver's status counts only for the bridges this gateway is configured for
+(:class:`gateway.supervision.BridgeRoster`). A bridge stopped on purpose says so (its last status
+carries ``stopping``): the alarm waits ``planned_stop_grace_s`` for it to come back, and the
+bridge's ``offline`` availability that follows is part of the same stop. A plain ``offline``
+(its last will, a receiver gone silent) raises at once, except in the first
+``RETAINED_SETTLE_S`` after start: the broker's retained statuses arrive then in no set order,
+and a planned stop's ``stopping`` must win over the ``offline`` beside it.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from gateway.events import (
     ReportReceived,
 )
 from gateway.registry.model import Cylinder, DeviceInfo, ServiceFinding, Site
+from gateway.supervision import BridgeRoster
 from rules.evaluate import (
     LeakState,
     RiseState,
@@ -47,13 +56,17 @@ from rules.evaluate import (
 )
 from rules.schema import Params, RuleSet
 
-__all__ = ["RegistryView", "RuleEngine"]
+__all__ = ["PLANNED_STOP_GRACE_S", "RETAINED_SETTLE_S", "RegistryView", "RuleEngine"]
 
 log = logging.getLogger(__name__)
 
 A = AlarmType
 _NO_READINGS: Final[Mapping[str, ReadingValue]] = MappingProxyType({})
 _MAX_UNREGISTERED_TRACKED: Final = 10_000  # a flood of random ids must not grow memory
+# A bridge restarted on purpose (an upgrade, a reboot) is back within a minute or two; five
+# minutes without its radio devices is the most we let pass before telling the duty room.
+PLANNED_STOP_GRACE_S: Final = 300.0
+RETAINED_SETTLE_S: Final = 5.0  # the retained statuses' burst after start, with margin
 
 
 class RegistryView(Protocol):
@@ -96,7 +109,16 @@ class _Unregistered:
 
 
 class RuleEngine:
-    def __init__(self, bus: Bus, registry: RegistryView, clock: Clock, rules: RuleSet) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        registry: RegistryView,
+        clock: Clock,
+        rules: RuleSet,
+        *,
+        bridges: BridgeRoster | None = None,
+        planned_stop_grace_s: float = PLANNED_STOP_GRACE_S,
+    ) -> None:
         self._bus = bus
         self._registry = registry
         self._clock = clock
@@ -106,6 +128,12 @@ class RuleEngine:
         self._isolations: dict[str, _Isolation] = {}
         self._unregistered: OrderedDict[str, _Unregistered] = OrderedDict()
         self._receivers_offline: set[str] = set()
+        self._bridges = bridges or BridgeRoster()
+        self._planned_stop_grace_s = planned_stop_grace_s
+        self._planned_stops: dict[str, Timer] = {}  # bridge -> its grace's end
+        self._held: dict[str, ReceiverStatusChanged] = {}  # plain offlines while settling
+        self._settle_until = 0.0
+        self._settle_timer: Timer | None = None
         self._dated: dict[tuple[AlarmType, str], str | None] = {}  # active date findings
         self._service_timer: Timer | None = None
         self._running = False
@@ -113,6 +141,8 @@ class RuleEngine:
 
     async def start(self) -> None:
         self._running = True
+        self._settle_until = self._clock.monotonic() + RETAINED_SETTLE_S
+        self._settle_timer = self._clock.call_later(RETAINED_SETTLE_S, self._settled)
         self._bus.subscribe(ReportReceived, self._on_report, name="rules.report")
         self._bus.subscribe(
             DeviceAvailabilityChanged, self._on_availability, name="rules.availability"
@@ -126,6 +156,7 @@ class RuleEngine:
         timers = [self._service_timer, *(d.clear_timer for d in self._devices.values())]
         timers += [i.timer for i in self._isolations.values()]
         timers += [u.timer for u in self._unregistered.values()]
+        timers += [*self._planned_stops.values(), self._settle_timer]
         for timer in timers:
             if timer is not None:
                 timer.cancel()
@@ -338,10 +369,62 @@ class RuleEngine:
         self._emit_device(device, (verdict,), values)
 
     def _on_receiver(self, event: ReceiverStatusChanged) -> None:
-        if not self._running:
+        bridge, status = event.bridge_id, event.status
+        if not self._running or not self._bridges.listed(bridge):
             return
+        if status.online:
+            self._end_planned_stop(bridge)
+            self._held.pop(bridge, None)
+            self._receiver_condition(event, offline=False)
+        elif status.stopping:
+            self._held.pop(bridge, None)
+            self._planned_stop(event)
+        elif bridge in self._planned_stops:
+            # The stopping bridge's own "offline" availability: the same planned stop.
+            self.counts["receiver_offline.planned_stop_offline"] += 1
+        elif self._clock.monotonic() < self._settle_until:
+            self._held[bridge] = event
+        else:
+            self._receiver_condition(event, offline=True)
+
+    def _planned_stop(self, event: ReceiverStatusChanged) -> None:
         bridge = event.bridge_id
-        offline = not event.status.online
+        if bridge in self._receivers_offline or bridge in self._planned_stops:
+            return  # already raised, or already waiting: nothing new
+        self.counts["receiver_offline.planned_stop"] += 1
+        grace = self._planned_stop_grace_s
+        log.info(
+            "bridge %s stopped on purpose: receiver_offline only if not back in %gs", bridge, grace
+        )
+        self._planned_stops[bridge] = self._clock.call_later(
+            grace, lambda: self._planned_stop_due(event)
+        )
+
+    def _planned_stop_due(self, event: ReceiverStatusChanged) -> None:
+        if self._planned_stops.pop(event.bridge_id, None) is None or not self._running:
+            return
+        grace = self._planned_stop_grace_s
+        why = f"bridge stopped on purpose and not back within {grace:g} s"
+        self._receiver_condition(event, offline=True, why=why)
+
+    def _end_planned_stop(self, bridge: str) -> None:
+        timer = self._planned_stops.pop(bridge, None)
+        if timer is not None:
+            timer.cancel()
+            self.counts["receiver_offline.planned_stop_back"] += 1
+
+    def _settled(self) -> None:
+        """The start's retained burst is over: a plain offline not explained by a planned
+        stop meanwhile raises now."""
+        held, self._held = self._held, {}
+        for event in held.values():
+            if self._running and event.bridge_id not in self._planned_stops:
+                self._receiver_condition(event, offline=True)
+
+    def _receiver_condition(
+        self, event: ReceiverStatusChanged, *, offline: bool, why: str = ""
+    ) -> None:
+        bridge = event.bridge_id
         if offline == (bridge in self._receivers_offline):
             return
         if offline:
@@ -349,6 +432,8 @@ class RuleEngine:
         else:
             self._receivers_offline.discard(bridge)
         text = "receiver offline: its radio devices are unreachable" if offline else "back online"
+        if why:
+            text = f"{text} ({why})"
         values: dict[str, ReadingValue] = {"uptime_s": event.status.uptime_s}
         values["paired_count"] = event.status.paired_count
         verdict = Verdict(A.RECEIVER_OFFLINE, offline, "offline", text)

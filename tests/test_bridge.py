@@ -197,6 +197,29 @@ async def test_availability_and_receiver_status(tmp_path: Path, mosquitto: Mosqu
         assert json.loads(late.on(receiver)[0])["online"] is False
 
 
+async def test_a_clean_stop_says_stopping_before_offline_a_timeout_does_not(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    # The gateway gives a planned stop (SIGTERM) a grace instead of paging: it must be told
+    # apart from a receiver gone silent and from the last will of a crash.
+    async with watching(mosquitto.url) as watcher:
+        async with bridged(tmp_path, mosquitto.url, heartbeat_timeout_s=1.0) as rig:
+            receiver = contract.receiver_topic(rig.bridge_id)
+            availability = contract.bridge_availability_topic(rig.bridge_id)
+            await rig.connected()
+            rig.peer.write(vector("heartbeat"))
+            await watcher.wait_for(lambda: watcher.live_online(receiver) == [True])
+            await watcher.wait_for(lambda: watcher.live_online(receiver) == [True, False])
+            assert "stopping" not in json.loads(watcher.on(receiver)[-1])  # silent: not planned
+            rig.peer.write(vector("heartbeat"))
+            await watcher.wait_for(lambda: watcher.live_online(receiver) == [True, False, True])
+        await watcher.wait_for(lambda: watcher.on(availability)[-1:] == [b"offline"])
+    order = [t for t, _, _ in watcher.messages if t in (receiver, availability)]
+    assert order[-2:] == [receiver, availability]  # the reason first, then the availability
+    stopped = contract.ReceiverStatus.model_validate_json(watcher.on(receiver)[-1])
+    assert (stopped.online, stopped.stopping, stopped.paired_count) == (False, True, 12)
+
+
 async def test_a_start_publishes_no_receiver_status_until_the_receiver_answers(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:

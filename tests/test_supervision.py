@@ -11,6 +11,8 @@ import pytest
 
 from gateway.contract import bridge_availability_topic, device_availability_topic, receiver_topic
 from gateway.registry import Registry
+from gateway.supervision import BridgeRoster, Supervision
+from rules.engine import PLANNED_STOP_GRACE_S, RETAINED_SETTLE_S, RuleEngine
 from tests.support.safety_core import (
     DETECTOR,
     HOME_DETECTOR,
@@ -35,9 +37,20 @@ def changes(core: Core, device_id: str) -> list[tuple[bool, str]]:
     return [(a.online, a.reason) for a in core.availability if a.device_id == device_id]
 
 
-def receiver(online: bool) -> bytes:
+def receiver(online: bool, *, stopping: bool = False) -> bytes:
     status = {"online": online, "uptime_s": 1, "paired_count": 3, "ts": "2026-11-28T10:00:00Z"}
+    if stopping:
+        status["stopping"] = True
     return json.dumps(status).encode()
+
+
+def configured_core(*bridges: str) -> Core:
+    """The safety core as ``gasgate run`` builds it with ``bridges: [...]`` set."""
+    core = Core()
+    roster = BridgeRoster(bridges)
+    core.supervision = Supervision(core.bus, core.registry, core.clock, bridges=roster)
+    core.engine = RuleEngine(core.bus, core.registry, core.clock, core.rules, bridges=roster)
+    return core
 
 
 async def test_offline_after_three_intervals_not_before(core: Core) -> None:
@@ -165,6 +178,7 @@ async def test_a_silent_receiver_goes_offline(core: Core) -> None:
 
 async def test_a_receiver_outage_is_one_alarm_not_one_per_device(core: Core) -> None:
     # ISA-18.2 designed suppression: the receiver's alarm stands for the devices behind it.
+    await core.advance(RETAINED_SETTLE_S)  # past the start's retained burst: it raises at once
     await core.message(receiver_topic("b1"), receiver(True))
     await core.message(receiver_topic("b1"), receiver(False))
     assert core.of("receiver_offline") == [("receiver_offline", True)]
@@ -183,3 +197,71 @@ async def test_a_receiver_outage_is_one_alarm_not_one_per_device(core: Core) -> 
     assert core.of("device_offline", REGULATOR) == [("device_offline", True)]
     assert core.of("device_offline", DETECTOR) == []
     assert core.of("device_offline", VALVE) == []
+
+
+# --- whose receivers; a bridge stopped on purpose (issue 15, item 9) -----------------------------
+
+
+async def test_a_bridge_not_configured_is_ignored_logged_once_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A shared site broker keeps a demo's retained "offline" receivers: not this gateway's.
+    core = configured_core("rx1")
+    await core.start()
+    try:
+        await core.message(bridge_availability_topic("demo-receiver-1"), b"offline")
+        await core.message(receiver_topic("demo-receiver-1"), receiver(False))
+        await core.advance(RETAINED_SETTLE_S + 600)
+        assert core.of("receiver_offline") == []
+        # Our devices are not taken offline with it (only for their own silence).
+        assert "receiver_offline" not in {a.reason for a in core.availability}
+        ignored = [r for r in caplog.records if "demo-receiver-1 is not one of" in r.getMessage()]
+        assert len(ignored) == 1
+        assert core.supervision._bridges.counts["ignored.demo-receiver-1"] == 2
+        await core.message(receiver_topic("rx1"), receiver(False))  # ours still raises
+        assert core.of("receiver_offline", "bridge:rx1") == [("receiver_offline", True)]
+    finally:
+        await core.stop()
+
+
+async def test_a_planned_bridge_stop_pages_only_after_its_grace(core: Core) -> None:
+    await core.advance(RETAINED_SETTLE_S)
+    await core.message(receiver_topic("b1"), receiver(True))
+    # SIGTERM: the bridge's stopping status, then its clean "offline" availability.
+    await core.message(receiver_topic("b1"), receiver(False, stopping=True))
+    await core.message(bridge_availability_topic("b1"), b"offline")
+    await core.advance(PLANNED_STOP_GRACE_S - 1)
+    assert core.of("receiver_offline") == []
+    await core.advance(2)  # not back: now the duty room must know
+    assert core.of("receiver_offline", "bridge:b1") == [("receiver_offline", True)]
+    await core.message(receiver_topic("b1"), receiver(True))
+    assert core.of("receiver_offline") == [("receiver_offline", True), ("receiver_offline", False)]
+
+
+async def test_a_bridge_restarted_on_purpose_pages_no_one(core: Core) -> None:
+    await core.advance(RETAINED_SETTLE_S)
+    await core.message(receiver_topic("b1"), receiver(True))
+    await core.message(receiver_topic("b1"), receiver(False, stopping=True))
+    await core.message(bridge_availability_topic("b1"), b"offline")
+    await core.advance(20)
+    for _ in range(int(PLANNED_STOP_GRACE_S * 2 / 30)):  # back after its restart: heartbeats
+        await core.message(receiver_topic("b1"), receiver(True))
+        await core.advance(30)
+    assert core.of("receiver_offline") == []
+    # A crash (the last will alone) still raises at once.
+    await core.message(bridge_availability_topic("b1"), b"offline")
+    assert core.of("receiver_offline") == [("receiver_offline", True)]
+
+
+async def test_a_planned_stop_retained_in_any_order_at_start_waits_its_grace(core: Core) -> None:
+    # A gateway starting while a bridge is stopped: the broker's retained availability may come
+    # before the retained stopping status.
+    await core.message(bridge_availability_topic("b1"), b"offline")
+    await core.message(receiver_topic("b1"), receiver(False, stopping=True))
+    await core.advance(RETAINED_SETTLE_S + 1)
+    assert core.of("receiver_offline") == []
+    # A plain offline retained alone is raised when the start's burst is over.
+    await core.message(bridge_availability_topic("b2"), b"offline")
+    assert core.of("receiver_offline", "bridge:b2") == [("receiver_offline", True)]
+    await core.advance(PLANNED_STOP_GRACE_S)
+    assert core.of("receiver_offline", "bridge:b1") == [("receiver_offline", True)]
