@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,15 @@ import pytest
 from gateway.alarms import Alarms
 from gateway.bus import Bus
 from gateway.clock import SystemClock
-from gateway.escalation import EscalationService, EscalationSettings, PolicySet, build, trail
-from gateway.escalation.gasco import GascoCommand
+from gateway.escalation import (
+    EscalationService,
+    EscalationSettings,
+    PolicySet,
+    audit,
+    build,
+    trail,
+)
+from gateway.escalation.gasco import GascoCommand, RefusalBudget
 from gateway.model import Alarm
 from gateway.store import Store
 from tests.support.escalation_kit import SITE_ID, eventually, leak, registry, settings_for
@@ -114,6 +123,20 @@ class Gateway:
         await self.bus.join()
         (alarm,) = self.alarms.open_alarms()
         return alarm
+
+
+def acknowledge(alarm_id: str, cmd_id: str, officer: str = "officer-7") -> dict[str, str]:
+    """An officer's acknowledge command, as the gas company's console sends it."""
+    return {"cmd_id": cmd_id, "alarm_id": alarm_id, "action": "acknowledge", "officer_id": officer}
+
+
+async def take_the_broker_down(gw: Gateway, broker: Mosquitto) -> float:
+    """Stop the gas company broker once the link is up; the monotonic time it went down."""
+    await eventually(gw.service.gasco.connected.is_set)
+    broker.stop()
+    down_since = time.monotonic()
+    await eventually(lambda: not gw.service.gasco.connected.is_set(), what="link down")
+    return down_since
 
 
 @contextlib.asynccontextmanager
@@ -306,9 +329,7 @@ async def test_broker_outage_loses_nothing_and_delivers_in_order(
     tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
 ) -> None:
     async with gateway(tmp_path, http, smtp, own_mosquitto) as gw:
-        await eventually(gw.service.gasco.connected.is_set)
-        own_mosquitto.stop()
-        await eventually(lambda: not gw.service.gasco.connected.is_set(), what="link down")
+        await take_the_broker_down(gw, own_mosquitto)
         alarm = await gw.raise_leak()
         # Escalation goes on meanwhile: people are still told.
         await eventually(lambda: len(smtp.messages()) == 1, what="supervisor e-mail")
@@ -510,12 +531,7 @@ async def test_a_command_delivered_twice_is_applied_once_and_answered_alike(
     ):
         await eventually(lambda: company.on("availability") == ["online"])
         alarm = await gw.raise_leak()
-        command = {
-            "cmd_id": "c9",
-            "alarm_id": alarm.alarm_id,
-            "action": "acknowledge",
-            "officer_id": "officer-7",
-        }
+        command = acknowledge(alarm.alarm_id, "c9")
         await company.command("officer-7", **command)
         await company.command("officer-7", **command)  # as a QoS 1 redelivery would
         await eventually(lambda: len(company.on("reply/officer-7")) == 2, what="two replies")
@@ -525,3 +541,140 @@ async def test_a_command_delivered_twice_is_applied_once_and_answered_alike(
         assert gw.service.gasco.counts["repeated"] == 1
         history = [e.transition for e in gw.alarms.history(alarm.alarm_id)]
         assert history.count("acknowledged") == 1
+
+
+@contextlib.asynccontextmanager
+async def online(
+    path: Path, http: HttpReceiver, smtp: SmtpReceiver, broker: Mosquitto, **extra: Any
+) -> AsyncIterator[tuple[GasCompany, Gateway]]:
+    """The gas company and a gateway whose link has said it is online."""
+    async with gas_company(broker) as company, gateway(path, http, smtp, broker, **extra) as gw:
+        await eventually(lambda: company.on("availability") == ["online"], what="online")
+        yield company, gw
+
+
+def _refused_commands(store: Store, alarm_id: str) -> list[tuple[str, str]]:
+    """(officer, detail) of every refused command the trail holds under ``alarm_id``."""
+    return [
+        (e.recipient, e.detail)
+        for e in trail(store, alarm_id)
+        if (e.kind, e.result) == ("command", "refused")
+    ]
+
+
+async def test_a_command_published_retained_is_refused_answered_and_recorded(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    """Under MQTT 5 the broker clears the retain flag of a live delivery unless the subscription
+    asks for Retain-As-Published: a retained acknowledge must still be seen as retained."""
+    async with online(tmp_path, http, smtp, own_mosquitto) as (company, gw):
+        alarm = await gw.raise_leak()
+        command = acknowledge(alarm.alarm_id, "r1")
+        await company.client.publish(
+            f"{BASE}/cmd/officer-7", json.dumps(command), qos=1, retain=True
+        )
+        await eventually(lambda: len(company.on("reply/officer-7")) == 1, what="reply")
+        (reply,) = company.on("reply/officer-7")
+        jsonschema.validate(reply, schema("gasco-command-reply"))
+        assert (reply["cmd_id"], reply["accepted"], reply["reason"]) == (
+            "r1",
+            False,
+            "retained_command",
+        )
+        still = gw.alarms.get(alarm.alarm_id)
+        assert still is not None
+        assert still.state.value == "unack_active"
+        ((officer, detail),) = _refused_commands(gw.store, alarm.alarm_id)
+        assert officer == "officer-7"
+        assert "retained_command" in detail
+        assert f"{BASE}/cmd/officer-7" in detail
+
+
+async def test_a_retained_command_waiting_at_the_broker_is_answered_on_connect(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with gas_company(own_mosquitto) as company:
+        stale = {
+            "cmd_id": "old-1",
+            "alarm_id": "gw1-LONGGONE",
+            "action": "resolve",
+            "officer_id": "officer-7",
+        }
+        await company.client.publish(f"{BASE}/cmd/officer-7", json.dumps(stale), qos=1, retain=True)
+        async with gateway(tmp_path, http, smtp, own_mosquitto) as gw:
+            await eventually(lambda: company.on("reply/officer-7"), what="reply to the replay")
+            (reply,) = company.on("reply/officer-7")
+            jsonschema.validate(reply, schema("gasco-command-reply"))
+            assert (reply["cmd_id"], reply["alarm_id"], reply["reason"]) == (
+                "old-1",
+                "gw1-LONGGONE",
+                "retained_command",
+            )
+            await eventually(lambda: bool(_refused_commands(gw.store, "gw1-LONGGONE")))
+            assert gw.service.gasco.counts["refused.retained_command"] == 1
+
+
+async def test_refusals_before_the_alarm_lookup_are_in_the_audit_trail(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    """An unlisted officer trying to acknowledge a leak shows in the leak's trail (the console,
+    the API and ``gasgate escalation trail``); refusals that name no alarm are kept too."""
+    officers = {"url": own_mosquitto.url, "officers": ["officer-7", "mallory"]}
+    async with online(tmp_path, http, smtp, own_mosquitto, gasco=officers) as (company, gw):
+        started = SystemClock().now()
+        alarm = await gw.raise_leak()
+        attempt = {"alarm_id": alarm.alarm_id, "action": "acknowledge"}
+        await company.command("stranger", cmd_id="s1", officer_id="stranger", **attempt)
+        await company.command("mallory", cmd_id="m1", officer_id="officer-7", **attempt)
+        await company.command("officer-7", cmd_id="b1", officer_id="officer-7", action="open")
+        await company.client.publish(f"{BASE}/cmd/officer-7", b"{not json", qos=1)
+        await company.client.publish(f"{BASE}/cmd/officer-7/x", b"{}", qos=1)
+        await eventually(lambda: len(_refused_commands(gw.store, alarm.alarm_id)) == 2)
+        by_officer = dict(_refused_commands(gw.store, alarm.alarm_id))
+        assert "acknowledge: unknown_officer" in by_officer["stranger"]
+        assert "acknowledge: unauthorised_topic" in by_officer["mallory"]
+        assert "officer-7" in by_officer["mallory"]  # whom mallory claimed to be
+
+        def nameless() -> list[str]:
+            until = SystemClock().now() + timedelta(seconds=1)
+            rows = audit.between(gw.store, started, until)
+            return [e.detail for e in rows if e.kind == "command" and e.alarm_id == ""]
+
+        await eventually(lambda: len(nameless()) == 3, what="the refusals that name no alarm")
+        assert any(d.startswith("open: bad_command: alarm_id: ") for d in nameless())
+        assert any("bad_json" in d for d in nameless())
+        assert any("unauthorised_topic" in d and f"{BASE}/cmd/officer-7/x" in d for d in nameless())
+
+
+async def test_a_flood_of_refused_commands_is_recorded_within_a_budget_and_counted(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    async with online(tmp_path, http, smtp, own_mosquitto) as (company, gw):
+        link = gw.service.gasco
+        link.refusals = RefusalBudget(SystemClock(), burst=10, per_s=2.0)  # the default, smaller
+        started = SystemClock().now()
+        for n in range(100):
+            await company.client.publish(f"{BASE}/cmd/officer-7", f"junk {n}".encode(), qos=1)
+        await eventually(lambda: link.counts["refused.bad_json"] == 100, what="all refused")
+
+        def rows() -> list[audit.AuditEntry]:
+            until = SystemClock().now() + timedelta(seconds=1)
+            return [e for e in audit.between(gw.store, started, until) if e.kind == "command"]
+
+        assert len(rows()) < 60  # the budget (10 at once, then 2 a second), not 100
+        assert link.counts["refusals_unrecorded"] > 40
+
+        def accounted() -> bool:
+            """Every refusal is either a row or counted in a held-back row."""
+            refused = sum(v for k, v in link.counts.items() if k.startswith("refused."))
+            recorded = len([e for e in rows() if e.result == "refused"])
+            held = sum(int(e.detail.split()[0]) for e in rows() if e.result == "unrecorded")
+            return recorded + held == refused
+
+        for _ in range(40):  # once the budget refills, the next refusal says what was held back
+            if accounted():
+                break
+            await company.client.publish(f"{BASE}/cmd/officer-7", b"late junk", qos=1)
+            await asyncio.sleep(0.6)  # a little over the budget's refill of one
+        assert accounted(), "the trail does not say how many refusals it held back"
+        assert any(e.result == "unrecorded" for e in rows())

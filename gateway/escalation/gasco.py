@@ -11,7 +11,9 @@ Topics, under ``{prefix}/{gateway_id}`` (prefix ``gasco/v1`` by default):
 * ``sites/{site_id}/summary`` (out, retained, periodic): the site's coverage summary.
 
 The session is MQTT v5 with a session expiry and a stable client id, so commands published
-while the gateway is away wait at the broker.
+while the gateway is away wait at the broker. The command subscription asks for
+Retain-As-Published: without it a v5 broker clears the retain flag of a live delivery, and a
+retained (stale) command could not be told from a person acting.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import ssl
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +32,7 @@ from typing import Annotated, Any, Literal
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms import Refused
@@ -41,13 +45,76 @@ from gateway.model import Alarm
 from gateway.mqtturl import parse_mqtt_url
 from gateway.store import Store
 
-__all__ = ["GascoCommand", "GascoLink", "GascoTopics"]
+__all__ = [
+    "RECONNECT_CAP_S",
+    "GascoCommand",
+    "GascoLink",
+    "GascoTopics",
+    "RefusalBudget",
+    "reconnect_delay",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 8 * 1024
 ANSWERS_KEPT = 1024  # (officer, cmd_id) → answer, for repeated deliveries of one command
 _ID = r"^[A-Za-z0-9_.:@-]{1,64}$"
+RECONNECT_FIRST_S = 1.0
+# Events queued during an outage wait for the reconnect: a few seconds at most, not 30 s.
+RECONNECT_CAP_S = 5.0
+# The audit trail takes refused commands 50 at once, then one per 10 s (a row is < 1 KB, so a
+# flood that never stops adds < 10 MB a day); the rest are counted, not lost from sight.
+REFUSALS_BURST = 50
+REFUSALS_PER_S = 0.1
+_ECHOED_CHARS = 128  # ids echoed from a refused payload: as long as a valid alarm id, no longer
+_TOPIC_CHARS = 200  # a command topic as recorded in the trail
+
+# What each refusal decided before the alarm is looked up tells the officer's console.
+_WHY = {
+    "unauthorised_topic": "the topic is not cmd/{officer_id}",
+    "retained_command": "a retained message is not a person acting: publish with retain=false",
+    "bad_payload": f"not a payload of at most {MAX_COMMAND_BYTES} bytes",
+    "bad_json": "not JSON",
+    "unknown_officer": "not an officer listed in escalation.gasco.officers",
+}
+
+
+def reconnect_delay(failures: int, rng: random.Random | None = None) -> float:
+    """The wait before the next connection attempt, after ``failures`` failed ones in a row:
+    doubling from 1 s up to :data:`RECONNECT_CAP_S`, each a random draw from its upper half, so
+    a district's gateways that lost the gas company broker together do not return in step."""
+    ceiling = min(RECONNECT_FIRST_S * 2 ** min(failures, 16), RECONNECT_CAP_S)
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class RefusalBudget:
+    """How many refused commands the audit trail takes: ``burst`` at once, then ``per_s``
+    (a token bucket on the monotonic clock), so a flood of bad commands cannot fill the disk.
+    What it holds back is counted, and said in one row beside the next refusal it takes."""
+
+    def __init__(
+        self, clock: Clock, *, burst: int = REFUSALS_BURST, per_s: float = REFUSALS_PER_S
+    ) -> None:
+        self._clock = clock
+        self._burst = burst
+        self._per_s = per_s
+        self._tokens = float(burst)
+        self._since = clock.monotonic()
+        self.held_back = 0  # since the last row that said so
+
+    @property
+    def terms(self) -> str:
+        return f"{self._burst} at once, then {self._per_s:g} a second"
+
+    def take(self) -> bool:
+        now = self._clock.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._since) * self._per_s)
+        self._since = now
+        if self._tokens < 1:
+            self.held_back += 1
+            return False
+        self._tokens -= 1
+        return True
 
 
 class GascoCommand(BaseModel):
@@ -134,6 +201,7 @@ class GascoLink:
         self._summaries_due = asyncio.Event()
         self._answered: OrderedDict[tuple[str, str], Alarm | Refused] = OrderedDict()
         self.counts: Counter[str] = Counter()
+        self.refusals = RefusalBudget(clock)
 
     @property
     def configured(self) -> bool:
@@ -223,28 +291,37 @@ class GascoLink:
         return context
 
     async def _run(self) -> None:
-        delay = 1.0
+        failures = 0
         while True:
+            delay = reconnect_delay(failures)
             try:
                 async with self._client_for() as client:
-                    delay = 1.0
+                    failures, delay = 0, reconnect_delay(0)
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 self.counts["disconnects"] += 1
                 log.warning(
-                    "gas company broker %s: %s; retrying in %.0f s", self._logged_url(), exc, delay
+                    "gas company broker %s: %s; retrying in %.1f s", self._logged_url(), exc, delay
                 )
             except Exception:  # a bug or a bad TLS file must not end the link for good
                 self.counts["link_errors"] += 1
-                log.exception("gas company link failed; retrying in %.0f s", delay)
+                log.exception("gas company link failed; retrying in %.1f s", delay)
             finally:
                 self._client = None
                 self.connected.clear()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            failures += 1
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(self.topics.commands, qos=1)
+        # Retain-As-Published: the retain flag as the officer's console set it, so the
+        # retained_command check sees it on live deliveries too. Retained messages only when the
+        # subscription is new: a stale one is refused once, not at every reconnect.
+        options = SubscribeOptions(
+            qos=1,
+            retainAsPublished=True,
+            retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB,
+        )
+        await client.subscribe(self.topics.commands, options=options)
         await client.publish(self.topics.availability, "online", qos=1, retain=True)
         self._client = client
         self.connected.set()
@@ -297,13 +374,9 @@ class GascoLink:
     # --- commands --------------------------------------------------------------------------
 
     async def _command(self, topic: str, payload: Any, *, retained: bool) -> None:
-        command, reason = self._parse(topic, payload, retained=retained)
-        if command is None:
-            self.counts[f"refused.{reason}"] += 1
-            log.warning("gas company command on %s refused: %s", topic, reason)
-            officer = self.topics.officer_of(topic)
-            if officer is not None and not retained:
-                await self._reply(officer, _raw_fields(payload), Refused(reason, reason))
+        command = self._parse(topic, payload, retained=retained)
+        if isinstance(command, Refused):
+            await self._refuse_unread(topic, payload, command)
             return
         key = (command.officer_id, command.cmd_id)
         earlier = self._answered.get(key)
@@ -321,41 +394,69 @@ class GascoLink:
         else:
             result, detail = "refused", f"{outcome.reason}: {outcome.message}"
             self.counts[f"refused.{outcome.reason}"] += 1
-        with self._store.transaction() as db:
-            audit.record(
-                db,
-                audit.AuditEntry(
-                    command.alarm_id,
-                    self._clock.now(),
-                    "command",
-                    "gasco",
-                    command.officer_id,
-                    result,
-                    f"{command.action}: {detail}",
-                ),
-            )
+        self._record(command.alarm_id, command.officer_id, result, f"{command.action}: {detail}")
         await self._reply(command.officer_id, command.model_dump(), outcome)
 
-    def _parse(
-        self, topic: str, payload: Any, *, retained: bool
-    ) -> tuple[GascoCommand | None, str]:
+    async def _refuse_unread(self, topic: str, payload: Any, refused: Refused) -> None:
+        """A command refused before any alarm is looked up: counted, logged, answered when its
+        topic names an officer, and put in the trail of the alarm it names ('' when none)."""
+        self.counts[f"refused.{refused.reason}"] += 1
+        log.warning("gas company command on %s refused: %s", topic, refused.reason)
+        fields = _raw_fields(payload)
+        officer = self.topics.officer_of(topic)
+        if officer is not None:
+            await self._reply(officer, fields, refused)
+        action = fields.get("action", "?")
+        where = topic[:_TOPIC_CHARS]
+        detail = f"{action}: {refused.reason}: {refused.message} (on {where})"
+        self._record(fields.get("alarm_id", ""), officer or "", "refused", detail)
+
+    def _record(self, alarm_id: str, officer: str, result: str, detail: str) -> None:
+        """One command in the audit trail: every accepted one; refused ones within the
+        :class:`RefusalBudget`, and the number it held back said in a row before the next."""
+        if result == "refused" and not self.refusals.take():
+            self.counts["refusals_unrecorded"] += 1
+            if self.refusals.held_back == 1:
+                log.warning(
+                    "refused gas company commands come faster than the audit trail takes them"
+                    " (%s): the rest are counted",
+                    self.refusals.terms,
+                )
+            return
+        now, held = self._clock.now(), self.refusals.held_back
+        with self._store.transaction() as db:
+            if held:
+                why = (
+                    f"{held} refused commands not recorded (the trail takes {self.refusals.terms})"
+                )
+                audit.note(db, "", "command", "unrecorded", why, at=now, channel="gasco")
+            audit.note(
+                db, alarm_id, "command", result, detail, at=now, channel="gasco", recipient=officer
+            )
+        self.refusals.held_back -= held
+
+    def _parse(self, topic: str, payload: Any, *, retained: bool) -> GascoCommand | Refused:
         officer = self.topics.officer_of(topic)
         if officer is None:
-            return None, "unauthorised_topic"
+            return _refusal("unauthorised_topic")
         if retained:
-            return None, "retained_command"  # a stale retained message is not a person acting
+            return _refusal("retained_command")
         if not isinstance(payload, bytes | bytearray) or len(payload) > MAX_COMMAND_BYTES:
-            return None, "bad_payload"
+            return _refusal("bad_payload")
         try:
             command = GascoCommand.model_validate_json(payload)
         except ValidationError as exc:
-            kind = exc.errors()[0]["type"]
-            return None, "bad_json" if kind == "json_invalid" else "bad_command"
+            error = exc.errors()[0]
+            if error["type"] == "json_invalid":
+                return _refusal("bad_json")
+            where = ".".join(str(part) for part in error["loc"])[:_ECHOED_CHARS] or "command"
+            return Refused("bad_command", f"{where}: {error['msg']}")
         if command.officer_id != officer:
-            return None, "unauthorised_topic"
+            why = f"officer_id {command.officer_id!r} is not the topic's officer {officer!r}"
+            return Refused("unauthorised_topic", why)
         if self._settings.officers and officer not in self._settings.officers:
-            return None, "unknown_officer"
-        return command, ""
+            return _refusal("unknown_officer")
+        return command
 
     def _apply(self, command: GascoCommand) -> Alarm | Refused:
         if self._desk is None:
@@ -400,10 +501,20 @@ class GascoLink:
 
 def _raw_fields(payload: Any) -> dict[str, Any]:
     """Whatever ids a refused command carried, echoed so the officer's console can match it."""
+    if isinstance(payload, bytes | bytearray) and len(payload) > MAX_COMMAND_BYTES:
+        return {}  # not parsed: the size limit is what keeps a command cheap to read
     try:
         data = json.loads(payload)
     except (TypeError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k in ("cmd_id", "alarm_id", "action") if isinstance(v := data.get(k), str)}
+    return {
+        k: v[:_ECHOED_CHARS]
+        for k in ("cmd_id", "alarm_id", "action")
+        if isinstance(v := data.get(k), str)
+    }
+
+
+def _refusal(reason: str) -> Refused:
+    return Refused(reason, _WHY[reason])
