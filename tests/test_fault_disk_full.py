@@ -10,12 +10,8 @@ the ballast is deleted, the alarm reaches the store by itself, and a restart res
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,44 +19,16 @@ import pytest
 
 from firmware_bridge import ksp
 from gateway.app import STORE_FILE
+from tests.support.disk import fill, small_tmpfs
 from tests.support.kit_site import DETECTOR, VALVES
 from tests.support.services import Mosquitto
 from tests.test_gateway_e2e import Kit, settings, started, wait_until
 
-SIZE = "4m"
-
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "data"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "data") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Write a ballast file until the filesystem refuses another byte."""
-    ballast = directory / "ballast"
-    with ballast.open("wb", buffering=0) as f:
-        for size in (1 << 16, 1 << 12, 1 << 8, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * size)
-    with pytest.raises(OSError) as refused, (directory / "probe").open("wb", buffering=0) as f:
-        f.write(b"\0" * 4096)
-        os.fsync(f.fileno())
-    assert refused.value.errno == errno.ENOSPC
-    return ballast
 
 
 def stored_leaks(db_path: Path) -> list[tuple[object, ...]]:
@@ -103,9 +71,14 @@ async def test_full_disk_still_closes_valves_says_so_and_recovers(
         assert any("could NOT be stored" in r.getMessage() for r in critical), caplog.text
         assert gateway.alarms.store_failures >= 1
         assert stored_leaks(small_fs / STORE_FILE) == []
+        # Ready no longer: the store answers reads, but its commits fail, and it says why.
+        assert gateway.readiness()["store"] is False
+        assert "full" in (gateway.store.problem or ""), gateway.store.problem
 
         ballast.unlink()  # space returns
         await wait_until(lambda: stored_leaks(small_fs / STORE_FILE) == [(leak[0].alarm_id, 1)], 30)
+        await wait_until(lambda: gateway.readiness()["store"], 30)  # a commit succeeded
+        assert gateway.store.problem is None
     finally:
         await kit.stop()
         await gateway.stop()

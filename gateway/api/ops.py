@@ -1,6 +1,6 @@
 """Unauthenticated operations endpoints (docs/api.md): ``/metrics`` (Prometheus text),
-``/healthz`` (the process answers) and ``/readyz`` (store open, site broker connected,
-registry loaded; 503 until all are)."""
+``/healthz`` (the process answers) and ``/readyz`` (store open and writing to disk, site
+broker connected, registry loaded; 503 until all are, with the store's reason if it is not)."""
 
 from __future__ import annotations
 
@@ -32,4 +32,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(ctx: Ctx) -> JSONResponse:
     checks = dict(ctx.readiness())
     ready = all(checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    problem = ctx.store.problem  # degraded to memory, or commits failing: say why
+    if problem is not None:
+        body["reasons"] = {"store": problem}
+    return JSONResponse(body, status_code=200 if ready else 503)
