@@ -520,3 +520,19 @@ def test_an_unreadable_sites_file_does_not_cascade() -> None:
 def test_a_trailing_comma_on_the_header_is_no_column() -> None:
     files = edited("cylinders.csv", "next_inspection_due", "next_inspection_due,")
     assert [p.file for p in parse_files(files, TODAY).problems] == ["sites.csv"]  # only "notes"
+
+
+def test_link_errors_show_in_the_same_pass_as_the_rows_own() -> None:
+    # A valve with a bad date links across sites: both are reported at once.
+    files = edited(APPEND, append="h-002,shutoff_valve,5e6f7a8b,SV-20,2025-02-30,1a2b3c4d,")
+    assert errors(files) == ["components.csv:17:5 bad_date", "components.csv:17:6 cross_site_link"]
+    # The detector it links to has an error of its own: the cross-site link is still reported.
+    files = edited(
+        APPEND,
+        append="r-001,leak_detector,9a9a9a9a,GD-100,2099-01-01,,\n"
+        "h-002,shutoff_valve,5e6f7a8b,SV-20,2025-01-01,9a9a9a9a,",
+    )
+    assert errors(files) == [
+        "components.csv:17:5 future_date",
+        "components.csv:18:6 cross_site_link",
+    ]

@@ -149,6 +149,17 @@ class _UnknownModel:
     devices: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """What a component row says of its device, enough to check links to and from it even when
+    other fields of the row have errors (so link errors show in the same pass, not after)."""
+
+    row: Row
+    site_id: str
+    component: ComponentType
+    links: tuple[str, ...]
+
+
 @dataclass
 class _Checker:
     """One pass over the rows; keeps the indexes the cross-file checks need."""
@@ -163,6 +174,8 @@ class _Checker:
     # device id → the row that first declared it; the component if its row is valid
     declared: dict[str, Row] = field(default_factory=dict)
     devices: dict[str, Component] = field(default_factory=dict)
+    placed: dict[str, _Placed] = field(default_factory=dict)  # device id → its row's say
+    linking: list[_Placed] = field(default_factory=list)  # rows of a known kind, in file order
     cylinders: dict[str, Row] = field(default_factory=dict)
     unknown_models: dict[tuple[str, ComponentType], _UnknownModel] = field(default_factory=dict)
     share: Pool = field(default_factory=Pool)  # one date object per install or due day
@@ -175,11 +188,9 @@ class _Checker:
         contacts = [contact for _, contact in pairs]
         contacts += _parse_all(tables.get("contacts", []), self._contact)
         component_rows = tables.get("components", [])
-        parsed = [(row, self._component(row)) for row in component_rows]
-        components = [c for _, c in parsed if c is not None]
-        for row, component in parsed:
-            if component is not None:
-                self._links(row, component)
+        components = _parse_all(component_rows, self._component)
+        for placed in self.linking:
+            self._links(placed)
         self._report_unknown_models()
         cylinders = _parse_all(tables.get("cylinders", []), self._cylinder)
         return RegistryData(
@@ -394,6 +405,8 @@ class _Checker:
         model = self.text(row, "model", required=False)
         interval = self.integer(row, "report_interval_s", _MAX_INTERVAL_S, "bad_interval")
         device_id = self._device_id(row, kind)
+        links = tuple(self.share(link) for link in dict.fromkeys(row["links"].value.split()))
+        self._place(row, kind, device_id, links)
         if site_id is None or kind is None or installed_on is None or model is None:
             return None
         if device_id is None or (row["report_interval_s"].value and interval is None):
@@ -403,13 +416,22 @@ class _Checker:
             self.error(row, row["report_interval_s"], message, "bad_interval")
             return None
         self._check_model(row, kind, model)
-        links = tuple(self.share(link) for link in dict.fromkeys(row["links"].value.split()))
         component = Component(
             site_id, kind, device_id or None, model, installed_on, links, interval
         )
         if device_id:
             self.devices[device_id] = component
         return component
+
+    def _place(
+        self, row: Row, kind: ComponentType | None, device_id: str | None, links: tuple[str, ...]
+    ) -> None:
+        if kind is None:
+            return
+        placed = _Placed(row, row["site_id"].value, kind, links)
+        self.linking.append(placed)
+        if device_id:
+            self.placed[device_id] = placed
 
     def _installed_on(self, row: Row) -> date | None:
         installed_on = self.day(row, "installed_on")
@@ -481,32 +503,30 @@ class _Checker:
                 )
             )
 
-    def _links(self, row: Row, component: Component) -> None:
+    def _links(self, source: _Placed) -> None:
         """Links are checked once every device is known (a link may point further down)."""
+        row, kind, links = source.row, source.component, source.links
         cell = row["links"]
-        if component.component is ComponentType.SHUTOFF_VALVE:
-            targets: Iterable[str] = component.links
+        if kind is ComponentType.SHUTOFF_VALVE:
             wanted = ComponentType.LEAK_DETECTOR
-            if not component.links:
+            if not links:
                 message = "shut-off valve closes for no detector: a leak would not close it"
                 self.warn(row, cell, message, "unlinked_valve")
-        elif component.component is ComponentType.SMART_REGULATOR:
-            targets, wanted = component.links, ComponentType.SHUTOFF_VALVE
-            if len(component.links) > 1:
+        elif kind is ComponentType.SMART_REGULATOR:
+            wanted = ComponentType.SHUTOFF_VALVE
+            if len(links) > 1:
                 message = "a smart regulator trips one valve, links has several"
                 self.error(row, cell, message, "too_many_links")
         else:
-            if component.links:
-                message = f"a {component.component} cannot have links"
-                self.error(row, cell, message, "link_not_allowed")
+            if links:
+                self.error(row, cell, f"a {kind} cannot have links", "link_not_allowed")
             return
-        for target in targets:
-            self._link(row, cell, component, target, wanted)
+        for target in links:
+            self._link(source, cell, target, wanted)
 
-    def _link(
-        self, row: Row, cell: Cell, source: Component, target: str, wanted: ComponentType
-    ) -> None:
-        other = self.devices.get(target)
+    def _link(self, source: _Placed, cell: Cell, target: str, wanted: ComponentType) -> None:
+        row = source.row
+        other = self.placed.get(target)
         if other is None:
             if target not in self.declared:  # else its own row's error is reported
                 self.error(row, cell, f"links to unknown device {target!r}", "unknown_link")
