@@ -3,6 +3,7 @@ show the effective settings (defaults < file < env), documented from the setting
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ import click
 from pydantic import BaseModel, SecretStr
 
 from gateway.app import GatewaySettings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GasgateError
 from gateway.escalation import load_policies
 from gateway.logs import redact
 from gateway.registry import import_dir
+from gateway.settings import PLACEHOLDER, InvalidSettings, placeholder_secrets
 from rules.schema import check_rules, rule_files
 
 __all__ = ["config"]
@@ -38,32 +40,63 @@ def _load(config_file: Path | None) -> GatewaySettings:
         raise click.ClickException(str(exc)) from None
 
 
+def _checked(config_file: Path | None) -> tuple[GatewaySettings | None, list[str]]:
+    """The settings and every problem in them. Invalid settings are reported and taken at their
+    defaults, so that the files the valid ones name are still checked in the same pass."""
+    try:
+        return GatewaySettings.load(config_file, {}), []
+    except InvalidSettings as exc:
+        problems = exc.problems
+        try:
+            return GatewaySettings.load(config_file, {}, defaults_for=exc.fields), problems
+        except ConfigError:
+            return None, problems
+    except ConfigError as exc:  # the file itself cannot be read or parsed
+        return None, [str(exc)]
+
+
 def _problems(settings: GatewaySettings) -> list[str]:
     """Every problem in the files the settings name, each located (file:line:column)."""
     problems: list[str] = []
-    if settings.registry is not None:
-        problems += [str(p) for p in import_dir(settings.registry).errors]
-    if settings.rules_dir is not None:
-        problems += [str(p) for p in check_rules(rule_files(settings.rules_dir))]
+    registry, rules_dir = settings.registry, settings.rules_dir
+    if registry is not None:
+        problems += _each(registry, lambda: [str(p) for p in import_dir(registry).errors])
+    if rules_dir is not None:
+        problems += _each(rules_dir, lambda: [str(p) for p in check_rules(rule_files(rules_dir))])
     policies = settings.escalation.policies_file
     if policies is not None:
-        try:
-            load_policies(policies)
-        except ConfigError as exc:
-            problems.append(str(exc))
+        problems += _each(policies, lambda: _policies(policies))
     return problems
+
+
+def _policies(path: Path) -> list[str]:
+    load_policies(path)  # its ConfigError names file:line:column of every problem
+    return []
+
+
+def _each(path: Path, check: Callable[[], list[str]]) -> list[str]:
+    """One file's problems; a file that cannot be read at all is one problem, not the end."""
+    try:
+        return check()
+    except GasgateError as exc:
+        return [str(exc)]
+    except OSError as exc:
+        return [f"{path}: cannot be read: {exc.strerror}"]
 
 
 @config.command("check")
 @_CONFIG
 def check(config_file: Path | None) -> None:
     """Validate the settings and the registry, rules and policy files they name; exit 1 on any
-    problem, listing each with its file, line and column."""
-    settings = _load(config_file)
-    problems = _problems(settings)
+    problem, listing each with its file, line and column. Every problem is listed in one pass,
+    including passwords and tokens left at a placeholder such as change-me."""
+    settings, problems = _checked(config_file)
+    if settings is not None:
+        problems += [f"{name}: {PLACEHOLDER}" for name in placeholder_secrets(settings)]
+        problems += _problems(settings)
     for problem in problems:
         click.echo(problem, err=True)
-    if problems:
+    if problems or settings is None:
         raise click.ClickException(f"{len(problems)} problem(s)")
     click.echo(f"settings ok: gateway {settings.gateway_id}, data in {settings.data_dir}")
 

@@ -20,6 +20,7 @@ from gateway import heap
 from gateway.app import Gateway, GatewaySettings
 from gateway.errors import GasgateError
 from gateway.logs import setup_logging
+from gateway.settings import refuse_placeholder_secrets
 from gateway.telemetry import influx_options
 
 __all__ = ["run", "run_gateway"]
@@ -69,13 +70,16 @@ async def run_gateway(settings: GatewaySettings) -> None:
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML file of settings (keys: mqtt, data_dir, registry, rules_dir, gateway_id, ...).",
+    envvar="GASGATE_CONFIG",
+    help="YAML file of settings (keys: mqtt, data_dir, registry, rules_dir, gateway_id, ...;"
+    " gasgate.example.yaml) [env GASGATE_CONFIG].",
 )
 def run(config_file: Path | None, **flags: Path | str | None) -> None:
     """Run the gateway: kit reports in, alarms, valve linkage, supervision, escalation,
     telemetry."""
     try:
         settings = GatewaySettings.load(config_file, flags)
+        refuse_placeholder_secrets(settings)  # a deployment's example values are never live
         setup_logging(settings.log_level, settings.log_format)
         asyncio.run(run_gateway(settings))
     except GasgateError as exc:

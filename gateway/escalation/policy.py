@@ -9,11 +9,10 @@ The defaults are shared/specs/safety-domain.md's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,7 +21,7 @@ from gateway.alarm_types import AlarmType, info
 from gateway.errors import ConfigError
 from gateway.escalation.messages import known_type
 from gateway.events import Severity
-from gateway.settings import read_config_file
+from gateway.settings import read_config_file, yaml_where
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -216,24 +215,7 @@ def load_policies(path: Path) -> PolicySet:
     except ValidationError as exc:
         root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
         problems = "; ".join(
-            f"{_where(path, root, e['loc'])}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+            f"{yaml_where(path, root, e['loc'])}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
             for e in exc.errors()
         )
         raise ConfigError(f"invalid escalation policies: {problems}") from None
-
-
-def _where(path: Path, root: yaml.Node | None, loc: Sequence[Any]) -> str:
-    """``file:line:column`` of the deepest YAML node on ``loc`` that exists."""
-    node = root
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-    if node is None:
-        return str(path)
-    return f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
