@@ -180,18 +180,19 @@ class KillTrials:
         task = asyncio.create_task(self.valves.run(self.url, ready_event))
         await asyncio.wait_for(ready_event.wait(), 10)
         killed: dict[str, float] = {}  # valve -> when its trial's process was killed
-        readies: list[float] = []
+        lives: list[tuple[float, float]] = []  # (ready, killed) of every process
         try:
             async with parse_mqtt_url(self.url).client(identifier="detectors") as detectors:
                 for trial in range(self.trials):
-                    readies.append(await self._started(trial + 1))
+                    ready = await self._started(trial + 1)
                     valves = await self._leak(detectors, trial)
                     await asyncio.sleep(self.rng.uniform(0.0, self.window_s))
                     at = self._kill()
+                    lives.append((ready, at))
                     killed |= dict.fromkeys(valves, at)
                     if progress is not None:
                         progress(trial + 1)
-            readies.append(await self._started(self.trials + 1))
+            lives.append((await self._started(self.trials + 1), float("inf")))
             await asyncio.sleep(RETRY_S * 4 + 2.0)  # the jammed valves' last tries and failures
             assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
@@ -201,7 +202,7 @@ class KillTrials:
                 self._kill()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        return self._outcome(killed, readies)
+        return self._outcome(killed, lives)
 
     async def _leak(self, detectors: aiomqtt.Client, trial: int) -> list[str]:
         first = trial * LEAKS_PER_TRIAL
@@ -211,7 +212,7 @@ class KillTrials:
             await detectors.publish(f"kit/v1/det-{s}/report", _leak(trial + 1), qos=1)
         return [f"valve-{s}" for s in sites]
 
-    def _outcome(self, killed: dict[str, float], readies: list[float]) -> Outcome:
+    def _outcome(self, killed: dict[str, float], lives: list[tuple[float, float]]) -> Outcome:
         sites = [_site(n) for n in range(self.trials * LEAKS_PER_TRIAL)]
         alarms = self._query("SELECT DISTINCT source, alarm_type FROM alarms")
         leaks = {str(s) for s, t in alarms if t == "leak_high"}
@@ -220,16 +221,18 @@ class KillTrials:
         late: dict[str, float] = {}
         after_ready: list[float] = []
         for valve, at in killed.items():
-            commanded = first.get(valve)
-            if commanded is None or commanded < at:
-                continue  # commanded before the kill (or never: counted below)
-            ready = min((r for r in readies if r > at), default=None)
-            if ready is None:
-                continue
-            delay = commanded - ready
-            after_ready.append(delay)
-            if delay > COMMAND_AFTER_READY_S:
-                late[valve] = round(delay, 3)
+            commanded = first.get(valve, float("inf"))
+            if commanded < at:
+                continue  # commanded before the kill
+            # The first later process that lived the goal's time after its ready must have
+            # commanded the valve within it (one killed sooner may not have had the chance).
+            judge = next(
+                (r for r, end in lives if r > at and end - r >= COMMAND_AFTER_READY_S), None
+            )
+            if judge is not None and commanded - judge > COMMAND_AFTER_READY_S:
+                late[valve] = round(commanded - judge, 3)
+            elif commanded != float("inf"):
+                after_ready.append(commanded - max(r for r, _ in lives if r <= commanded))
         return Outcome(
             trials=self.trials,
             leaks=len(sites),
