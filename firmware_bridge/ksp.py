@@ -1,7 +1,7 @@
 """KSP/1, the kit receiver's serial protocol: a pure codec (bytes in, values out, no I/O).
 
 Frame: ``A5 5A | VER | TYPE | SEQ | LEN | PAYLOAD[LEN] | CRC16/MODBUS (low byte first)``,
-the CRC covering VER..PAYLOAD. See ``shared/specs/kit-serial-protocol.md``.
+the CRC covering VER..PAYLOAD. The protocol, with test vectors: ``docs/ksp.md``.
 
 Two layers:
 

@@ -1,6 +1,6 @@
 """The alarm types the gateway knows, with the facts every room needs about each.
 
-Defaults follow shared/specs/safety-domain.md; rule files may change a type's severity per site,
+Defaults are documented in docs/alarms.md; rule files may change a type's severity per site,
 not whether it latches or closes valves: those are safety properties, fixed here, in one place.
 """
 

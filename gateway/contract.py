@@ -1,10 +1,10 @@
-"""The device-side MQTT contract, ``kit/v1/...`` (shared/specs/mqtt-contract.md §1), in one place.
+"""The device-side MQTT contract, ``kit/v1/...`` (docs/kit-v1.md), in one place.
 
 Topics are built and parsed here, payloads are pydantic models. The enums are KSP/1's
 (:mod:`firmware_bridge.ksp`): the contract says one decoded radio frame maps one-to-one onto one
 report, so both sides share one set of names.
 
-Choices the spec leaves open (documented in docs/mqtt-contract.md):
+Choices the contract makes explicit (docs/kit-v1.md; JSON Schemas in docs/schemas/kit-*):
 
 * Unknown top-level keys in a report are ignored (a vendor adding ``"fw"`` must not get a leak
   report rejected); a body object of another kind is an error ("exactly the matching body").

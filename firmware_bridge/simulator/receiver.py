@@ -1,6 +1,6 @@
 """A simulated KSP/1 receiver: the radio concentrator the serial bridge talks to.
 
-It behaves as the vendor's spec says (shared/specs/kit-serial-protocol.md): HEARTBEAT every
+It behaves as KSP/1 says (docs/ksp.md): HEARTBEAT every
 ``heartbeat_s`` and on PING; each REPORT / PAIRING retransmitted with the same SEQ every
 ``retransmit_s`` until ACKed, at most ``max_retransmits`` times; COMMANDs answered with CMD_ACK
 and carried out on the device. Fault knobs make it misbehave the way a real line does.

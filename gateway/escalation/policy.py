@@ -4,7 +4,7 @@ A policy file (YAML) holds ``policies:``, a list tried in order; the first whose
 an alarm escalates it. Each step fires ``after_s`` seconds after the alarm was raised and
 notifies targets through named channels (configured in the settings). ``repeat`` re-sends the
 last step. ``stop_on`` says whether an acknowledgement, a clear, or both end the escalation.
-The defaults are shared/specs/safety-domain.md's.
+The defaults are docs/gas-company-contract.md's (§6).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the registry knows before any file is read: the built-in kits, service lives and
-device models (shared/specs/safety-domain.md). Import files may add kits and models."""
+device models (docs/registry.md). Import files may add kits and models."""
 
 from __future__ import annotations
 
