@@ -173,6 +173,7 @@ def test_grafana_and_influxdb_get_their_provisioning_and_init_script(
         "INFLUXDB_ADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
         "GATEWAY_ID",
+        "GASCO_MQTT_URL",
     ],
 )
 def test_compose_refuses_to_run_without_a_setting_it_has_no_default_for(
@@ -209,6 +210,57 @@ def test_no_secret_is_committed() -> None:
     ):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, check=False)
         assert ignored.returncode == 0, f"git would commit {path}"
+
+
+def refused_start(environment: dict[str, str], tmp_path: Path) -> str:
+    """``gasgate run`` with a deployment's environment (files and dirs mapped onto the
+    repository's examples); its stderr, after asserting that it refused to start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GASGATE_")}
+    env |= environment
+    env |= {
+        "GASGATE_CONFIG": str(REPO / "gasgate.example.yaml"),
+        "GASGATE_DATA_DIR": str(tmp_path / "data"),
+        "GASGATE_REGISTRY": str(REPO / "examples" / "registry"),
+    }
+    gasgate = str(Path(sys.executable).with_name("gasgate"))
+    done = subprocess.run(
+        [gasgate, "run"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert "refusing to start" in done.stderr
+    assert not (tmp_path / "data").exists()
+    return done.stderr
+
+
+def test_the_gateway_gets_the_gas_company_link_and_its_channels(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["environment"]["GASGATE_GASCO_MQTT"].startswith("mqtts://")
+    config = Path(gateway["environment"]["GASGATE_CONFIG"])
+    assert bind_mounts(gateway)[str(config.parent)] == DEPLOY / "gateway"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/gateway/gasgate.yaml"], cwd=REPO, check=False
+    )
+    assert ignored.returncode == 0, "git would commit the gateway's channels and people"
+    guide = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    for step in ("GASCO_MQTT_URL", "deploy/gateway/gasgate.yaml", "gasgate user add"):
+        assert step in guide
+
+
+def test_the_stack_as_shipped_refuses_to_start_on_its_placeholders(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    stderr = refused_start(compose["services"]["gateway"]["environment"], tmp_path)
+    for setting in ("mqtt", "influx_token", "gasco_mqtt"):
+        assert setting in stderr
+
+
+def test_the_systemd_gateway_env_as_shipped_refuses_to_start(tmp_path: Path) -> None:
+    lines = (DEPLOY / "systemd" / "gateway.env.example").read_text().splitlines()
+    environment = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert environment["GASGATE_CONFIG"] == "/etc/gasgate/gasgate.yaml"
+    stderr = refused_start(environment, tmp_path)
+    for setting in ("mqtt", "influx_token", "gasco_mqtt"):
+        assert setting in stderr
 
 
 def test_the_image_is_slim_runs_as_a_user_and_checks_healthz() -> None:
