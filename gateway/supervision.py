@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 TICK_S: Final = 1.0  # wheel slot width: offline is declared at most this late
 # The bridge republishes its receiver's status on every heartbeat (30 s): three missed ones and
-# the receiver, or a hung bridge that kept its MQTT session, is unreachable (safety-domain.md).
+# the receiver, or a hung bridge that kept its MQTT session, is unreachable (docs/bridge.md).
 RECEIVER_SILENCE_S: Final = 90.0
 _RADIO_ID: Final = re.compile(r"[0-9a-f]{8}")
 

@@ -60,7 +60,7 @@ class _Section(BaseModel):
 
 
 class LeakRule(_Section):
-    """Threshold with a separate clear level and hold time (safety-domain.md)."""
+    """Threshold with a separate clear level and hold time (docs/rules.md)."""
 
     low_lel_pct: _Pct = 20.0
     high_lel_pct: _Pct = 50.0

@@ -41,7 +41,7 @@ from tests.test_bridge_mqtturl import _broker, _certificates
 SCHEMAS = Path(__file__).parents[1] / "docs" / "schemas"
 BASE = "gasco/v1/gw1"
 
-# safety-domain.md's leak policy with its 2 min / 10 min shortened to 3 s / 5 s.
+# The built-in leak policy with its 2 min / 10 min shortened to 3 s / 5 s.
 SHORT = PolicySet.model_validate(
     {
         "policies": [

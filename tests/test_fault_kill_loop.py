@@ -36,7 +36,7 @@ from tests.test_gateway_e2e_kill import GatewayProcess
 
 KILLS = 22
 SITE_PHONE, SUPERVISOR_PHONE, DISPATCHER_PHONE = "13800138000", "13900000001", "13900000002"
-SUPERVISOR_S, DISPATCHER_S = 12, 24  # safety-domain.md's 2 and 10 minutes, shortened
+SUPERVISOR_S, DISPATCHER_S = 12, 24  # the built-in 2 and 10 minutes, shortened
 
 
 def write_config(tmp_path: Path, http: HttpReceiver) -> Path:

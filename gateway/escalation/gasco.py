@@ -1,4 +1,4 @@
-"""The gas company link over MQTT (docs/gas-company-contract.md, mqtt-contract.md §2).
+"""The gas company link over MQTT (docs/gas-company-contract.md).
 
 Topics, under ``{prefix}/{gateway_id}`` (prefix ``gasco/v1`` by default):
 

@@ -157,7 +157,7 @@ _LEAKS = (
 _ACK, _CLEAR = StopOn.ACKNOWLEDGED, StopOn.CLEARED
 T = Target
 
-# safety-domain.md: a leak tells the site and the duty room at once, the supervisor after 2 min
+# The gas companies' practice: a leak tells the site and the duty room at once, the supervisor after 2 min
 # without acknowledgement, the dispatcher and the district regulator after 10 min. Leaks latch,
 # so only a person's acknowledgement stops them.
 DEFAULT_POLICIES = PolicySet(

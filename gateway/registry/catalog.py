@@ -70,7 +70,7 @@ _DETECTOR_LIFE_MONTHS: Final[Mapping[SiteType, int]] = MappingProxyType(
 
 
 def component_service_life_months(component: ComponentType, site_type: SiteType) -> int | None:
-    """The audit's service life for a component at a type of site (safety-domain.md)."""
+    """The audit's service life for a component at a type of site (docs/registry.md)."""
     if component is C.LEAK_DETECTOR:
         return _DETECTOR_LIFE_MONTHS[site_type]
     return _SERVICE_LIFE_MONTHS.get(component)
