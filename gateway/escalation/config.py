@@ -144,7 +144,7 @@ class DigestSettings(_Model):
 
 class EscalationSettings(_Model):
     policies_file: Path | None = Field(
-        None, description="YAML escalation policies (default: the built-in policies, docs/gas-company-contract.md)"
+        None, description="YAML escalation policies (default: the built-in ones)"
     )
     hotline: str = Field("", description="the gas company's phone number, quoted in alerts")
     timezone: str = Field("Asia/Shanghai", description="local time zone of times in alerts")
