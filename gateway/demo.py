@@ -6,7 +6,11 @@ MQTT-native devices, the serial bridge, the gateway, and a monitor that prints w
 decoded reports, valve commands, alarm transitions. A scripted story plays on top: a leak at a
 restaurant, an over-flow trip, a valve that fails to close, a detector going silent.
 
-Everything runs in this one process, on loopback; Ctrl-C stops it all cleanly.
+Everything runs in this one process, on loopback; Ctrl-C stops it all cleanly. The console's
+address and login come first; the story starts when someone logs in to the console (or at once
+with ``--story-now``), so a newcomer sees it happen. On a given broker (``--mqtt``) the demo
+removes the retained messages it left there when it stops: a gateway run on that broker later
+must not find the demo's receivers.
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import shlex
 import signal
 import socket
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import click
 
 from firmware_bridge.bridge import Bridge, BridgeConfig
@@ -32,20 +38,24 @@ from firmware_bridge.simulator import District, PtyPort, SimSite, Simulation, St
 from firmware_bridge.simulator import scenarios as sc
 from gateway import contract
 from gateway.alarm_types import AlarmType, info
+from gateway.api.auth import Session, Sessions
 from gateway.app import Gateway, GatewaySettings, describe_transition
 from gateway.demo_people import DemoPeople
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.errors import GasgateError, RejectedInput
+from gateway.escalation.config import GascoSettings
 from gateway.events import AlarmChanged
 from gateway.logs import setup_logging
-from gateway.mqtturl import parse_mqtt_url
+from gateway.mqtturl import MqttUrl, parse_mqtt_url
+from gateway.site_mqtt import gateway_availability_topic
 from gateway.telemetry import influx_options
-from gateway.users import Role, UserError
+from gateway.users import Role, User, UserError
 
 __all__ = ["DemoOptions", "demo", "run_demo"]
 
 log = logging.getLogger(__name__)
 BRIDGE_ID = "demo-receiver"
+GATEWAY_ID = "gw-demo"
 GASCO_EVENTS = "gasco/v1/+/alarms/events"
 DEMO_PASSWORD = "gasgate-demo"  # noqa: S105 - printed on purpose: throw-away demo data
 DEMO_USERS = {
@@ -65,6 +75,7 @@ class DemoOptions:
     time_scale: float = 0.1  # device report intervals x this (mains 60 s -> 6 s)
     duration_s: float | None = None  # None: until Ctrl-C
     story: bool = True
+    story_now: bool = False  # False: the story waits for the first console login
     verbose: bool = False  # also print periodic reports
     http_port: int = 8080  # the console; 0: any free port (printed)
     influx_url: str | None = None  # telemetry: off unless given
@@ -169,6 +180,68 @@ def _reading(report: contract.KitReport) -> str:
     return f"{report.kind} {report.event}: {values}"
 
 
+class RetainedCleanup:
+    """Removes, when the demo stops, the retained messages its rooms left on a given broker
+    (an empty retained payload deletes one): bridge availability and receiver status,
+    MQTT-native devices' availability, the gateway's and its gas company link's topics. A later
+    gateway on a shared broker would otherwise supervise the demo's receivers."""
+
+    QUIET_S = 0.5  # the broker sends what it retains at once on subscribing
+    WITHIN_S = 5.0
+
+    def __init__(self, url: str, filters: Callable[[], Iterable[str]]) -> None:
+        self._url = url
+        self._filters = filters
+        self.removed: list[str] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        async with parse_mqtt_url(self._url).client(identifier="gasgate-demo-cleanup") as client:
+            for topic_filter in self._filters():
+                await client.subscribe(topic_filter, qos=1)
+            topics = await self._retained(client)
+            for topic in sorted(topics):
+                await client.publish(topic, b"", qos=1, retain=True)
+        self.removed = sorted(topics)
+
+    async def _retained(self, client: aiomqtt.Client) -> set[str]:
+        topics: set[str] = set()
+        messages = aiter(client.messages)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.WITHIN_S):
+                while True:
+                    message = await asyncio.wait_for(anext(messages), self.QUIET_S)
+                    if message.retain and message.payload:
+                        topics.add(str(message.topic))
+        return topics
+
+
+class _LoginWatch(Sessions):
+    """The console's sessions, telling the demo when the first one opens (the story waits)."""
+
+    def __init__(self, logged_in: asyncio.Event) -> None:
+        super().__init__()
+        self._logged_in = logged_in
+
+    def open(self, user: User, now_mono: float) -> tuple[str, Session]:
+        self._logged_in.set()
+        return super().open(user, now_mono)
+
+
+def watch_command(url: MqttUrl, topic: str) -> str:
+    """The ``mosquitto_sub`` line that shows ``topic`` on this broker."""
+    args = ["mosquitto_sub", "-h", url.host, "-p", str(url.port)]
+    if url.username:
+        args += ["-u", url.username]
+    if url.password:
+        args += ["-P", url.password]
+    if url.tls:
+        args += ["--cafile", str(url.ca_file)] if url.ca_file else ["--capath", "/etc/ssl/certs"]
+    return shlex.join([*args, "-t", topic, "-v"])
+
+
 class Demo:
     """The demo's rooms, started in data-flow order and stopped in reverse."""
 
@@ -179,11 +252,20 @@ class Demo:
         self._rooms: list[object] = []
         self.maintenance: Counter[str] = Counter()
         self._scenarios: set[asyncio.Task[None]] = set()
+        self.logged_in = asyncio.Event()
+        self.cleanup: RetainedCleanup | None = None
+
+    @property
+    def bridge_ids(self) -> list[str]:
+        return [f"{BRIDGE_ID}-{n}" for n in range(1, self.district.receivers_needed() + 1)]
 
     async def start(self) -> None:
         o = self.options
         url = o.mqtt or await self._embedded_broker()
         self.district = District.generate(o.restaurants, o.households, o.seed, o.time_scale)
+        if o.mqtt is not None:  # stopped last but one: after every room that retains
+            self.cleanup = RetainedCleanup(url, self._retained_filters)
+            await self._start(self.cleanup)
         self.district.write_registry(self.data_dir / "registry")
         ports = [
             PtyPort(self.data_dir / f"ksp-receiver-{n}")
@@ -194,9 +276,9 @@ class Demo:
         self.monitor.verbose = o.verbose
         await self._start(self.monitor)
         await self._start(self.sim)
-        for n, port in enumerate(ports, start=1):
+        for bridge_id, port in zip(self.bridge_ids, ports, strict=True):
             bridge = Bridge(
-                BridgeConfig(f"{BRIDGE_ID}-{n}", parse_mqtt_url(url)),
+                BridgeConfig(bridge_id, parse_mqtt_url(url)),
                 LinkConfig(str(port.link_path), heartbeat_timeout_s=90 * o.time_scale),
             )
             await self._start(bridge)
@@ -205,6 +287,7 @@ class Demo:
         self.gateway = Gateway(self._gateway_settings(url))
         await self._start(self.gateway)
         self.gateway.bus.subscribe(AlarmChanged, self._on_alarm, name="demo.print")
+        self._console()  # first: what a newcomer needs to follow the story
         await asyncio.sleep(0.5)  # let the start-up maintenance findings arrive
         self.out(
             f"demo: broker {url}, {len(ports)} receiver(s) on ptys "
@@ -213,8 +296,10 @@ class Demo:
             f"{sum(self.maintenance.values())} maintenance finding(s) at start "
             "(parts past service life, cylinders overdue): not printed one by one"
         )
-        self._console()
-        if self.options.mqtt is None:
+        if self.options.mqtt is not None:
+            events = watch_command(parse_mqtt_url(self.options.mqtt), GASCO_EVENTS)
+            self.out(f"demo: watch the gas company events: {events}")
+        else:
             self.out(
                 "demo: gas company link off (the embedded broker has no MQTT v5): its events "
                 "wait in the outbox; run with --mqtt mqtt://127.0.0.1:1883 (Mosquitto) to see them"
@@ -227,7 +312,9 @@ class Demo:
         api = self.gateway.api
         if api.port is None:
             self.out("demo: console not started (HTTP port in use?); see the log")
+            self.logged_in.set()  # nobody can log in: the story must not wait for it
             return
+        api.context.sessions = _LoginWatch(self.logged_in)
         for name, role in DEMO_USERS.items():
             with contextlib.suppress(UserError):  # a kept --data-dir has them already
                 api.users.add(name, role, DEMO_PASSWORD, self.gateway.clock.now())
@@ -250,7 +337,8 @@ class Demo:
                 "mqtt": url,
                 "data_dir": self.data_dir / "gateway",
                 "registry": self.data_dir / "registry",
-                "gateway_id": "gw-demo",
+                "gateway_id": GATEWAY_ID,
+                "bridges": self.bridge_ids,  # only its own: a shared broker may hold others
                 "valve_retry_s": max(1.0, 10 * self.options.time_scale),
                 # A given broker (Mosquitto) plays the gas company's too. The embedded amqtt
                 # broker speaks MQTT 3.1.1 only and the gas company link is MQTT v5: then the
@@ -266,6 +354,17 @@ class Demo:
             },
         )
 
+    def _retained_filters(self) -> list[str]:
+        """Where the demo's rooms publish retained messages (read at stop: all are known)."""
+        sim: Simulation | None = getattr(self, "sim", None)  # None: the start failed early
+        mqtt_devices = [d.device_id for d in sim.mqtt_devices] if sim else []
+        return [
+            *(f"{contract.PREFIX}/{contract.BRIDGE}/{b}/#" for b in self.bridge_ids),
+            *(contract.device_availability_topic(d) for d in mqtt_devices),
+            gateway_availability_topic(GATEWAY_ID),
+            f"{GascoSettings().topic_prefix}/{GATEWAY_ID}/#",  # the demo keeps the default
+        ]
+
     async def _start(self, room: object) -> None:
         await room.start()  # type: ignore[attr-defined]
         self._rooms.append(room)
@@ -280,6 +379,11 @@ class Demo:
                 await room.stop()  # type: ignore[attr-defined]
             except Exception:
                 log.exception("stopping %s failed", type(room).__name__)
+        if self.cleanup is not None and self.cleanup.removed:
+            self.out(
+                f"demo: removed the {len(self.cleanup.removed)} retained message(s) it left on "
+                f"{parse_mqtt_url(self.options.mqtt or '')}"
+            )
 
     def _on_alarm(self, event: AlarmChanged) -> None:
         # Maintenance findings (service life, overdue cylinders, batteries) are counted, not
@@ -329,18 +433,43 @@ class Demo:
             ),
             (28, f"valve fails to close at {stuck_site.name} ({stuck_site.site_id})", stuck),
         ]
-        return Story([Step(at, label, self._play(label, play)) for at, label, play in steps])
+        self.out(
+            f"STORY starts: {len(steps)} incidents over {steps[-1][0]:g} s; "
+            "watch the console and the lines below"
+        )
+        return Story(
+            [
+                Step(at, label, self._play(label, play, _progress(steps, n)))
+                for n, (at, label, play) in enumerate(steps)
+            ]
+        )
 
     def _play(
-        self, label: str, play: Callable[[], Coroutine[Any, Any, None]]
+        self, label: str, play: Callable[[], Coroutine[Any, Any, None]], progress: str
     ) -> Callable[[], None]:
         def start() -> None:
-            self.out(f"STORY {label}")
+            self.out(f"STORY {progress} {label}")
             task = asyncio.create_task(play(), name=f"demo-story: {label}")
             self._scenarios.add(task)
             task.add_done_callback(self._scenarios.discard)
 
         return start
+
+
+def _progress(steps: list[tuple[float, str, Any]], n: int) -> str:
+    """``[2/4 +12 s, next in 6 s]``: where the story is, on the incident's own line."""
+    at = steps[n][0]
+    following = f"next in {steps[n + 1][0] - at:g} s" if n + 1 < len(steps) else "the last"
+    return f"[{n + 1}/{len(steps)} +{at:g} s, {following}]"
+
+
+async def _story(demo: Demo, options: DemoOptions, stop: asyncio.Event) -> None:
+    """The story, once someone has logged in to the console (or at once with story_now)."""
+    if not options.story_now and not demo.logged_in.is_set():
+        demo.out("demo: the story starts when you log in to the console (--story-now: at once)")
+        await demo.logged_in.wait()
+    if not stop.is_set():
+        await demo.story().run()
 
 
 async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> int:
@@ -354,7 +483,7 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
             loop.add_signal_handler(signum, stop.set)
         try:
             await demo.start()
-            story = asyncio.create_task(demo.story().run()) if options.story else None
+            story = asyncio.create_task(_story(demo, options, stop)) if options.story else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), options.duration_s)
             if story is not None:
@@ -378,6 +507,9 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
 @click.option("--time-scale", default=0.1, show_default=True, help="Report intervals x this.")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
 @click.option("--no-story", is_flag=True, help="Only the district, no scripted incidents.")
+@click.option(
+    "--story-now", is_flag=True, help="Play the story at once, not at the first console login."
+)
 @click.option("--http-port", default=8080, show_default=True, help="Console port (0: any free).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print periodic reports.")
 @influx_options

@@ -55,6 +55,9 @@ class DemoPeople:
             "duty_room": [{"name": "燃气公司值班室", "phone": "075596888"}],
             "duty_supervisor": [{"name": "值班主管 Zhou", "phone": "13900000001", "lang": "en"}],
             "emergency_dispatcher": [{"name": "应急调度", "phone": "13900000002"}],
+            # Maintenance findings go to the service team as work orders; the demo has no
+            # work-order system, so they are noted as not sent in each alarm's audit trail.
+            "service_team": [{"name": "维修班 service team", "phone": "13900000003"}],
         }
 
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,10 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.services import Mosquitto
 
 GASGATE = str(Path(sys.executable).with_name("gasgate"))
 
@@ -27,9 +31,11 @@ STORY = {
 }
 
 
-def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def running_demo(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """The demo as a person runs it, its output lines as they come; killed if still running."""
     proc = subprocess.Popen(
-        [GASGATE, "demo", "--data-dir", str(tmp_path), "--time-scale", "0.05", "--http-port", "0"],
+        [GASGATE, "demo", *args, "--time-scale", "0.05", "--http-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -39,18 +45,7 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 150  # the story needs about 35 s; a loaded box more
-        while time.monotonic() < deadline and proc.poll() is None:
-            text = "".join(lines)
-            if all(re.search(pattern, text) for pattern in STORY.values()):
-                break
-            time.sleep(0.5)
-        console = re.search(r"demo: console (http://\S+)/ ", "".join(lines))
-        assert console, "the demo did not print its console URL"
-        health = httpx.get(f"{console.group(1)}/healthz", timeout=10)
-        metrics = httpx.get(f"{console.group(1)}/metrics", timeout=10).text
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        yield proc, lines
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -58,6 +53,43 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
         reader.join(5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def wait_for(lines: list[str], pattern: str, within_s: float = 60) -> re.Match[str]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        found = re.search(pattern, "".join(lines), re.MULTILINE)
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} not seen within {within_s} s:\n{''.join(lines)[-3000:]}")
+
+
+def log_in(console: str, name: str = "officer") -> None:
+    answer = httpx.post(
+        f"{console}/api/login", json={"name": name, "password": "gasgate-demo"}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    with running_demo("--data-dir", str(tmp_path)) as (proc, lines):
+        console = wait_for(lines, r"demo: console (http://\S+)/ ")
+        # The address and login come first; the story waits for someone to log in.
+        wait_for(lines, r"story starts when you log in")
+        time.sleep(2)
+        assert "STORY" not in "".join(lines)
+        log_in(console.group(1))
+        deadline = time.monotonic() + 150  # the story needs about 35 s; a loaded box more
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = "".join(lines)
+            if all(re.search(pattern, text) for pattern in STORY.values()):
+                break
+            time.sleep(0.5)
+        health = httpx.get(f"{console.group(1)}/healthz", timeout=10)
+        metrics = httpx.get(f"{console.group(1)}/metrics", timeout=10).text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
     text = "".join(lines)
     missing = [name for name, pattern in STORY.items() if not re.search(pattern, text)]
     assert not missing, f"story steps not seen: {missing}\n{text[-3000:]}"
@@ -67,6 +99,11 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
     assert re.search(r"^gasgate_report_to_valve_command_seconds_count [1-9]", metrics, re.MULTILINE)
     assert "Traceback" not in text
     assert "open" not in re.findall(r'"cmd":"(\w+)"', text)  # no valve is ever opened
+    before_console = text[: text.index("demo: console")]
+    assert "nobody configured" not in before_console
+    assert text.count("nobody configured") <= 1  # one line at most, never one per alarm
+    assert re.search(r"^STORY \[1/4 \+3 s, next in 9 s\] gas leak at ", text, re.MULTILINE)
+    assert re.search(r"^STORY \[4/4 \+28 s, the last\] valve fails to close", text, re.MULTILINE)
     # The registry it made is the simulator's district, imported with no error.
     assert (tmp_path / "registry" / "sites.csv").exists()
 
@@ -74,5 +111,37 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
 @pytest.mark.parametrize("flag", ["--help"])
 def test_demo_help_names_its_options(flag: str) -> None:
     out = subprocess.run([GASGATE, "demo", flag], capture_output=True, text=True, check=True)
-    for option in ("--mqtt", "--duration", "--time-scale", "--no-story"):
+    for option in ("--mqtt", "--duration", "--time-scale", "--no-story", "--story-now"):
         assert option in out.stdout
+
+
+def retained_on(broker: Mosquitto, *filters: str) -> list[str]:
+    """The topics the broker holds a retained message for, under ``filters``."""
+    args = ["mosquitto_sub", "-p", str(broker.port), "-v", "--retained-only", "-W", "2"]
+    for topic_filter in filters:
+        args += ["-t", topic_filter]
+    out = subprocess.run(args, capture_output=True, text=True, check=False).stdout
+    return [line.split(" ", 1)[0] for line in out.splitlines() if line.strip()]
+
+
+def test_demo_on_a_shared_broker_says_how_to_watch_and_leaves_nothing_retained(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    # issue 15, item 9: a gateway run on this broker later found the demo's receivers
+    # retained (offline at the end) and paged its duty room about them.
+    with running_demo("--mqtt", mosquitto.url, "--data-dir", str(tmp_path), "--no-story") as (
+        proc,
+        lines,
+    ):
+        watch = wait_for(lines, r"^demo: watch the gas company events: (mosquitto_sub .*)$")
+        assert f"-p {mosquitto.port}" in watch.group(1)
+        assert "-t gasco/v1/+/alarms/events" in watch.group(1)
+        wait_for(lines, r"receiver demo-receiver-2: online")
+        held = retained_on(mosquitto, "kit/v1/#")
+        assert "kit/v1/_bridge/demo-receiver-1/receiver" in held  # what the demo must remove
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    text = "".join(lines)
+    assert "demo: stopped cleanly" in text
+    assert re.search(r"demo: removed the \d+ retained message", text)
+    assert retained_on(mosquitto, "kit/v1/#", "gasgate/v1/gw-demo/#", "gasco/v1/gw-demo/#") == []

@@ -407,7 +407,16 @@ class Escalation:
         if not recipients:
             why = f"nobody configured as {notify.to.value}"
             audit.note(db, alarm.alarm_id, "notification", "skipped", why, at=self._clock.now())
-            log.warning("alarm %s: %s", alarm.alarm_id, why)
+            # Once per target, then counted: a start's dozens of maintenance findings with no
+            # service team would bury the lines that matter (each is in its alarm's audit).
+            self.counts[f"nobody_configured.{notify.to.value}"] += 1
+            if self.counts[f"nobody_configured.{notify.to.value}"] == 1:
+                log.warning(
+                    "alarm %s: %s (logged once; every such alarm is noted in its audit trail "
+                    "and counted)",
+                    alarm.alarm_id,
+                    why,
+                )
         for via in notify.via:
             channel = self._settings.channels.get(via)
             for recipient in recipients:
