@@ -185,6 +185,11 @@ class Alarms:
 
     # --- reading ----------------------------------------------------------------------------
 
+    @property
+    def unrecorded(self) -> int:
+        """Transitions acted on that the store has not taken yet (written again every 5 s)."""
+        return len(self._unrecorded)
+
     def open_alarms(self) -> list[Alarm]:
         return sorted(self._open_by_id.values(), key=lambda a: a.alarm_id)
 

@@ -267,9 +267,11 @@ class Gateway:
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: the store open and writing to disk (not degraded, its last
-        commit done: ``store.problem`` says why not), the site broker connected, a registry
-        loaded."""
-        store_ok = self.store.problem is None
+        commit done: ``store.problem`` says why not, and no alarm transition waiting to be
+        stored), the site broker connected, a registry loaded."""
+        # Not while an alarm the store refused waits to be written, even if a smaller commit
+        # got through meanwhile.
+        store_ok = self.store.problem is None and not self.alarms.unrecorded
         try:
             self.store.db.execute("SELECT 1")
         except Exception:  # noqa: BLE001 - any failure means "not ready", never an error page

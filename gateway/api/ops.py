@@ -34,6 +34,8 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     ready = all(checks.values())
     body: dict[str, object] = {"ready": ready, "checks": checks}
     problem = ctx.store.problem  # degraded to memory, or commits failing: say why
+    if problem is None and not checks["store"]:
+        problem = f"{ctx.alarms.unrecorded} alarm transition(s) not yet stored"
     if problem is not None:
         body["reasons"] = {"store": problem}
     return JSONResponse(body, status_code=200 if ready else 503)
