@@ -157,9 +157,9 @@ _LEAKS = (
 _ACK, _CLEAR = StopOn.ACKNOWLEDGED, StopOn.CLEARED
 T = Target
 
-# The gas companies' practice: a leak tells the site and the duty room at once, the supervisor after 2 min
-# without acknowledgement, the dispatcher and the district regulator after 10 min. Leaks latch,
-# so only a person's acknowledgement stops them.
+# The gas companies' practice: a leak tells the site and the duty room at once, the supervisor
+# after 2 min without acknowledgement, the dispatcher and the district regulator after 10 min.
+# Leaks latch, so only a person's acknowledgement stops them.
 DEFAULT_POLICIES = PolicySet(
     policies=(
         Policy(
