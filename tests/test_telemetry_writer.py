@@ -41,6 +41,7 @@ class InfluxLike:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.requests = 0
+        self.sizes: list[int] = []  # lines per request, in arrival order
         self.auth: set[str] = set()
         self.answer: Callable[[list[str]], tuple[int, dict[str, str], bytes]] = _accept
         self.delay_s = 0.0
@@ -51,6 +52,7 @@ class InfluxLike:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 lines = body.splitlines()
                 outer.requests += 1
+                outer.sizes.append(len(lines))
                 outer.auth.add(self.headers.get("Authorization", ""))
                 time.sleep(outer.delay_s)
                 status, headers, payload = outer.answer(lines)
@@ -214,6 +216,31 @@ async def test_an_outage_spools_and_drains_in_order(tmp_path, influx):
     assert seqs(influx.lines) == list(range(150))
     assert writer.stats().spooled == 0
     assert writer.stats().influx_up
+
+
+async def test_while_down_one_line_probes_and_the_backlog_follows_once_it_is_written(
+    tmp_path, influx
+):
+    influx.answer = _down  # 503 with Retry-After: 0, so only the writer's own pace holds it
+    writer = TelemetryWriter(settings(influx.url), tmp_path)
+    await writer.start()
+    for n in range(100):
+        writer.write_report(report(n), T0 + timedelta(milliseconds=n), DETECTOR)
+    await until(lambda: writer.stats().spooled == 100)
+    started, before = time.monotonic(), influx.requests
+    await until(lambda: influx.requests >= before + 5)  # it keeps probing
+    await asyncio.sleep(0.5)
+    probes, elapsed = influx.requests - before, time.monotonic() - started
+    sizes = list(influx.sizes)
+    influx.answer = _accept
+    await until(lambda: len(influx.lines) == 100)
+    await writer.stop()
+    # The first request carried a batch and failed; every one after it, one spooled line.
+    assert set(sizes[1:]) == {1}, sizes
+    # Probes are paced (0.1-0.2 s apart with this retry_max), never back to back.
+    assert probes <= elapsed / 0.1 + 3
+    assert seqs(influx.lines) == list(range(100))
+    assert writer.stats().written == 100  # the probe's line is not sent twice
 
 
 async def test_a_slow_influxdb_counts_as_down_and_callers_never_wait(tmp_path, influx):

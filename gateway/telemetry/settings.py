@@ -42,7 +42,9 @@ class TelemetrySettings(BaseModel):
         5.0, description="one write request's timeout; a slow InfluxDB counts as down"
     )
     telemetry_retry_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
-        30.0, description="longest wait between retries while InfluxDB is down"
+        1.0,
+        description="longest wait between probes while InfluxDB is down (each probe is one "
+        "line, so writes resume about this long after InfluxDB answers again)",
     )
 
     @field_validator("influx_url")

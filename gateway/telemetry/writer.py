@@ -2,9 +2,10 @@
 
 Callers (on the event loop) only encode a point and append it to a queue. One worker thread
 owns everything slow: it writes batches with the synchronous v2 write API, and while InfluxDB is
-unreachable, slow or answering 5xx/429 it appends to the disk spool (:mod:`.spool`) and retries
-with backoff, draining the spool in order once InfluxDB answers. A batch InfluxDB refuses (4xx)
-is bisected until the refused point is alone; that point is logged and dropped, the rest flow.
+unreachable, slow or answering 5xx/429 it appends to the disk spool (:mod:`.spool`) and probes
+it about every second with the spool's oldest line alone, draining the spool in order as soon as
+InfluxDB answers. A batch InfluxDB refuses (4xx) is bisected until the refused point is alone;
+that point is logged and dropped, the rest flow.
 Replays are harmless: the same series and timestamp overwrite.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 SPOOL_FILE: Final = "telemetry-spool.sqlite3"
 _BACKOFF_FIRST_S: Final = 0.5
+# While InfluxDB is down the spool's oldest line alone is the probe, so a short retry costs one
+# small request; the backlog goes out only once that line is written.
+_PROBE_LINES: Final = 1
 # Memory holds what arrives while the worker is inside one request (a write timeout at most);
 # past this, new periodic points are dropped (counted) rather than growing without bound.
 _PENDING_BATCHES: Final = 100
@@ -223,7 +228,7 @@ class TelemetryWriter:
     def _run(self) -> None:
         try:
             while True:
-                self._wake.wait(self._settings.telemetry_flush_interval_s)
+                self._wake.wait(self._next_wait_s())
                 self._wake.clear()
                 final = self._stopping.is_set()
                 self._cycle(final)
@@ -232,6 +237,14 @@ class TelemetryWriter:
         finally:
             self._sink.close()
             self._spool.close()
+
+    def _next_wait_s(self) -> float:
+        """Sleep until the next flush, or sooner when a retry falls due while InfluxDB is down
+        (a retry checked only at flushes would come up to a flush interval late)."""
+        flush_s = self._settings.telemetry_flush_interval_s
+        if not self._spool.count:  # nothing to probe with: new points come at the next flush
+            return flush_s
+        return min(flush_s, max(0.0, self._retry_at - time.monotonic()))
 
     def _take_pending(self) -> list[Line]:
         return [self._pending.popleft() for _ in range(len(self._pending))]
@@ -262,10 +275,15 @@ class TelemetryWriter:
                 return
 
     def _drain(self) -> None:
-        """Write the spool head batch by batch, oldest first, until it is empty or a write fails."""
+        """Write the spool head batch by batch, oldest first, until it is empty or a write fails.
+
+        While InfluxDB is down the first request is a probe of one line: the backlog is not
+        re-sent on every retry, and once that line is written the rest follows at once.
+        """
         progress = _DrainProgress(self._spool.count)
         while self._spool.count and not self._stopping.is_set():
-            head = self._spool.head(self._settings.telemetry_batch_size)
+            size = self._settings.telemetry_batch_size if self._up else _PROBE_LINES
+            head = self._spool.head(size)
             done = self._deliver([line for _, line in head])
             if done:
                 self._spool.remove_through(head[done - 1][0])
@@ -332,7 +350,11 @@ class TelemetryWriter:
         self._last_error = result.detail
         limit = self._settings.telemetry_retry_max_s
         self._backoff_s = min(limit, self._backoff_s * 2 if self._backoff_s else _BACKOFF_FIRST_S)
-        wait = result.retry_after_s if result.retry_after_s is not None else self._backoff_s
+        # A draw from the upper half of the backoff: gateways that lost a shared InfluxDB
+        # together do not all probe it in step when it comes back.
+        wait = random.uniform(self._backoff_s / 2, self._backoff_s)
+        if result.retry_after_s is not None:  # "not before", but never past our own bound:
+            wait = max(wait, result.retry_after_s)  # a probe is one line, cheap to refuse
         self._retry_at = time.monotonic() + min(wait, limit)
 
     def _mark_up(self) -> None:
