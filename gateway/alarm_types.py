@@ -32,6 +32,8 @@ class AlarmType(StrEnum):
     PAST_SERVICE_LIFE = "past_service_life"
     INSPECTION_OVERDUE = "inspection_overdue"
     UNREGISTERED_DEVICE = "unregistered_device"
+    # the interlock closed valves on a leak the gateway has no alarm for (it never saw it)
+    INTERLOCK_CLOSED_UNRECORDED = "interlock_closed_unrecorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,14 @@ _CATALOGUE: dict[AlarmType, AlarmTypeInfo] = {
     ),
     AlarmType.LEAK_NOT_ISOLATED: AlarmTypeInfo(
         _C, True, False, False, "泄漏未切断", "Leak not isolated"
+    ),
+    AlarmType.INTERLOCK_CLOSED_UNRECORDED: AlarmTypeInfo(
+        _C,
+        True,
+        False,
+        False,
+        "联锁已切断阀门,无报警记录",
+        "Valve closed by interlock, no alarm recorded",
     ),
     AlarmType.VALVE_FAULT: AlarmTypeInfo(_M, False, False, True, "切断阀故障", "Valve fault"),
     AlarmType.DEVICE_OFFLINE: AlarmTypeInfo(_H, False, False, False, "设备离线", "Device offline"),

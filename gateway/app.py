@@ -29,6 +29,7 @@ from gateway.escalation import EscalationSettings
 from gateway.escalation import build as build_escalation
 from gateway.events import AlarmChanged
 from gateway.ingest import Ingest
+from gateway.interlock import InterlockMode, InterlockRoom
 from gateway.linkage import RETRY_S, TRIES, Linkage
 from gateway.logs import LogFormat
 from gateway.metrics import GatewayMetrics
@@ -42,7 +43,7 @@ from gateway.store import Store, StoreError, StoreWatch, disk_trouble
 from gateway.supervision import BridgeRoster, Supervision
 from gateway.telemetry import TelemetryFeed, TelemetrySettings, TelemetryWriter
 from rules.engine import RuleEngine
-from rules.schema import load_rules, rule_files
+from rules.schema import RuleSet, load_rules, rule_files
 
 __all__ = ["Gateway", "GatewaySettings", "describe_transition"]
 
@@ -83,6 +84,12 @@ class GatewaySettings(GasgateSettings, TelemetrySettings):
         (),
         description="Bridge ids whose receivers this gateway supervises (env: a JSON list); "
         "any other bridge on the site broker is logged once and ignored (docs/bridge.md).",
+    )
+    interlock: InterlockMode = Field(
+        "spawn",
+        description="The interlock process that closes a leak's valves before anything is "
+        "written: spawn (started by the gateway, survives its crash), external (a unit of its "
+        "own runs `gasgate interlock`), off (docs/interlock.md).",
     )
     missed_intervals: int = Field(
         3, ge=1, le=100, description="A device is offline after this many silent intervals."
@@ -212,6 +219,7 @@ class Gateway:
         )
         rooms: list[_Room] = [
             StoreWatch(self.store, self.clock, self._held),
+            self._build_interlock(ruleset),  # first: valves close while the rest starts
             self.rules,
             self.alarms,
             self.linkage,
@@ -238,6 +246,26 @@ class Gateway:
             len(self.alarms.open_alarms()),
             parse_mqtt_url(s.mqtt),
         )
+
+    def _build_interlock(self, ruleset: RuleSet) -> InterlockRoom:
+        s = self.settings
+        self.interlock = InterlockRoom(
+            s.interlock,
+            s.data_dir,
+            registry=self.registry,
+            rules=ruleset,
+            bus=self.bus,
+            store=self.store,
+            clock=self.clock,
+            child_env={
+                "GASGATE_MQTT": s.mqtt,
+                "GASGATE_GATEWAY_ID": s.gateway_id,
+                "GASGATE_VALVE_RETRY_S": str(s.valve_retry_s),
+                "GASGATE_LOG_LEVEL": s.log_level,
+                "GASGATE_LOG_FORMAT": s.log_format,
+            },
+        )
+        return self.interlock
 
     def _build_api(self) -> ApiRoom:
         self.api = ApiRoom(

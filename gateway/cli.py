@@ -10,6 +10,7 @@ from gateway.api.cli import audit, user
 from gateway.config_cli import config
 from gateway.demo import demo
 from gateway.escalation.cli import escalation
+from gateway.interlock.cli import interlock
 from gateway.registry.cli import registry
 from gateway.run_cli import run
 from rules.cli import rules
@@ -26,6 +27,7 @@ def main() -> None:
 main.add_command(bridge)
 main.add_command(config)
 main.add_command(escalation)
+main.add_command(interlock)
 main.add_command(demo)
 main.add_command(registry)
 main.add_command(simulate)

@@ -18,7 +18,7 @@ import aiomqtt
 
 from gateway.errors import ConfigError
 
-__all__ = ["MqttUrl", "parse_mqtt_url"]
+__all__ = ["MqttUrl", "no_delay", "parse_mqtt_url"]
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -59,6 +59,16 @@ class MqttUrl:
             tls_context=self.tls_context(),
             **options,
         )
+
+
+def no_delay(gmqtt_client: Any) -> None:
+    """``TCP_NODELAY`` on a connected gmqtt client's socket (gmqtt has no option for it): a
+    close_valve or a PUBACK must not wait for the broker's delayed ACK (~40 ms)."""
+    transport = getattr(getattr(gmqtt_client, "_connection", None), "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        for level, option, value in _NODELAY:
+            sock.setsockopt(level, option, value)
 
 
 def parse_mqtt_url(url: str) -> MqttUrl:

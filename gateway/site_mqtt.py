@@ -43,7 +43,7 @@ import aiomqtt
 import gmqtt  # type: ignore[import-untyped]
 from gmqtt.mqtt.constants import MQTTCommands, MQTTv311  # type: ignore[import-untyped]
 
-from gateway.mqtturl import MqttUrl, parse_mqtt_url
+from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
 
 __all__ = ["SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
 
@@ -145,6 +145,7 @@ class _ReportStream:
                     keepalive=self._keepalive_s,
                     version=MQTTv311,
                 )
+            no_delay(client)  # the acks, after a commit, go out at once
             await lost.wait()
         except Exception as exc:  # OSError, gmqtt's refusals: one failure type for the loop
             raise aiomqtt.MqttError(f"report stream: {exc!r}") from exc

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,11 @@ import pytest
 
 from tests.support.receivers import HttpReceiver, SmtpReceiver
 from tests.support.services import Mosquitto
+
+# The interlock process (on by default in `gasgate run`) adds close commands of its own to the
+# ones most tests count; its own tests turn it on (tests/test_interlock*.py). Subprocesses
+# started by the tests inherit this.
+os.environ["GASGATE_INTERLOCK"] = "off"
 
 
 @pytest.fixture(scope="session")

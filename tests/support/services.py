@@ -60,7 +60,9 @@ class Mosquitto:
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest stderr\n{self.extra_config}"
+            # As deployed (deploy/mosquitto/mosquitto.conf): Nagle would hold a close_valve
+            # behind a delayed ACK (~40 ms).
+            f"set_tcp_nodelay true\nlog_dest stderr\n{self.extra_config}"
         )
         # The child keeps its own copy of the fd; ours is closed at once (no ResourceWarning).
         with (self.workdir / f"mosquitto-{self.port}.log").open("ab") as log:
