@@ -5,7 +5,8 @@ bare aiomqtt subscriber on ``kit/v1/#`` (the yardstick of P1).
 Either prints one JSON line on stdout when ready, then a status line every ``STATUS_S``:
 monotonic time (the system-wide clock, comparable across processes), reports handled, bus
 backlog, CPU seconds and resident memory of this process. SIGTERM or SIGINT stops it cleanly
-after a last status line.
+after a last status line. :class:`Counted` is the bench's side of that line, shared with the
+peers (``bench/peer/``), which report the same counts their own way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gateway import heap
@@ -27,6 +29,71 @@ from gateway.mqtturl import parse_mqtt_url
 
 STATUS_S = 0.1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class Counted:
+    """A system measured by its last status: ``t`` (monotonic), ``reports`` handled, ``backlog``."""
+
+    status: dict[str, Any]
+
+    def reports(self) -> int:
+        return int(self.status.get("reports", 0))
+
+    async def wait_reports(self, target: int, within_s: float) -> float | None:
+        """Monotonic time at which ``target`` reports were taken in *and* handled (the backlog
+        empty: a gateway's ingest accepts faster than its rooms handle); None if not in time."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self.reports() >= target and not self.status.get("backlog"):
+                return float(self.status["t"])
+            await asyncio.sleep(0.02)
+        return None
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and of its live descendants, from /proc."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):  # a process may end while we read
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            parents[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = int(fields[11]) + int(fields[12])
+    family, grown = {pid}, True
+    while grown:
+        more = {child for child, parent in parents.items() if parent in family} - family
+        family |= more
+        grown = bool(more)
+    return sum(cpu.get(member, 0) for member in family) / os.sysconf("SC_CLK_TCK")
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None, within_s: float) -> None:
+    """SIGTERM (a clean stop), then SIGKILL if it is not gone within ``within_s``."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), within_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+class CpuMeter:
+    """CPU of a process tree from now on, in % of one core (a gateway and its interlock, or a
+    peer): what a step of the bench cost each system."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.began = time.monotonic()
+        self.cpu_s = tree_cpu_s(pid)
+
+    def pct(self) -> float:
+        spent = tree_cpu_s(self.pid) - self.cpu_s
+        return 100 * spent / max(time.monotonic() - self.began, 1e-3)
 
 
 def _rss_mb() -> float:
@@ -63,6 +130,8 @@ async def run_gateway(flags: dict[str, Any]) -> None:
         start_s=time.monotonic() - began,
         devices=len(gateway.registry.devices()),
         open_alarms=len(gateway.alarms.open_alarms()),
+        # the interlock process (issue 16), as settings and GASGATE_INTERLOCK chose
+        interlock=str(getattr(settings, "interlock", "absent")),
     )
     heap.settle()  # as gasgate run does
 

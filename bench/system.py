@@ -1,5 +1,7 @@
 """The whole gateway against the limit of its own stack (issue 8): P1 throughput, P2 alarm
-latency (serial and MQTT paths, idle and loaded), P3 notification latency, P5 scale, P6 restart.
+latency (serial and MQTT paths, idle and loaded), P3 notification latency, P5 scale, P6 restart;
+and against a peer doing the same safety job (issue 16): a Node-RED flow, in the same run, with
+the same load generator and the same leak → close_valve probes, side by side.
 
 Every service is real and private to the run: Mosquitto (``set_tcp_nodelay``, the site
 broker's queue limit), a second Mosquitto as the gas company broker, an HTTP receiver as the
@@ -8,8 +10,9 @@ another (``gasgate bridge``), the background load in another (:mod:`bench.loadge
 process only plays the devices (a KSP/1 receiver on a real pty, MQTT clients) and watches the
 clock. Everything speaks the public contracts only. Timing goals live here, never in tests.
 
-``write_artifacts`` plots the latency distributions (``system.png``, matplotlib) and keeps
-the raw samples (``system-samples.json``) next to the table's JSON.
+``write_artifacts`` plots the latency distributions (``system.png``, matplotlib), keeps
+the raw samples (``system-samples.json``) next to the table's JSON, and prints and writes the
+side-by-side table of gasgate and the peer (``system-vs-node-red.md``).
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from bench.peer import node_red
+from bench.sut import Counted, CpuMeter, stop_process
 from firmware_bridge import ksp
 from gateway.app import GatewaySettings
 from gateway.contract import report_topic
@@ -42,11 +46,32 @@ from tests.support.services import Mosquitto, VictoriaMetrics, free_port
 
 log = logging.getLogger(__name__)
 
-# Goals from the issue.
+
+@dataclass(frozen=True)
+class Goal:
+    """A latency goal: p50 and/or p99 at or below so many ms."""
+
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    def text(self) -> str:
+        parts = [f"{k} <= {v:g} ms" for k, v in (("p50", self.p50_ms), ("p99", self.p99_ms)) if v]
+        return ", ".join(parts) or "-"
+
+    def met(self, p50: float, p99: float) -> bool:
+        return (self.p50_ms is None or p50 <= self.p50_ms) and (
+            self.p99_ms is None or p99 <= self.p99_ms
+        )
+
+
+# Goals from the issues (8, then 16 for the leak -> close_valve paths).
 GOAL_RATIO = 0.6
-GOAL_P99_IDLE_MS = 20.0
-GOAL_P99_LOADED_MS = 50.0
-GOAL_P99_NOTIFY_MS = 100.0
+GOAL_RATIO_BEFORE_16 = 1.02  # P1 gateway / bare in the last full run before issue 16
+GOAL_NOTIFY = Goal(p99_ms=100.0)
+#: Background load of the latency steps (reports/s): idle, then loaded.
+LATENCY_STEPS = (0, 1_000, 2_000)
+GOALS_MQTT = {0: Goal(2.0, 5.0), 2_000: Goal(p99_ms=15.0)}  # and below the peer at every step
+GOALS_SERIAL = {0: Goal(p99_ms=10.0), 2_000: Goal(p99_ms=25.0)}
 GOAL_SCALE_SPREAD = 0.10
 GOAL_RSS_100K_MB = 300.0
 GOAL_RESTART_S = 2.0
@@ -66,6 +91,11 @@ LEAK_JSON = (
 TELEMETRY_URL: list[str] = []
 #: Raw latency samples (ms) by series, filled by :func:`run`, written by :func:`write_artifacts`.
 SAMPLES: dict[str, list[float]] = {}
+#: Issue 16, by system ("gasgate", "node-red") and step (background reports/s): the MQTT path's
+#: leak -> close_valve samples and the system's CPU in % of one core over that step.
+SIDE: dict[str, dict[int, tuple[list[float | None], float]]] = {}
+#: Issue 16: P1 throughput by system, reports/s, or why it was not measured.
+SIDE_RATE: dict[str, float | str] = {}
 
 
 def _row(measure: str, case: str, **cells: Any) -> dict[str, object]:
@@ -81,26 +111,31 @@ def _pct(samples: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2)
 
 
+def _step_label(rate: int) -> str:
+    return f"{rate:,} reports/s" if rate else "idle"
+
+
 def _latency_row(
-    measure: str, case: str, probes: list[float | None], goal: float
+    measure: str, case: str, probes: list[float | None], goal: Goal | None
 ) -> dict[str, object]:
     samples = [x for x in probes if x is not None]
     missing = len(probes) - len(samples)
     SAMPLES[f"{measure} {case}"] = samples
+    goal_text = goal.text() if goal else "-"
     if not samples:
-        return _row(measure, case, goal=f"p99 <= {goal:g} ms", ok=False, note="no samples")
-    p99 = _pct(samples, 0.99)
+        return _row(measure, case, goal=goal_text, ok=False, note="no samples")
+    p50, p99 = round(statistics.median(samples), 2), _pct(samples, 0.99)
     note = f"{missing} of {len(probes)} not within {PROBE_TIMEOUT_S:g} s" if missing else "-"
     return _row(
         measure,
         case,
-        p50_ms=round(statistics.median(samples), 2),
+        p50_ms=p50,
         p95_ms=_pct(samples, 0.95),
         p99_ms=p99,
         value=len(samples),
         unit="samples",
-        goal=f"p99 <= {goal:g} ms",
-        ok=p99 <= goal and not missing,
+        goal=goal_text,
+        ok=(goal.met(p50, p99) and not missing) if goal else "-",
         note=note,
     )
 
@@ -112,24 +147,26 @@ def radio_id(n: int, valve: bool) -> str:
     return ksp.format_device_id(RADIO_BASE + 2 * n + int(valve))
 
 
+def site_devices(groups: dict[str, int], radio_sites: int = 0) -> Iterator[tuple[str, str, str]]:
+    """(site, detector, linked valve) of every site: ``{prefix}{n}`` with devices
+    ``{prefix}d{n}`` and ``{prefix}v{n}`` per group, and ``radio_sites`` with 8-hex-digit ids."""
+    for prefix, count in groups.items():
+        for n in range(count):
+            yield f"{prefix}{n}", f"{prefix}d{n}", f"{prefix}v{n}"
+    for n in range(radio_sites):
+        yield f"r{n}", radio_id(n, False), radio_id(n, True)
+
+
 def write_registry(directory: Path, groups: dict[str, int], radio_sites: int = 0) -> Path:
-    """Sites of one detector and one linked valve: ``{prefix}{n}`` with devices ``{prefix}d{n}``
-    and ``{prefix}v{n}`` per group, and ``radio_sites`` with 8-hex-digit radio ids."""
+    """Sites of one detector and one linked valve (:func:`site_devices`) as registry files."""
     directory.mkdir(parents=True, exist_ok=True)
     sites = ["site_id,name,site_type,kit,district,address,contact_name,contact_phone,contact_lang"]
     parts = ["site_id,component,device_id,model,installed_on,links,report_interval_s"]
-
-    def site(site_id: str, detector: str, valve: str) -> None:
+    for site_id, detector, valve in site_devices(groups, radio_sites):
         # The name is in every alert text: "m12-site" finds this site's SMS among the others.
         sites.append(f"{site_id},{site_id}-site,restaurant,four_piece,Xuhui,A,C,13800000000,zh")
         parts.append(f"{site_id},leak_detector,{detector},KD,2025-01-01,,600")
         parts.append(f"{site_id},shutoff_valve,{valve},SV,2025-01-01,{detector},600")
-
-    for prefix, count in groups.items():
-        for n in range(count):
-            site(f"{prefix}{n}", f"{prefix}d{n}", f"{prefix}v{n}")
-    for n in range(radio_sites):
-        site(f"r{n}", radio_id(n, False), radio_id(n, True))
     (directory / "sites.csv").write_text("\n".join(sites) + "\n")
     (directory / "components.csv").write_text("\n".join(parts) + "\n")
     return directory
@@ -139,7 +176,7 @@ def write_registry(directory: Path, groups: dict[str, int], radio_sites: int = 0
 
 
 @dataclass
-class Sut:
+class Sut(Counted):
     """The system under test in its own process (:mod:`bench.sut`), watched through stdout."""
 
     mode: str
@@ -194,27 +231,8 @@ class Sut:
         """Process spawned → gateway started and connected, as this process saw it."""
         return float(self.ready["t"]) - self.spawned
 
-    def reports(self) -> int:
-        return int(self.status.get("reports", 0))
-
-    async def wait_reports(self, target: int, within_s: float) -> float | None:
-        """Monotonic time at which ``target`` reports were taken in *and* handled (the bus
-        backlog empty: the ingest accepts faster than the rooms handle); None if not in time."""
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if self.reports() >= target and not self.status.get("backlog"):
-                return float(self.status["t"])
-            await asyncio.sleep(0.02)
-        return None
-
     async def stop(self) -> dict[str, Any]:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, 30)
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
         return self.final
@@ -279,7 +297,11 @@ async def loadgen(
 
 @contextlib.asynccontextmanager
 async def background(url: str, rate: float, sites: int, limit_s: float) -> AsyncIterator[None]:
-    """Load at ``rate`` while the body runs (at most ``limit_s``: the generator is bounded)."""
+    """Load at ``rate`` while the body runs (at most ``limit_s``: the generator is bounded);
+    none at rate 0 (idle)."""
+    if not rate:
+        yield
+        return
     task = asyncio.create_task(loadgen(url, rate, limit_s, sites))
     await asyncio.sleep(1.0)  # let it connect and reach its rate
     try:
@@ -303,13 +325,7 @@ async def bridge_process(port: Path, url: str) -> AsyncIterator[asyncio.subproce
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 15)
 
 
 def _client(url: str, name: str) -> aiomqtt.Client:
@@ -319,7 +335,7 @@ def _client(url: str, name: str) -> aiomqtt.Client:
 # --- P1 throughput -----------------------------------------------------------------------------
 
 
-async def warm_up(sut: Sut, url: str, sites: int) -> float:
+async def warm_up(sut: Counted, url: str, sites: int) -> float:
     """Every background device reports once; the rate at which the SUT handled that. A
     device's first report after a start costs more (its per-device state is made and its
     first rows are due), which is not the steady state measured afterwards."""
@@ -331,7 +347,7 @@ async def warm_up(sut: Sut, url: str, sites: int) -> float:
     return sent / ((done or time.monotonic()) - began)
 
 
-async def _step(sut: Sut, url: str, rate: float, seconds: float, sites: int) -> dict[str, Any]:
+async def _step(sut: Counted, url: str, rate: float, seconds: float, sites: int) -> dict[str, Any]:
     """One rate step: sent, handled, and how long after the last send the SUT caught up."""
     before = sut.reports()
     summary = await loadgen(url, rate, seconds, sites)
@@ -341,7 +357,7 @@ async def _step(sut: Sut, url: str, rate: float, seconds: float, sites: int) -> 
     return summary | {"handled": sut.reports() - before, "lag_s": lag}
 
 
-async def _max_rate(sut: Sut, url: str, quick: bool, sites: int) -> tuple[float, list[Any]]:
+async def _max_rate(sut: Counted, url: str, quick: bool, sites: int) -> tuple[float, list[Any]]:
     """Raise the rate by half each step until the SUT falls behind (its reports not all
     handled within ``MAX_LAG_S`` of the generator's end) or the generator cannot reach the
     rate, then (full run) halve the gap twice; the highest rate handled in full is the answer."""
@@ -391,6 +407,7 @@ async def p1_throughput(broker: Mosquitto, work: Path, quick: bool) -> list[dict
         f"{telemetry['points_dropped']}, spooled {telemetry['points_spooled']}"
     )
     log.info("%s; %s", note, gw_note)
+    SIDE_RATE["gasgate"] = gw_rate
     return [
         _row("P1 throughput", "bare aiomqtt", value=round(bare_rate), unit="reports/s", note=note),
         _row("P1 throughput", "gateway", value=round(gw_rate), unit="reports/s", note=gw_note),
@@ -402,18 +419,34 @@ async def p1_throughput(broker: Mosquitto, work: Path, quick: bool) -> list[dict
             note=f"{2 * sites:,} devices each reporting once after the start, offered at "
             f"{LOADED_PER_S:,}/s",
         ),
-        _row(
-            "P1 throughput",
-            "gateway / bare",
-            value=round(ratio, 3),
-            unit="ratio",
-            goal=f">= {GOAL_RATIO}",
-            ok=ratio >= GOAL_RATIO,
+        *(
+            _row("P1 throughput", case, value=round(ratio, 3), unit="ratio", **judged)
+            for case, judged in (
+                ("gateway / bare", {"goal": f">= {GOAL_RATIO}", "ok": ratio >= GOAL_RATIO}),
+                (
+                    "gateway / bare, not lower",
+                    {
+                        "goal": f">= {GOAL_RATIO_BEFORE_16}",
+                        "ok": ratio >= GOAL_RATIO_BEFORE_16,
+                        "note": "the last full run's ratio before issue 16 (docs/performance.md)",
+                    },
+                ),
+            )
         ),
     ]
 
 
 # --- P2 alarm latency, P3 notification latency -------------------------------------------------
+
+
+def _is_close(payload: object) -> bool:
+    """A ``kit/v1`` command body asking to close a valve (anything else, even junk: no)."""
+    if not isinstance(payload, bytes | str):
+        return False
+    with contextlib.suppress(ValueError):
+        body = json.loads(payload)
+        return isinstance(body, dict) and body.get("cmd") == ksp.CommandCode.CLOSE_VALVE.value
+    return False
 
 
 @dataclass
@@ -425,9 +458,13 @@ class Watch:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def commands_from(self, client: aiomqtt.Client) -> None:
+        """The first ``close_valve`` for each valve, whoever sent it: the gateway's linkage,
+        its interlock (ids ``ilk-...``) or a peer; the id's format is nobody's business here."""
         async for message in client.messages:
-            self.commands.setdefault(message.topic.value.split("/")[2], time.monotonic())
-            self.changed.set()
+            at = time.monotonic()
+            if _is_close(message.payload):
+                self.commands.setdefault(message.topic.value.split("/")[2], at)
+                self.changed.set()
 
     async def events_from(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -445,6 +482,14 @@ class Watch:
                     self.changed.clear()
                     await self.changed.wait()
         return (table[key] - started) * 1000 if key in table else None
+
+
+def _closes(message: ksp.Message, valve: int) -> bool:
+    return (
+        isinstance(message, ksp.Command)
+        and message.device_id == valve
+        and message.command is ksp.CommandCode.CLOSE_VALVE
+    )
 
 
 @dataclass
@@ -470,9 +515,10 @@ class RadioReceiver:
                 while True:
                     frame = await self.peer.next_frame(PROBE_TIMEOUT_S)
                     message = ksp.parse(frame)
-                    if isinstance(message, ksp.Command) and message.device_id == valve:
-                        latency = (time.monotonic() - started) * 1000
-                        self.send(ksp.CmdAck(frame.seq, valve, ksp.CmdResult.OK))
+                    latency = (time.monotonic() - started) * 1000
+                    if isinstance(message, ksp.Command):  # every command is answered
+                        self.send(ksp.CmdAck(frame.seq, message.device_id, ksp.CmdResult.OK))
+                    if _closes(message, valve):
                         return latency
         return None
 
@@ -483,6 +529,37 @@ class RadioReceiver:
             message = ksp.parse(frame)
             if isinstance(message, ksp.Command):
                 self.send(ksp.CmdAck(frame.seq, message.device_id, ksp.CmdResult.OK))
+
+
+def _gave_up(probes: list[float | None]) -> bool:
+    """Missed ``GIVE_UP_AFTER`` in a row: overloaded, the rest is counted missed at once."""
+    return probes[-GIVE_UP_AFTER:] == [None] * GIVE_UP_AFTER
+
+
+async def _series(
+    count: int,
+    probe: Callable[[], Awaitable[float | None]],
+    pause_s: float,
+    after: Callable[[], None] = lambda: None,
+) -> list[float | None]:
+    """``count`` probes one after the other, ``pause_s`` apart, then ``after`` each."""
+    out: list[float | None] = []
+    for _ in range(count):
+        if _gave_up(out):
+            out.append(None)
+            continue
+        out.append(await probe())
+        await asyncio.sleep(pause_s)
+        after()
+    return out
+
+
+async def leak_to_close(site: aiomqtt.Client, watch: Watch, n: int) -> tuple[float, float | None]:
+    """Site ``m{n}``'s detector reports a leak; (when it was published, ms until the first
+    ``close_valve`` for its valve: None if not within ``PROBE_TIMEOUT_S``)."""
+    started = time.monotonic()
+    await site.publish(report_topic(f"md{n}"), LEAK_JSON, qos=1)
+    return started, await watch.until(watch.commands, f"mv{n}", started)
 
 
 @dataclass
@@ -497,16 +574,11 @@ class LatencyWorld:
     pause_s: float = 0.05
 
     async def serial(self, count: int) -> list[float | None]:
-        out: list[float | None] = []
-        for _ in range(count):
-            if out[-GIVE_UP_AFTER:] == [None] * GIVE_UP_AFTER:
-                out.append(None)  # overloaded: counted as missed without waiting more
-                continue
-            out.append(await self.radio.leak(self.next_radio))
+        async def probe() -> float | None:
             self.next_radio += 1
-            await asyncio.sleep(self.pause_s)
-            self.radio.answer_late()
-        return out
+            return await self.radio.leak(self.next_radio - 1)
+
+        return await _series(count, probe, self.pause_s, after=self.radio.answer_late)
 
     async def _sms(self, token: bytes, before: int, started: float) -> float | None:
         """Milliseconds until the first SMS naming the site arrived; None: not in time."""
@@ -527,15 +599,14 @@ class LatencyWorld:
         event: list[float | None] = []
         sms: list[float | None] = []
         for _ in range(count):
-            if cmd[-GIVE_UP_AFTER:] == [None] * GIVE_UP_AFTER:
-                cmd.append(None)  # overloaded: counted as missed without waiting more
+            if _gave_up(cmd):
+                cmd.append(None)
                 continue
             n = self.next_mqtt
             self.next_mqtt += 1
             before = len(self.http.received("/sms"))
-            started = time.monotonic()
-            await self.site.publish(report_topic(f"md{n}"), LEAK_JSON, qos=1)
-            cmd.append(await self.watch.until(self.watch.commands, f"mv{n}", started))
+            started, close = await leak_to_close(self.site, self.watch, n)
+            cmd.append(close)
             event.append(await self.watch.until(self.watch.events, f"md{n}", started))
             sms.append(await self._sms(f"m{n}-site".encode(), before, started))
             await asyncio.sleep(self.pause_s)
@@ -545,10 +616,10 @@ class LatencyWorld:
 async def p2_p3_latency(
     broker: Mosquitto, gasco: Mosquitto, work: Path, quick: bool
 ) -> list[dict[str, object]]:
-    samples = 5 if quick else 200
-    sites = 200 if quick else 5_000
+    samples, sites = _latency_sizes(quick)
+    probe_sites = len(LATENCY_STEPS) * samples + 10
     registry = write_registry(
-        work / "p2-registry", {"b": sites, "m": 2 * samples + 10}, radio_sites=2 * samples + 10
+        work / "p2-registry", {"b": sites, "m": probe_sites}, radio_sites=probe_sites
     )
     rows: list[dict[str, object]] = []
     with HttpReceiver().running() as http, SmtpReceiver().running() as smtp:
@@ -577,39 +648,186 @@ async def p2_p3_latency(
                 await warm_up(sut, broker.url, sites)
                 await world.serial(3)  # warm-up: first imports, first connections
                 await world.mqtt(3)
-                rows += _latency_rounds("idle", await world.serial(samples), world, samples)
-                rows += await _mqtt_rounds("idle", world, samples)
-                limit = 60 + samples * 0.5
-                async with background(broker.url, LOADED_PER_S, sites, limit):
-                    loaded_serial = await world.serial(samples)
-                    rows += _latency_rounds("loaded", loaded_serial, world, samples)
-                    rows += await _mqtt_rounds("loaded", world, samples)
+                assert sut.proc is not None
+                interlock = sut.ready.get("interlock", "absent")
+                rows.append(_row("P2 MQTT", "interlock", note=f"gateway interlock: {interlock}"))
+                for rate in LATENCY_STEPS:
+                    rows += await _latency_step(world, sut.proc.pid, rate, sites, samples)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 peer.unplug()
     order = {"P2 serial": 0, "P2 MQTT": 1, "P3 gas company": 2, "P3 SMS webhook": 3}
-    return sorted(rows, key=lambda r: (order[str(r["measure"])], r["case"] != "idle"))
+    steps = {"interlock": -1} | {_step_label(rate): i for i, rate in enumerate(LATENCY_STEPS)}
+    return sorted(rows, key=lambda r: (order[str(r["measure"])], steps[str(r["case"])]))
 
 
-def _latency_rounds(
-    case: str, serial: list[float | None], world: LatencyWorld, samples: int
+def _latency_sizes(quick: bool) -> tuple[int, int]:
+    """(probes per path and step, background sites), the same for gasgate and the peer."""
+    return (5, 200) if quick else (200, 5_000)
+
+
+async def _latency_step(
+    world: LatencyWorld, pid: int, rate: int, sites: int, samples: int
 ) -> list[dict[str, object]]:
-    goal = GOAL_P99_IDLE_MS if case == "idle" else GOAL_P99_LOADED_MS
-    label = case if case == "idle" else f"{LOADED_PER_S:,} reports/s"
-    return [_latency_row("P2 serial", label, serial, goal)]
-
-
-async def _mqtt_rounds(case: str, world: LatencyWorld, samples: int) -> list[dict[str, object]]:
-    cmd, event, sms = await world.mqtt(samples)
-    goal = GOAL_P99_IDLE_MS if case == "idle" else GOAL_P99_LOADED_MS
-    label = case if case == "idle" else f"{LOADED_PER_S:,} reports/s"
+    """One step of background load (0: idle): the serial path, then the MQTT path, its CPU."""
+    async with background(world.url, rate, sites, limit_s=60 + samples * 0.5):
+        serial = await world.serial(samples)
+        cpu = CpuMeter(pid)
+        cmd, event, sms = await world.mqtt(samples)
+        SIDE.setdefault("gasgate", {})[rate] = (cmd, cpu.pct())
+    label = _step_label(rate)
     return [
-        _latency_row("P2 MQTT", label, cmd, goal),
-        _latency_row("P3 gas company", label, event, GOAL_P99_NOTIFY_MS),
-        _latency_row("P3 SMS webhook", label, sms, GOAL_P99_NOTIFY_MS),
+        _latency_row("P2 serial", label, serial, GOALS_SERIAL.get(rate)),
+        _latency_row("P2 MQTT", label, cmd, GOALS_MQTT.get(rate)),
+        _latency_row("P3 gas company", label, event, GOAL_NOTIFY),
+        _latency_row("P3 SMS webhook", label, sms, GOAL_NOTIFY),
     ]
+
+
+# --- issue 16: the Node-RED peer, side by side ------------------------------------------------
+
+
+async def node_red_peer(
+    victoria: VictoriaMetrics, work: Path, quick: bool
+) -> list[dict[str, object]]:
+    """The peer flow (:mod:`bench.peer.node_red`) through its own Mosquitto, configured as the
+    gateway's: the same warm-up, latency steps and probes as gasgate's MQTT path, then P1."""
+    why = node_red.missing()
+    if why:
+        SIDE_RATE["node-red"] = why
+        return [_row("node-red", "peer skipped", note=why)]
+    samples, sites = _latency_sizes(quick)
+    groups = {"b": sites, "m": len(LATENCY_STEPS) * samples + 10}
+    pairs = ((detector, valve) for _, detector, valve in site_devices(groups))
+    links = node_red.write_links(work / "node-red-links.json", pairs)
+    try:
+        return await _node_red_run(victoria, work, quick, links)
+    except (RuntimeError, OSError) as exc:  # the peer's failure is reported, gasgate's rows kept
+        SIDE_RATE["node-red"] = f"node-red failed: {exc}"[:300]
+        return [_row("node-red", "peer failed", note=SIDE_RATE["node-red"])]
+
+
+async def _node_red_run(
+    victoria: VictoriaMetrics, work: Path, quick: bool, links: Path
+) -> list[dict[str, object]]:
+    samples, sites = _latency_sizes(quick)
+    rows: list[dict[str, object]] = []
+    watch = Watch()
+    with Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker:
+        async with (
+            node_red.running(work / "node-red", broker.url, victoria.url, links, free_port()) as nr,
+            _client(broker.url, "bench-site") as site,
+        ):
+            await site.subscribe("kit/v1/+/cmd", qos=1)
+            commands = asyncio.create_task(watch.commands_from(site))
+            try:
+                await warm_up(nr, broker.url, sites)
+                probes = _PeerProbes(site, watch, broker.url, nr.pid, sites, samples)
+                await probes.run(3)  # warm-up: first connections, as for gasgate
+                for rate in LATENCY_STEPS:
+                    rows.append(await probes.step(rate))
+                best, steps = await _max_rate(nr, broker.url, quick, sites)
+            finally:
+                commands.cancel()
+                await asyncio.gather(commands, return_exceptions=True)
+    SIDE_RATE["node-red"] = best
+    note = "node-red: " + ", ".join(map(_step_note, steps))
+    note += f"; writes failed {nr.status.get('failed', 0)}"
+    throughput = _row("P1 throughput", "node-red", value=round(best), unit="reports/s", note=note)
+    return [throughput, *rows]
+
+
+@dataclass
+class _PeerProbes:
+    """The peer's leak → close_valve probes: sites ``m{n}`` in turn, as :class:`LatencyWorld`."""
+
+    site: aiomqtt.Client
+    watch: Watch
+    url: str
+    pid: int
+    sites: int
+    samples: int
+    next_mqtt: int = 0
+    pause_s: float = 0.05
+
+    async def run(self, count: int) -> list[float | None]:
+        async def probe() -> float | None:
+            self.next_mqtt += 1
+            return (await leak_to_close(self.site, self.watch, self.next_mqtt - 1))[1]
+
+        return await _series(count, probe, self.pause_s)
+
+    async def step(self, rate: int) -> dict[str, object]:
+        async with background(self.url, rate, self.sites, limit_s=60 + self.samples * 0.5):
+            cpu = CpuMeter(self.pid)
+            cmd = await self.run(self.samples)
+            SIDE.setdefault("node-red", {})[rate] = (cmd, cpu.pct())
+        return _latency_row("P2 MQTT node-red", _step_label(rate), cmd, None)
+
+
+def _p50_p99(probes: list[float | None]) -> tuple[float, float] | None:
+    """(p50, p99) in ms when every probe answered, else None (a miss is worse than any time)."""
+    samples = [x for x in probes if x is not None]
+    if not samples or len(samples) < len(probes):
+        return None
+    return round(statistics.median(samples), 2), _pct(samples, 0.99)
+
+
+def versus_rows() -> list[dict[str, object]]:
+    """Issue 16's comparison: gasgate's MQTT path below the peer's p50 and p99 at every step."""
+    rows = []
+    for rate in LATENCY_STEPS:
+        ours, ours_cpu = SIDE.get("gasgate", {}).get(rate, ([], 0.0))
+        theirs, theirs_cpu = SIDE.get("node-red", {}).get(rate, ([], 0.0))
+        mine, peer = _p50_p99(ours), _p50_p99(theirs)
+        cells: dict[str, Any] = {"goal": "below node-red p50 and p99", "ok": False}
+        if mine:
+            cells |= {"p50_ms": mine[0], "p99_ms": mine[1]}
+        if peer is None:
+            why = SIDE_RATE.get("node-red")
+            note = why if isinstance(why, str) else "node-red: a probe missed"
+            cells |= {"ok": "-", "note": note}
+        else:
+            cells["ok"] = bool(mine) and mine[0] < peer[0] and mine[1] < peer[1]
+            cells["note"] = (
+                f"node-red p50 {peer[0]:g} / p99 {peer[1]:g} ms; CPU gasgate {ours_cpu:.0f} %, "
+                f"node-red {theirs_cpu:.0f} % of a core"
+            )
+        rows.append(_row("P2 MQTT vs node-red", _step_label(rate), **cells))
+    return rows
+
+
+def side_by_side() -> list[str]:
+    """The comparison as a Markdown table: gasgate and node-red in adjacent columns."""
+    lines = [
+        "| leak -> close_valve, MQTT path | gasgate p50 / p99 ms | node-red p50 / p99 ms "
+        "| gasgate CPU | node-red CPU | goal | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rate, versus in zip(LATENCY_STEPS, versus_rows(), strict=True):
+        cells = []
+        for system in ("gasgate", "node-red"):
+            probes, cpu = SIDE.get(system, {}).get(rate, ([], 0.0))
+            figures = _p50_p99(probes)
+            cells.append(f"{figures[0]:g} / {figures[1]:g}" if figures else "-")
+            cells.append(f"{cpu:.0f} %" if probes else "-")
+        goal = GOALS_MQTT.get(rate)
+        ours = _p50_p99(SIDE.get("gasgate", {}).get(rate, ([], 0.0))[0])
+        met = ours is not None and (goal is None or goal.met(*ours))
+        ok = "NO" if not met else versus["ok"]  # "-" when the peer was not measured
+        goal_text = f"{goal.text()}; " if goal else ""
+        lines.append(
+            f"| {_step_label(rate)} | {cells[0]} | {cells[2]} | {cells[1]} | {cells[3]} "
+            f"| {goal_text}below node-red | {ok} |"
+        )
+    rates = [
+        f"{v:,.0f} reports/s" if isinstance(v, float | int) else str(v)
+        for v in (SIDE_RATE.get("gasgate", "-"), SIDE_RATE.get("node-red", "-"))
+    ]
+    lines.append(f"| P1 throughput | {rates[0]} | {rates[1]} | | | - | - |")
+    return lines
 
 
 # --- P4 telemetry outage ----------------------------------------------------------------------
@@ -778,6 +996,8 @@ async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
         TELEMETRY_URL[:] = [victoria.url]
         rows += await p1_throughput(broker, work, quick)
         rows += await p2_p3_latency(broker, gasco, work, quick)
+        rows += await node_red_peer(victoria, work, quick)
+        rows += versus_rows()
         rows += await p4_outage(broker, victoria, work, quick)
         rows += await p5_scale(broker, work, quick)
         rows += await p6_restart(broker, work, quick)
@@ -787,6 +1007,8 @@ async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
 
 def run(quick: bool) -> list[dict[str, object]]:
     SAMPLES.clear()
+    SIDE.clear()
+    SIDE_RATE.clear()
     with tempfile.TemporaryDirectory() as tmp:
         return asyncio.run(_all(Path(tmp), quick))
 
@@ -796,6 +1018,12 @@ def write_artifacts(out_dir: Path) -> Iterator[Path]:
     samples = out_dir / "system-samples.json"
     samples.write_text(json.dumps(SAMPLES) + "\n")
     yield samples
+    table = side_by_side()
+    print("\ngasgate and node-red side by side (issue 16: same run, load generator and probes)")
+    print("\n".join(table))
+    versus = out_dir / "system-vs-node-red.md"
+    versus.write_text("\n".join(table) + "\n")
+    yield versus
     try:
         from bench.plot import plot_latencies  # noqa: PLC0415  (matplotlib is optional)
     except ImportError:

@@ -2,22 +2,31 @@
 
 ``python -m bench system --quick`` starts its own Mosquitto brokers, the gateway, the bridge
 and the load generator as separate processes, and must leave a table on stdout, the rows as
-JSON, the raw latency samples and (with matplotlib installed) the PNG plot.
+JSON, the raw latency samples, the side-by-side table with the Node-RED peer and (with
+matplotlib installed) the PNG plot. Without the peer's packages (CI never runs npm) the peer
+is skipped with a row that says so.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import aiomqtt
 import pytest
+
+from bench import system
+from bench.peer import node_red
+from tests.support.services import Mosquitto, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURES = {"P1 throughput", "P2 serial", "P2 MQTT", "P3 gas company", "P3 SMS webhook"}
-MEASURES |= {"P4 outage", "P5 scale", "P6 restart"}
+MEASURES |= {"P4 outage", "P5 scale", "P6 restart", "P2 MQTT vs node-red"}
 
 
 @pytest.mark.slow
@@ -44,6 +53,16 @@ def test_quick_system_bench_leaves_table_json_samples_and_plot(tmp_path: Path) -
         assert row["measure"] in done.stdout
         assert row["ok"] in ("yes", "NO", "-")
 
+    cases = {row["case"] for row in rows if row["measure"] == "P2 MQTT vs node-red"}
+    assert cases == {"idle", "1,000 reports/s", "2,000 reports/s"}
+    if node_red.missing():  # CI: skipped, and the table says why
+        assert node_red.NOT_INSTALLED in done.stdout
+    else:
+        assert {"P2 MQTT node-red"} <= {row["measure"] for row in rows}
+    versus = (tmp_path / "system-vs-node-red.md").read_text()
+    assert "| gasgate p50 / p99 ms | node-red p50 / p99 ms |" in versus
+    assert versus in done.stdout.replace("\r", "") + "\n"
+
     samples = json.loads((tmp_path / "system-samples.json").read_text())
     assert samples
     assert all(all(x > 0 for x in values) for values in samples.values())
@@ -53,3 +72,45 @@ def test_quick_system_bench_leaves_table_json_samples_and_plot(tmp_path: Path) -
         assert "no PNG: matplotlib is not installed" in done.stdout
     else:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_without_its_packages_the_peer_is_skipped_with_a_row_that_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_red, "HOME", tmp_path / "node-red")  # as in CI: no node_modules
+    system.SIDE.clear()
+    system.SIDE_RATE.clear()
+    rows = await system.node_red_peer(VictoriaMetrics(tmp_path), tmp_path, quick=True)
+    assert [(r["measure"], r["note"]) for r in rows] == [("node-red", node_red.NOT_INSTALLED)]
+    assert {r["note"] for r in system.versus_rows()} == {node_red.NOT_INSTALLED}
+    assert any(node_red.NOT_INSTALLED in line for line in system.side_by_side())
+
+
+async def test_the_probe_takes_the_first_close_valve_for_its_valve_whoever_sent_it(
+    tmp_path: Path,
+) -> None:
+    """The interlock's ids (``ilk-...``) count as the linkage's do; a command that is not a
+    close (here a query) is not the valve closing."""
+    watch = system.Watch()
+    with Mosquitto(tmp_path).running() as broker:
+        async with (
+            aiomqtt.Client("127.0.0.1", broker.port, identifier="probe") as probe,
+            aiomqtt.Client("127.0.0.1", broker.port, identifier="sender") as sender,
+        ):
+            await probe.subscribe("kit/v1/+/cmd", qos=1)
+            reader = asyncio.create_task(watch.commands_from(probe))
+            try:
+                started = time.monotonic()
+                await sender.publish("kit/v1/mv0/cmd", b'{"id":"gw-1","cmd":"query"}', qos=1)
+                await sender.publish("kit/v1/mv1/cmd", b"not json", qos=1)
+                await asyncio.sleep(0.3)
+                closed_after = time.monotonic()
+                close = b'{"id":"ilk-mv0-1","cmd":"close_valve"}'
+                await sender.publish("kit/v1/mv0/cmd", close, qos=1)
+                latency = await watch.until(watch.commands, "mv0", started)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+    assert latency is not None
+    assert latency >= (closed_after - started) * 1000
+    assert "mv1" not in watch.commands
