@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 ENV_EXAMPLE = DEPLOY / ".env.example"
-SERVICES = {"mosquitto", "gateway", "bridge", "simulator", "influxdb", "grafana"}
+SERVICES = {"mosquitto", "gateway", "interlock", "bridge", "simulator", "influxdb", "grafana"}
 
 
 def installed(tool: str) -> str:
@@ -85,9 +85,22 @@ def test_compose_is_valid_and_every_mounted_file_is_in_the_repo(compose: dict[st
     for path in mounted:
         assert path.is_relative_to(REPO), f"{path} is outside the repository"
         assert tracked(path), f"{path} is mounted but not in the repository"
-    for name in ("gateway", "bridge", "simulator"):
+    for name in ("gateway", "interlock", "bridge", "simulator"):
         assert Path(services[name]["build"]["context"]) == REPO
     assert tracked(REPO / "Dockerfile")
+
+
+def test_the_interlock_runs_beside_the_gateway_on_its_data(compose: dict[str, Any]) -> None:
+    """A service of its own (a crash of the gateway's container must not stop it), reading the
+    link table the gateway writes into the data volume."""
+    services = compose["services"]
+    assert services["gateway"]["environment"]["GASGATE_INTERLOCK"] == "external"
+    assert services["interlock"]["command"] == ["interlock"]
+    gateway_env, interlock_env = (services[n]["environment"] for n in ("gateway", "interlock"))
+    for key in ("GASGATE_MQTT", "GASGATE_GATEWAY_ID", "GASGATE_DATA_DIR"):
+        assert interlock_env[key] == gateway_env[key], key
+    assert services["interlock"]["volumes"] == ["gateway-data:/var/lib/gasgate:rw"]
+    assert "gateway-data:/var/lib/gasgate:rw" in services["gateway"]["volumes"]
 
 
 def test_profiles_keep_the_serial_bridge_and_the_simulator_apart(compose: dict[str, Any]) -> None:
@@ -295,7 +308,11 @@ def verify(directory: Path, *units: str) -> None:
 
 @pytest.mark.parametrize(
     ("unit", "instance"),
-    [("gasgate-gateway.service", None), ("gasgate-bridge@.service", "rx1")],
+    [
+        ("gasgate-gateway.service", None),
+        ("gasgate-interlock.service", None),
+        ("gasgate-bridge@.service", "rx1"),
+    ],
 )
 def test_systemd_units_verify_and_are_hardened(
     tmp_path: Path, unit: str, instance: str | None
