@@ -182,3 +182,25 @@ async def test_the_interlock_follows_a_new_link_table(
         ("closed", "det-new"),
         ("closed", DETECTOR),
     }
+
+
+async def test_a_valve_that_said_closed_is_not_commanded_again_until_it_opens(
+    own_mosquitto: Mosquitto, interlock: Interlock
+) -> None:
+    valve = VALVES[0]
+    state = {"kind": "valve", "seq": 1, "event": "state_change", "valve": {"state": "closed"}}
+    url = parse_mqtt_url(own_mosquitto.url)
+    async with Commands(own_mosquitto.url) as commands, url.client(identifier=valve) as device:
+        await leak(own_mosquitto.url)
+        await wait_until(lambda: len(commands.seen) == 1, 10)
+        await device.publish(f"kit/v1/{valve}/report", json.dumps(state).encode(), qos=1)
+        await wait_until(lambda: interlock.counts.get("confirmed", 0) == 1, 10)
+        for _ in range(3):  # the detector repeats its leak: the closed valve is left alone
+            await leak(own_mosquitto.url)
+        await asyncio.sleep(0.2)
+        assert len(commands.seen) == 1
+        state["valve"] = {"state": "open"}  # opened by hand on site
+        await device.publish(f"kit/v1/{valve}/report", json.dumps(state).encode(), qos=1)
+        await asyncio.sleep(0.1)
+        await leak(own_mosquitto.url)
+        await wait_until(lambda: len(commands.seen) == 2, 10)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ RELOAD_S: Final = 1.0  # the table file is checked this often
 JOURNAL_MAX_BYTES: Final = 8 * 1024 * 1024  # then it is rotated to .1 (one generation kept)
 _SUBSCRIBE_CHUNK: Final = 500  # topics per SUBSCRIBE packet
 _BACKOFF_MAX_S: Final = 2.0
+_LEVELS: Final = {"confirmed": logging.INFO, "failed": logging.ERROR}
 
 
 def events_topic(gateway_id: str) -> str:
@@ -96,6 +98,7 @@ class Interlock:
         self._valves: dict[str, str] = {}  # valve -> a detector it is linked to
         self._table_mtime: float | None = None
         self._closing: dict[str, _Closing] = {}
+        self._closed: dict[str, float] = {}  # valve -> when it last said closed, live
         self._client: Any = None
         self._stopped = asyncio.Event()
         self.counts: dict[str, int] = {}
@@ -204,7 +207,7 @@ class Interlock:
             if entry is not None:
                 if is_leak(payload, entry):
                     self._leak(device, entry)
-            elif device in self._closing and not props.get("retain"):
+            elif device in self._valves and not props.get("retain"):
                 self._valve_report(device, payload)  # a retained report is old news
         except Exception:  # a bug must not take the interlock down with it
             self._count("errors")
@@ -212,9 +215,15 @@ class Interlock:
         return 0
 
     def _leak(self, detector: str, entry: Entry) -> None:
-        # A valve already being closed keeps its schedule: a detector reporting its leak
-        # every second must not reset the tries.
-        valves = [v for v in entry.valves if v not in self._closing]
+        # A valve already being closed keeps its schedule (a detector reporting its leak every
+        # second must not reset the tries), and one that said closed within the retry time is
+        # left alone; an older "closed" is no proof (it may have been opened by hand since).
+        now = time.monotonic()
+        valves = [
+            v
+            for v in entry.valves
+            if v not in self._closing and now - self._closed.get(v, -1e9) > self._retry_s
+        ]
         if not valves:
             return
         self._count("leaks")
@@ -254,8 +263,12 @@ class Interlock:
         except (ValueError, KeyError, TypeError):
             return
         if state != "closed":
+            self._closed.pop(valve, None)  # opened by hand, moving, faulty: close it next time
             return
-        closing = self._closing.pop(valve)
+        self._closed[valve] = time.monotonic()
+        closing = self._closing.pop(valve, None)
+        if closing is None:
+            return
         if closing.timer is not None:
             closing.timer.cancel()
         self._count("confirmed")
@@ -277,7 +290,7 @@ class Interlock:
         client = self._client
         if client is not None:
             client.publish(events_topic(self._gateway_id), data, qos=1)
-        level = logging.ERROR if event == "failed" else logging.WARNING
+        level = _LEVELS.get(event, logging.WARNING)
         log.log(level, "interlock: %s %s for detector %s (%s)", event, valves, detector, cmd_ids)
         try:
             self._append(data + b"\n")
