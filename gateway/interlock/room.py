@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -81,17 +82,25 @@ class InterlockRoom:
         self._store = store
         self._clock = clock
         self._child_env = child_env
-        self._generation = -1
+        self._generation = -1  # the registry generation the table file holds
+        self._table_failing = False
         self._child: subprocess.Popen[bytes] | None = None
         self._timers: list[Timer] = []
         self.raised = 0  # interlock closes found without an alarm
 
     async def start(self) -> None:
         self._store.migrate("interlock", _MIGRATIONS)
-        self._write_table()
-        if self._mode == "spawn":
-            self._spawn()
-        self._every(TABLE_CHECK_S, self._write_table)
+        try:
+            self._write_table()
+            if self._mode == "spawn":
+                self._spawn()
+        except OSError as exc:
+            # A full or read-only data dir must not stop the gateway's own protection: it
+            # starts without the interlock (which keeps the table it has, if it runs) and
+            # writes the table again as soon as it can.
+            log.critical("interlock: cannot use %s (%s); the gateway starts without it",
+                         self._data_dir, exc)  # fmt: skip
+        self._every(TABLE_CHECK_S, self._refresh_table)
         self._every(GRACE_S, self.reconcile)
 
     async def stop(self) -> None:
@@ -122,16 +131,27 @@ class InterlockRoom:
     # --- the table ----------------------------------------------------------------------------
 
     def _write_table(self) -> None:
+        """The table for the registry's generation (and again after a write failed)."""
         generation = self._registry.generation
         if generation == self._generation:
             return
         table = build(self._registry, self._rules)
         path = self._data_dir / TABLE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(dumps(table))
-        tmp.replace(path)  # the interlock never reads half a table
-        self._generation = generation
+        try:
+            tmp.write_bytes(dumps(table))
+            tmp.replace(path)  # the interlock never reads half a table
+        except OSError as exc:
+            if not self._table_failing:  # said once, tried again every TABLE_CHECK_S
+                log.critical("interlock: link table NOT written to %s: %s", path, exc)
+            self._table_failing = True
+            raise
+        self._generation, self._table_failing = generation, False
         log.info("interlock: link table written, %d linked detector(s)", len(table))
+
+    def _refresh_table(self) -> None:
+        with contextlib.suppress(OSError):  # said by _write_table, tried again next time
+            self._write_table()
 
     # --- the process --------------------------------------------------------------------------
 
