@@ -17,8 +17,8 @@ from gateway.clock import ManualClock
 from gateway.events import AlarmChanged, ConditionChanged, Severity
 from gateway.interlock import Entry, InterlockRoom, build, dumps, is_leak, loads
 from gateway.interlock.process import JOURNAL_FILE, TABLE_FILE
-from gateway.interlock.room import GRACE_S
-from gateway.registry import Registry, import_dir
+from gateway.interlock.room import GRACE_S, TABLE_CHECK_S
+from gateway.registry import Registry, import_dir, save
 from gateway.store import Store
 from rules.schema import load_rules
 from tests.support.kit_site import DETECTOR, SITE, VALVES, write_registry
@@ -184,4 +184,23 @@ async def test_a_close_the_leak_alarm_covers_raises_nothing(tmp_path: Path) -> N
     room.reconcile()
     await world.bus.join()
     assert world.unrecorded() == []
+    await room.stop()
+
+
+async def test_the_table_follows_a_registry_import(tmp_path: Path) -> None:
+    world = _World(tmp_path)
+    room = world.room()
+    await room.start()
+    assert set(loads((tmp_path / TABLE_FILE).read_bytes())) == {DETECTOR}
+    source = write_registry(tmp_path / "new")
+    with (source / "components.csv").open("a") as components:
+        components.write(
+            f"{SITE},leak_detector,det-b,KD-210C,2025-03-01,,60\n"
+            f"{SITE},shutoff_valve,valve-b,SV-25E,2025-03-01,det-b,60\n"
+        )
+    save(world.store, import_dir(source), who="test")  # an import while the gateway runs
+    world.registry.swap(Registry.load(world.store))
+    world.clock.advance(TABLE_CHECK_S)
+    table = loads((tmp_path / TABLE_FILE).read_bytes())
+    assert table["det-b"] == Entry(("valve-b",), 20.0)
     await room.stop()
