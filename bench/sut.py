@@ -50,8 +50,8 @@ class Counted:
         return None
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and of its live descendants, from /proc."""
+def tree_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process, and of its live descendants, from /proc."""
     parents: dict[int, int] = {}
     cpu: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -67,7 +67,8 @@ def tree_cpu_s(pid: int) -> float:
         more = {child for child, parent in parents.items() if parent in family} - family
         family |= more
         grown = bool(more)
-    return sum(cpu.get(member, 0) for member in family) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return cpu.get(pid, 0) / tick, sum(cpu.get(m, 0) for m in family - {pid}) / tick
 
 
 async def stop_process(proc: asyncio.subprocess.Process | None, within_s: float) -> None:
@@ -91,9 +92,11 @@ class CpuMeter:
         self.began = time.monotonic()
         self.cpu_s = tree_cpu_s(pid)
 
-    def pct(self) -> float:
-        spent = tree_cpu_s(self.pid) - self.cpu_s
-        return 100 * spent / max(time.monotonic() - self.began, 1e-3)
+    def pct(self) -> tuple[float, float]:
+        """(the whole tree, its descendants alone: the gateway's interlock) in % of a core."""
+        now, seconds = tree_cpu_s(self.pid), max(time.monotonic() - self.began, 1e-3)
+        own, children = (100 * (b - a) / seconds for a, b in zip(self.cpu_s, now, strict=True))
+        return own + children, children
 
 
 def _rss_mb() -> float:

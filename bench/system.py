@@ -92,8 +92,10 @@ TELEMETRY_URL: list[str] = []
 #: Raw latency samples (ms) by series, filled by :func:`run`, written by :func:`write_artifacts`.
 SAMPLES: dict[str, list[float]] = {}
 #: Issue 16, by system ("gasgate", "node-red") and step (background reports/s): the MQTT path's
-#: leak -> close_valve samples and the system's CPU in % of one core over that step.
-SIDE: dict[str, dict[int, tuple[list[float | None], float]]] = {}
+#: leak -> close_valve samples and the system's CPU in % of one core over that step (all of
+#: it, and its child processes': the gateway's interlock).
+SIDE: dict[str, dict[int, tuple[list[float | None], tuple[float, float]]]] = {}
+NO_FIGURES: tuple[list[float | None], tuple[float, float]] = ([], (0.0, 0.0))
 #: Issue 16: P1 throughput by system, reports/s, or why it was not measured.
 SIDE_RATE: dict[str, float | str] = {}
 
@@ -779,8 +781,8 @@ def versus_rows() -> list[dict[str, object]]:
     """Issue 16's comparison: gasgate's MQTT path below the peer's p50 and p99 at every step."""
     rows = []
     for rate in LATENCY_STEPS:
-        ours, ours_cpu = SIDE.get("gasgate", {}).get(rate, ([], 0.0))
-        theirs, theirs_cpu = SIDE.get("node-red", {}).get(rate, ([], 0.0))
+        ours, (ours_cpu, interlock_cpu) = SIDE.get("gasgate", {}).get(rate, NO_FIGURES)
+        theirs, (theirs_cpu, _) = SIDE.get("node-red", {}).get(rate, NO_FIGURES)
         mine, peer = _p50_p99(ours), _p50_p99(theirs)
         cells: dict[str, Any] = {"goal": "below node-red p50 and p99", "ok": False}
         if mine:
@@ -792,8 +794,8 @@ def versus_rows() -> list[dict[str, object]]:
         else:
             cells["ok"] = bool(mine) and mine[0] < peer[0] and mine[1] < peer[1]
             cells["note"] = (
-                f"node-red p50 {peer[0]:g} / p99 {peer[1]:g} ms; CPU gasgate {ours_cpu:.0f} %, "
-                f"node-red {theirs_cpu:.0f} % of a core"
+                f"node-red p50 {peer[0]:g} / p99 {peer[1]:g} ms; CPU gasgate {ours_cpu:.0f} % "
+                f"(interlock {interlock_cpu:.0f} %), node-red {theirs_cpu:.0f} % of a core"
             )
         rows.append(_row("P2 MQTT vs node-red", _step_label(rate), **cells))
     return rows
@@ -809,12 +811,13 @@ def side_by_side() -> list[str]:
     for rate, versus in zip(LATENCY_STEPS, versus_rows(), strict=True):
         cells = []
         for system in ("gasgate", "node-red"):
-            probes, cpu = SIDE.get(system, {}).get(rate, ([], 0.0))
+            probes, (cpu, children) = SIDE.get(system, {}).get(rate, NO_FIGURES)
             figures = _p50_p99(probes)
             cells.append(f"{figures[0]:g} / {figures[1]:g}" if figures else "-")
-            cells.append(f"{cpu:.0f} %" if probes else "-")
+            interlock = f" (interlock {children:.0f} %)" if system == "gasgate" else ""
+            cells.append(f"{cpu:.0f} %{interlock}" if probes else "-")
         goal = GOALS_MQTT.get(rate)
-        ours = _p50_p99(SIDE.get("gasgate", {}).get(rate, ([], 0.0))[0])
+        ours = _p50_p99(SIDE.get("gasgate", {}).get(rate, NO_FIGURES)[0])
         met = ours is not None and (goal is None or goal.met(*ours))
         ok = "NO" if not met else versus["ok"]  # "-" when the peer was not measured
         goal_text = f"{goal.text()}; " if goal else ""
