@@ -38,6 +38,8 @@ from bench.sut import Counted, CpuMeter, stop_process
 from firmware_bridge import ksp
 from gateway.app import GatewaySettings
 from gateway.contract import report_topic
+from gateway.interlock.process import TABLE_FILE
+from gateway.interlock.table import Entry, dumps
 from gateway.mqtturl import parse_mqtt_url
 from tests.support.escalation_kit import eventually, settings_for
 from tests.support.ksp_peer import RawPeer
@@ -691,6 +693,41 @@ async def _latency_step(
 # --- issue 16: the Node-RED peer, side by side ------------------------------------------------
 
 
+async def interlock_alone(work: Path, quick: bool) -> list[dict[str, object]]:
+    """The interlock process (``gasgate interlock``) with no gateway beside it, idle: its own
+    leak -> close_valve path, apart from the gateway that takes the same leak at the same time."""
+    samples, _ = _latency_sizes(quick)
+    pairs = [(detector, valve) for _, detector, valve in site_devices({"m": samples + 10})]
+    data = work / "interlock-alone"
+    data.mkdir(parents=True, exist_ok=True)
+    table = {detector: Entry((valve,), 20.0) for detector, valve in pairs}
+    (data / TABLE_FILE).write_bytes(dumps(table))  # as the gateway writes it
+    env = os.environ | {"GASGATE_LOG_LEVEL": "ERROR", "GASGATE_VALVE_RETRY_S": "60"}
+    watch = Watch()
+    with Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker:
+        interlock = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("gasgate")),
+            "interlock",
+            f"--mqtt={broker.url}",
+            f"--data-dir={data}",
+            "--gateway-id=bench",
+            env=env,
+        )
+        try:
+            async with _client(broker.url, "bench-site") as site:
+                await site.subscribe("kit/v1/+/cmd", qos=1)
+                commands = asyncio.create_task(watch.commands_from(site))
+                await asyncio.sleep(2.0)  # connected and subscribed
+                probes = _PeerProbes(site, watch, broker.url, interlock.pid, 0, samples)
+                await probes.run(3)
+                cmd = await probes.run(samples)
+                commands.cancel()
+                await asyncio.gather(commands, return_exceptions=True)
+        finally:
+            await stop_process(interlock, 15)
+    return [_latency_row("P2 MQTT interlock alone", "idle", cmd, GOALS_MQTT[0])]
+
+
 async def node_red_peer(
     victoria: VictoriaMetrics, work: Path, quick: bool
 ) -> list[dict[str, object]]:
@@ -999,6 +1036,7 @@ async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
         TELEMETRY_URL[:] = [victoria.url]
         rows += await p1_throughput(broker, work, quick)
         rows += await p2_p3_latency(broker, gasco, work, quick)
+        rows += await interlock_alone(work, quick)
         rows += await node_red_peer(victoria, work, quick)
         rows += versus_rows()
         rows += await p4_outage(broker, victoria, work, quick)
