@@ -316,20 +316,21 @@ async def background(url: str, rate: float, sites: int, limit_s: float) -> Async
 
 
 @contextlib.asynccontextmanager
-async def bridge_process(port: Path, url: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = os.environ | {"GASGATE_LOG_LEVEL": "ERROR"}
+async def gasgate_process(*args: str, **env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``gasgate ARGS...`` (this venv's), logging errors only, stopped at the end."""
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("gasgate")),
-        "bridge",
-        f"--port={port}",
-        f"--mqtt={url}",
-        "--bridge-id=bench",
-        env=env,
+        *args,
+        env=os.environ | {"GASGATE_LOG_LEVEL": "ERROR"} | env,
     )
     try:
         yield proc
     finally:
         await stop_process(proc, 15)
+
+
+def bridge_process(port: Path, url: str) -> contextlib.AbstractAsyncContextManager[Any]:
+    return gasgate_process("bridge", f"--port={port}", f"--mqtt={url}", "--bridge-id=bench")
 
 
 def _client(url: str, name: str) -> aiomqtt.Client:
@@ -702,29 +703,23 @@ async def interlock_alone(work: Path, quick: bool) -> list[dict[str, object]]:
     data.mkdir(parents=True, exist_ok=True)
     table = {detector: Entry((valve,), 20.0) for detector, valve in pairs}
     (data / TABLE_FILE).write_bytes(dumps(table))  # as the gateway writes it
-    env = os.environ | {"GASGATE_LOG_LEVEL": "ERROR", "GASGATE_VALVE_RETRY_S": "60"}
     watch = Watch()
     with Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker:
-        interlock = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("gasgate")),
-            "interlock",
-            f"--mqtt={broker.url}",
-            f"--data-dir={data}",
-            "--gateway-id=bench",
-            env=env,
-        )
-        try:
-            async with _client(broker.url, "bench-site") as site:
-                await site.subscribe("kit/v1/+/cmd", qos=1)
-                commands = asyncio.create_task(watch.commands_from(site))
+        flags = (f"--mqtt={broker.url}", f"--data-dir={data}", "--gateway-id=bench")
+        async with (
+            gasgate_process("interlock", *flags, GASGATE_VALVE_RETRY_S="60") as interlock,
+            _client(broker.url, "bench-site") as site,
+        ):
+            await site.subscribe("kit/v1/+/cmd", qos=1)
+            commands = asyncio.create_task(watch.commands_from(site))
+            try:
                 await asyncio.sleep(2.0)  # connected and subscribed
                 probes = _PeerProbes(site, watch, broker.url, interlock.pid, 0, samples)
                 await probes.run(3)
                 cmd = await probes.run(samples)
+            finally:
                 commands.cancel()
                 await asyncio.gather(commands, return_exceptions=True)
-        finally:
-            await stop_process(interlock, 15)
     return [_latency_row("P2 MQTT interlock alone", "idle", cmd, GOALS_MQTT[0])]
 
 
