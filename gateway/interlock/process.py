@@ -10,8 +10,9 @@ gateway process, on their own path, from the same report.
 It is a process of its own so that a stall or crash of the gateway (a long collection, a slow
 sink, a bug in a room, SIGKILL or SIGSTOP) does not stop valves from closing. It holds only the
 link table (a file the gateway writes; re-read when it changes), one MQTT connection with its own
-persistent session subscribed only to the linked detectors and their valves, and a lock file in
-the data dir so that one runs per gateway. It never sends anything but ``close_valve``: its
+persistent session subscribed only to the linked detectors (and to a valve once it has
+commanded it: its periodic reports would double what it reads), and a lock file in the data
+dir so that one runs per gateway. It never sends anything but ``close_valve``: its
 commands are built by :func:`gateway.linkage.command_message`, the one command builder.
 """
 
@@ -96,7 +97,9 @@ class Interlock:
         self._gateway_id = gateway_id
         self._retry_s = retry_s
         self._table: dict[str, Entry] = {}
-        self._valves: dict[str, str] = {}  # valve -> a detector it is linked to
+        # Valves whose reports it reads: those it has commanded (a valve's periodic reports
+        # would double what it reads, for nothing until the valve is closed for a leak).
+        self._watched: set[str] = set()
         self._table_mtime: float | None = None
         self._closing: dict[str, _Closing] = {}
         self._closed: dict[str, float] = {}  # valve -> when it last said closed, live
@@ -148,7 +151,7 @@ class Interlock:
             )
         no_delay(client)
         self._client = client
-        self._subscribe(sorted([*self._table, *self._valves]))
+        self._subscribe(sorted([*self._table, *self._watched]))
         log.info("interlock: watching %d linked detector(s) on %s", len(self._table), self._url)
         try:
             stop = asyncio.create_task(self._stopped.wait())
@@ -192,10 +195,9 @@ class Interlock:
                 self._table_mtime = -1.0
             return
         self._table_mtime = mtime
-        valves = {v: d for d, e in table.items() for v in e.valves}
-        new = sorted(({*table} - {*self._table}) | ({*valves} - {*self._valves}))
-        self._table, self._valves = table, valves
-        log.info("interlock: link table with %d detector(s), %d valve(s)", len(table), len(valves))
+        new = sorted({*table} - {*self._table})
+        self._table = table
+        log.info("interlock: link table with %d detector(s)", len(table))
         if self._client is not None and new:
             self._subscribe(new)
 
@@ -208,7 +210,7 @@ class Interlock:
             if entry is not None:
                 if is_leak(payload, entry):
                     self._leak(device, entry)
-            elif device in self._valves and not props.get("retain"):
+            elif device in self._watched and not props.get("retain"):
                 self._valve_report(device, payload)  # a retained report is old news
         except Exception:  # a bug must not take the interlock down with it
             self._count("errors")
@@ -237,6 +239,10 @@ class Interlock:
         client = self._client
         if client is not None:
             client.publish(topic, payload, qos=1)
+        if valve not in self._watched:  # after the command: the close goes out first
+            self._watched.add(valve)
+            if client is not None:
+                self._subscribe([valve])
         self._count("close_commands")
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._retry_s, self._due, valve, cmd_id)
