@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import postgres
 from tests.support.receivers import HttpReceiver, SmtpReceiver
 from tests.support.services import Mosquitto
 
@@ -41,3 +42,16 @@ def smtp() -> Iterator[SmtpReceiver]:
     """A real SMTP server (aiosmtpd) keeping every message it accepts."""
     with SmtpReceiver().running() as receiver:
         yield receiver
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One private PostgreSQL for the session (or ``GASGATE_TEST_PG_DSN``): a server DSN."""
+    with postgres.server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def pg_dsn(pg_server: str) -> str:
+    """A new, empty database of its own for this test."""
+    return postgres.fresh_database(pg_server)
