@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from central.cli import central
 from firmware_bridge.cli import bridge
 from firmware_bridge.simulator.cli import simulate
 from gateway.api.cli import audit, user
@@ -25,6 +26,7 @@ def main() -> None:
 
 
 main.add_command(bridge)
+main.add_command(central)
 main.add_command(config)
 main.add_command(escalation)
 main.add_command(interlock)

@@ -1,0 +1,12 @@
+"""``gasgate central ...``: the monitoring center's commands (docs/central.md)."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["central"]
+
+
+@click.group()
+def central() -> None:
+    """The gas company's monitoring center over every gateway (PostgreSQL + MQTT 5)."""
