@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.alarms import Alarms
+from gateway.alert_link import AlertGrant, InvalidAlertLink, verify
 from gateway.bus import Bus
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
@@ -506,3 +507,43 @@ async def test_a_wall_clock_step_neither_fires_nor_starves_a_step(
         await eventually(lambda: len(smtp.messages()) == 1, what="supervisor on time")
         await eventually(lambda: settled(w))
         assert "13900000002" not in phones(http)  # the 10-min dispatcher step: not yet
+
+
+async def test_a_site_contacts_first_sms_links_to_the_alert_page_signed_for_them(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    secret = "alert-page-secret-0123456789"
+    page = {"base_url": "https://gc.example", "secret": secret, "ttl_s": 3600}
+    async with world(tmp_path, settings_for(http.url, smtp.port, alert_page=page)) as w:
+        alarm = await w.raise_leak()
+        await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS x2")
+        by_phone = {r.json()["phone"]: r.json()["text"] for r in http.received("/sms")}
+        grants = {}
+        for phone, text in by_phone.items():
+            token = text.rsplit("https://gc.example/a/", 1)[1].split()[0]
+            grants[phone] = verify(secret.encode(), token, w.clock.now())
+        # contact 0 is 王老板 (zh), contact 1 Sam Lee (en), in the registry's order
+        assert grants["13800000001"] == AlertGrant(
+            alarm.alarm_id, 0, "zh", w.clock.now() + timedelta(hours=1)
+        )
+        assert (grants["13800000002"].contact, grants["13800000002"].lang) == (1, "en")
+        assert "查看详情并回复" in by_phone["13800000001"]
+        assert "tell us you are safe" in by_phone["13800000002"]
+        with pytest.raises(InvalidAlertLink, match="expired"):
+            verify(secret.encode(), token, w.clock.now() + timedelta(hours=1))
+
+        await w.advance(120)  # the supervisor's SMS: no site link in it
+        await eventually(lambda: "13900000001" in phones(http), what="supervisor SMS")
+        supervisor = [r.json()["text"] for r in http.received("/sms")][-1]
+        assert "/a/" not in supervisor
+        (robot,) = http.received("/wecom")
+        assert "/a/" not in robot.json()["text"]["content"]
+
+
+async def test_no_alert_page_configured_no_link(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    async with world(tmp_path, settings_for(http.url, smtp.port)) as w:
+        await w.raise_leak()
+        await eventually(lambda: len(http.received("/sms")) == 2, what="site SMS x2")
+        assert all("/a/" not in r.json()["text"] for r in http.received("/sms"))

@@ -30,7 +30,7 @@ from gateway.escalation.config import EmailSettings, Recipient, WebhookSettings
 from gateway.escalation.messages import sms_parts
 from gateway.escalation.outbox import DeliveryFailed, OutboxItem
 
-__all__ = ["EmailChannel", "WebhookChannel", "address_for", "webhook_body"]
+__all__ = ["EmailChannel", "WebhookChannel", "address_for", "is_sms", "webhook_body"]
 
 log = logging.getLogger(__name__)
 # httpx logs every request's full URL at INFO, and a robot webhook's URL carries its access token.
@@ -48,6 +48,10 @@ def address_for(settings: WebhookSettings | EmailSettings, recipient: Recipient)
     if settings.template in ("sms", "voice"):
         return recipient.phone or None
     return recipient.phone or recipient.name
+
+
+def is_sms(settings: WebhookSettings | EmailSettings | None) -> bool:
+    return isinstance(settings, WebhookSettings) and settings.template == "sms"
 
 
 def webhook_body(template: str, payload: Mapping[str, Any]) -> dict[str, Any]:

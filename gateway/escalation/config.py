@@ -17,6 +17,7 @@ from gateway.escalation.messages import check_zone
 from gateway.mqtturl import parse_mqtt_url
 
 __all__ = [
+    "AlertPageSettings",
     "ChannelSettings",
     "EmailSettings",
     "EscalationSettings",
@@ -142,6 +143,32 @@ class DigestSettings(_Model):
     via: tuple[str, ...] = Field(("email",), description="channel names")
 
 
+class AlertPageSettings(_Model):
+    """The link to the monitoring center's alert page in a site contact's first SMS."""
+
+    base_url: str | None = Field(
+        None, description="the center's public address, e.g. https://gc.example (unset: no link)"
+    )
+    secret: SecretStr | None = Field(
+        None, description="shared with the center (GASGATE_CENTRAL_ALERT_SECRET) to sign links"
+    )
+    ttl_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 86400.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url and self.secret_bytes())
+
+    def secret_bytes(self) -> bytes:
+        return self.secret.get_secret_value().encode() if self.secret else b""
+
+
 class EscalationSettings(_Model):
     policies_file: Path | None = Field(
         None, description="YAML escalation policies (default: the built-in ones)"
@@ -161,6 +188,7 @@ class EscalationSettings(_Model):
         default_factory=dict, description="district → its regulator's recipients"
     )
     outbox: OutboxSettings = OutboxSettings()
+    alert_page: AlertPageSettings = AlertPageSettings()
 
     @field_validator("timezone")
     @classmethod

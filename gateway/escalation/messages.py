@@ -30,6 +30,7 @@ __all__ = [
     "render",
     "render_digest",
     "sms_parts",
+    "with_alert_link",
 ]
 
 _LEAK_LIKE = {
@@ -103,6 +104,13 @@ def render(
     lines.append(f"报警编号：{alarm.alarm_id}" if zh else f"Alarm id: {alarm.alarm_id}")
     title = f"【{title_what}】{site_name}" if zh else f"[{title_what}] {site_name}"
     return Message(title, "\n".join(line for line in lines if line))
+
+
+def with_alert_link(message: Message, url: str, lang: str) -> Message:
+    """The alert page's link as the alert's last line: what happened, live, and one-tap answers
+    ("everyone has left") for the people at the site."""
+    line = f"查看详情并回复：{url}" if lang != "en" else f"Details, and tell us you are safe: {url}"
+    return Message(message.title, f"{message.body}\n{line}")
 
 
 def known_type(name: str) -> AlarmType | None:

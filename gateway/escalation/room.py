@@ -20,17 +20,19 @@ import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from gateway import alert_link
+from gateway.alert_link import AlertGrant
 from gateway.bus import Bus
 from gateway.clock import Clock, Timer
 from gateway.errors import GasgateError
 from gateway.escalation import audit
-from gateway.escalation.channels import address_for
+from gateway.escalation.channels import address_for, is_sms
 from gateway.escalation.config import EscalationSettings, Recipient
 from gateway.escalation.coverage import Coverage
-from gateway.escalation.messages import local_zone, render
+from gateway.escalation.messages import Message, local_zone, render, with_alert_link
 from gateway.escalation.outbox import NewItem, Outbox, cancel_pending, enqueue
 from gateway.escalation.payloads import alarm_event, site_json, valve_summary
 from gateway.escalation.policy import Notify, Policy, PolicySet, ScheduledStep, StopOn, Target
@@ -419,7 +421,7 @@ class Escalation:
                 )
         for via in notify.via:
             channel = self._settings.channels.get(via)
-            for recipient in recipients:
+            for index, recipient in enumerate(recipients):
                 address = address_for(channel, recipient) if channel else None
                 if channel is None or address is None or not self._outbox.has_lane(via):
                     why = (
@@ -448,6 +450,8 @@ class Escalation:
                     valve_state=valve_state,
                     unanswered_s=unanswered_s,
                 )
+                if step == 0 and notify.to is Target.SITE_CONTACTS and is_sms(channel):
+                    message = self._with_alert_link(message, alarm, index, recipient.lang)
                 payload = {
                     "kind": "notification",
                     "delivery_key": key,
@@ -472,6 +476,17 @@ class Escalation:
                     )
                 )
         return items
+
+    def _with_alert_link(self, message: Message, alarm: Alarm, contact: int, lang: str) -> Message:
+        """A site contact's first SMS links to the center's alert page, signed here so the SMS
+        never waits for the center (gateway/alert_link.py)."""
+        page = self._settings.alert_page
+        if not page.enabled or page.secret is None or page.base_url is None or contact > 255:
+            return message
+        expires = self._clock.now() + timedelta(seconds=page.ttl_s)
+        grant = AlertGrant(alarm.alarm_id, contact, lang, expires)
+        url = alert_link.link(page.base_url, alert_link.issue(page.secret_bytes(), grant))
+        return with_alert_link(message, url, lang)
 
     def _recipients(self, target: Target, alarm: Alarm) -> Sequence[Recipient]:
         s = self._settings
