@@ -20,21 +20,25 @@ import io
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from gateway.api.devices import last_seen
 from gateway.model import Alarm
-from gateway.registry import Registry
+from gateway.registry.model import Component, Cylinder, KitStatus, ServiceFinding, Site
 from gateway.store import Store
 
 __all__ = [
     "ONLINE_WINDOW",
     "AuditFormat",
+    "AuditRegistry",
     "CoverageAudit",
+    "Findings",
     "SiteAudit",
+    "SiteCondition",
     "Totals",
     "parse_since",
     "run_audit",
@@ -66,10 +70,78 @@ class SiteAudit:
 
     @property
     def protected(self) -> bool:
-        return (
-            self.kit_complete
-            and self.devices_online_24h == self.devices
-            and not self.past_service_life
+        return _protected(
+            self.kit_complete, self.devices, self.devices_online_24h, len(self.past_service_life)
+        )
+
+
+def _protected(kit_complete: bool, devices: int, online_24h: int, past_service_life: int) -> bool:
+    """The verdict (module docstring): the one place it is decided."""
+    return kit_complete and online_24h == devices and not past_service_life
+
+
+class AuditRegistry(Protocol):
+    """The registry's read side the audit needs (:class:`gateway.registry.Registry`)."""
+
+    def sites(self) -> Sequence[Site]: ...
+
+    def components(self, site_id: str) -> Sequence[Component]: ...
+
+    def kit_status(self, site_id: str) -> KitStatus | None: ...
+
+    def past_service_life(self, on: date) -> Sequence[ServiceFinding]: ...
+
+    def inspection_overdue(self, on: date) -> Sequence[Cylinder]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCondition:
+    """One site's state at the audit time, alarms apart: what the verdict is made of."""
+
+    kit_complete: bool
+    missing: tuple[str, ...]
+    devices: tuple[str, ...]
+    offline: tuple[str, ...]  # not heard within ONLINE_WINDOW
+    past_service_life: tuple[ServiceFinding, ...]
+    cylinders_overdue: tuple[Cylinder, ...]
+
+    @property
+    def protected(self) -> bool:
+        online = len(self.devices) - len(self.offline)
+        return _protected(self.kit_complete, len(self.devices), online, len(self.past_service_life))
+
+
+class Findings:
+    """What the audit knows of every site at ``at``, read once (devices' last-heard times,
+    parts past service life, cylinders overdue); :meth:`site` is then one site's condition.
+    The gas company's site summaries use it too, so the center and the edge agree."""
+
+    def __init__(self, registry: AuditRegistry, store: Store, at: datetime) -> None:
+        self._registry = registry
+        self.at = at
+        self._heard = {d: seen[0] for d, seen in last_seen(store).items()}
+        today = at.astimezone(UTC).date()
+        expired: dict[str, list[ServiceFinding]] = defaultdict(list)
+        for f in registry.past_service_life(today):
+            expired[f.site_id].append(f)
+        overdue: dict[str, list[Cylinder]] = defaultdict(list)
+        for c in registry.inspection_overdue(today):
+            overdue[c.site_id].append(c)
+        self._expired: Mapping[str, list[ServiceFinding]] = expired
+        self._overdue: Mapping[str, list[Cylinder]] = overdue
+
+    def site(self, site_id: str) -> SiteCondition:
+        devices = tuple(c.device_id for c in self._registry.components(site_id) if c.device_id)
+        heard, at = self._heard, self.at
+        offline = tuple(d for d in devices if d not in heard or at - heard[d] > ONLINE_WINDOW)
+        status = self._registry.kit_status(site_id)
+        return SiteCondition(
+            kit_complete=status is not None and status.complete,
+            missing=tuple(str(m) for m in status.missing) if status else ("unknown kit",),
+            devices=devices,
+            offline=offline,
+            past_service_life=tuple(self._expired.get(site_id, ())),
+            cylinders_overdue=tuple(self._overdue.get(site_id, ())),
         )
 
 
@@ -196,7 +268,7 @@ def _pct(ratio: float | None) -> str:
 
 
 def run_audit(
-    registry: Registry,
+    registry: AuditRegistry,
     store: Store,
     at: datetime,
     since: datetime | None = None,
@@ -205,22 +277,13 @@ def run_audit(
     """The audit at ``at`` (UTC) of every site (or one district's), alarms since ``since``
     (default: 30 days before ``at``)."""
     since = since or at - timedelta(days=30)
-    heard = {d: seen[0] for d, seen in last_seen(store).items()}
-    today = at.astimezone(UTC).date()
-    expired: dict[str, list[str]] = defaultdict(list)
-    for f in registry.past_service_life(today):
-        expired[f.site_id].append(f"{f.component} ({f.device_id or f.model}), {f.expired_on}")
-    overdue: dict[str, list[str]] = defaultdict(list)
-    for c in registry.inspection_overdue(today):
-        overdue[c.site_id].append(f"{c.cylinder_id} (due {c.next_inspection_due})")
+    findings = Findings(registry, store, at)
     alarms = _alarms_by_site(store, since, at)
     sites = []
     for site in registry.sites():
         if district is not None and site.district != district:
             continue
-        devices = [c.device_id for c in registry.components(site.site_id) if c.device_id]
-        offline = tuple(d for d in devices if d not in heard or at - heard[d] > ONLINE_WINDOW)
-        status = registry.kit_status(site.site_id)
+        found = findings.site(site.site_id)
         site_alarms = alarms.get(site.site_id, [])
         sites.append(
             SiteAudit(
@@ -229,13 +292,19 @@ def run_audit(
                 district=site.district,
                 site_type=site.site_type.value,
                 kit=site.kit,
-                kit_complete=status is not None and status.complete,
-                missing=tuple(str(m) for m in status.missing) if status else ("unknown kit",),
-                devices=len(devices),
-                devices_online_24h=len(devices) - len(offline),
-                offline_devices=offline,
-                past_service_life=tuple(expired.get(site.site_id, ())),
-                cylinders_overdue=tuple(overdue.get(site.site_id, ())),
+                kit_complete=found.kit_complete,
+                missing=found.missing,
+                devices=len(found.devices),
+                devices_online_24h=len(found.devices) - len(found.offline),
+                offline_devices=found.offline,
+                past_service_life=tuple(
+                    f"{f.component} ({f.device_id or f.model}), {f.expired_on}"
+                    for f in found.past_service_life
+                ),
+                cylinders_overdue=tuple(
+                    f"{c.cylinder_id} (due {c.next_inspection_due})"
+                    for c in found.cylinders_overdue
+                ),
                 alarms=len(site_alarms),
                 acknowledged=sum(a.acked_at is not None for a in site_alarms),
                 resolved=sum(a.closed_at is not None for a in site_alarms),

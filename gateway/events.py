@@ -27,6 +27,7 @@ __all__ = [
     "ReceiverStatusChanged",
     "ReportReceived",
     "Severity",
+    "ValveStateChanged",
 ]
 
 ReadingValue = float | int | str | bool | None | tuple[str, ...]
@@ -107,6 +108,22 @@ class InputRejected:
     @property
     def key(self) -> str:
         return f"_rejected/{self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ValveStateChanged:
+    """The state the linkage knows for a valve changed (its ``valve_state``: a live report
+    saying something new, or the first state heard, retained or not). Published after the
+    linkage took it in, so whoever reads ``Linkage.valve_state`` in a handler sees the new one."""
+
+    valve_id: str
+    state: str  # firmware_bridge.ksp.ValveState value
+    previous: str | None  # None: never heard from before
+    at: datetime
+
+    @property
+    def key(self) -> str:
+        return self.valve_id
 
 
 # --- rules → alarms -------------------------------------------------------------------------

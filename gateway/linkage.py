@@ -39,7 +39,13 @@ from gateway.bus import Bus
 from gateway.clock import Clock, Timer
 from gateway.contract import CmdAckMessage, CmdMessage, cmd_topic, decode, parse_topic
 from gateway.errors import RejectedInput
-from gateway.events import AlarmChanged, ConditionChanged, ReportReceived, Severity
+from gateway.events import (
+    AlarmChanged,
+    ConditionChanged,
+    ReportReceived,
+    Severity,
+    ValveStateChanged,
+)
 from gateway.logs import LogGate
 from gateway.model import Alarm, Transition
 from gateway.registry import DeviceInfo
@@ -501,6 +507,7 @@ class Linkage:
             self.counts["retained_reports"] += 1
             if known is None:
                 self._valve_states[event.device_id] = state
+                self._changed(event, state, known)
             return
         if state is ValveState.CLOSED:
             self._closed_mono[event.device_id] = event.received_mono
@@ -513,6 +520,7 @@ class Linkage:
                 self._first_state(row)
             else:
                 self._persist(f"valve {event.device_id} state {state}", _SAVE_VALVE_STATE, row)
+            self._changed(event, state, known)
         f = self._follow_ups.get(event.device_id)
         if state is ValveState.CLOSED and f is not None and f.status in ("pending", "failed"):
             log.info(
@@ -522,3 +530,11 @@ class Linkage:
                 f.tries,
             )
             self._settle(f, "confirmed")
+
+    def _changed(self, event: ReportReceived, state: ValveState, known: ValveState | None) -> None:
+        """Said on the bus, so the gas company hears of it while the valve's alarm is open."""
+        self._bus.publish(
+            ValveStateChanged(
+                event.device_id, state.value, known.value if known else None, event.received_at
+            )
+        )

@@ -9,7 +9,9 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
@@ -21,13 +23,17 @@ from gateway.bus import Bus
 from gateway.cli import main
 from gateway.clock import ManualClock
 from gateway.contract import KitReport
+from gateway.escalation import room as escalation_room
+from gateway.escalation.coverage import Coverage
 from gateway.events import ConditionChanged, ReportReceived, Severity
 from gateway.model import Alarm
 from gateway.registry import Registry, import_dir, save
+from gateway.registry.model import RegistryData, Site, SiteType
 from gateway.store import Store
 from tests.support.api_world import (
     HOUSE,
     HOUSE_DETECTOR,
+    HOUSE_VALVE,
     PARTIAL,
     PARTIAL_DETECTOR,
     write_world,
@@ -35,6 +41,7 @@ from tests.support.api_world import (
 from tests.support.kit_site import DETECTOR, REGULATOR, REGULATOR_VALVE, SITE, VALVES
 
 START = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+SCHEMAS = Path(__file__).parents[1] / "docs" / "schemas"
 
 
 def _leak(source: str, site: str, active: bool, at: datetime) -> ConditionChanged:
@@ -176,3 +183,57 @@ def test_audit_cli(audited: tuple[Store, Registry, datetime], tmp_path: Path) ->
     bad = CliRunner().invoke(main, ["audit", "--data-dir", data_dir, "--since", "yesterday"])
     assert bad.exit_code == 2
     assert "--since" in bad.output
+
+
+def _summaries(store: Store, registry: Registry, now: datetime) -> dict[str, dict[str, Any]]:
+    """The gas company's site summaries (gasco/v1) as the escalation room publishes them."""
+    store.migrate(escalation_room.ROOM, escalation_room.MIGRATIONS)
+    coverage = Coverage(Bus(), store, ManualClock(now), registry, valves=None, gateway_id="gw1")
+    return {s["site_id"]: s for s in coverage.summaries()}
+
+
+def test_the_gas_company_summary_carries_the_audit_verdict(
+    audited: tuple[Store, Registry, datetime],
+) -> None:
+    store, registry, now = audited
+    summaries = _summaries(store, registry, now)
+    schema = json.loads((SCHEMAS / "gasco-site-summary.schema.json").read_text())
+    for summary in summaries.values():
+        jsonschema.validate(summary, schema)
+    audit = run_audit(registry, store, now)
+    assert {s.site_id: s.protected for s in audit.sites} == {
+        k: v["protected"] for k, v in summaries.items()
+    }
+    assert summaries[SITE]["protected"] is True
+    house = summaries[HOUSE]
+    assert house["address"] == "3-401 Xili Garden"
+    assert (house["lat"], house["lon"]) == (None, None)
+    assert house["service"] == {
+        "past_service_life": [
+            {
+                "component": "leak_detector",
+                "device_id": HOUSE_DETECTOR,
+                "model": "KD-210C",
+                "expired_on": "2020-01-10",
+            },
+            {
+                "component": "shutoff_valve",
+                "device_id": HOUSE_VALVE,
+                "model": "SV-25E",
+                "expired_on": "2025-01-10",
+            },
+        ],
+        "cylinders_overdue": [{"cylinder_id": "CYL-OLD", "next_inspection_due": "2020-01-01"}],
+    }
+    assert summaries[PARTIAL]["service"] == {"past_service_life": [], "cylinders_overdue": []}
+
+
+def test_the_summary_places_a_site_the_registry_locates(tmp_path: Path) -> None:
+    site = Site(
+        "r-1", "Noodles", SiteType.RESTAURANT, "four_piece", "Xuhui", "1 Road", 31.19, 121.44
+    )
+    store = Store(tmp_path / "gasgate.db")
+    store.open()
+    (summary,) = _summaries(store, Registry(RegistryData(sites=(site,))), START).values()
+    assert (summary["lat"], summary["lon"], summary["protected"]) == (31.19, 121.44, False)
+    store.close()

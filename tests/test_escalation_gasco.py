@@ -8,7 +8,7 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +19,11 @@ import jsonschema
 import pydantic
 import pytest
 
+from firmware_bridge.ksp import DeviceKind, Event, ValveState
 from gateway.alarms import Alarms
 from gateway.bus import Bus
 from gateway.clock import SystemClock
+from gateway.contract import KitReport
 from gateway.escalation import (
     EscalationService,
     EscalationSettings,
@@ -31,9 +33,18 @@ from gateway.escalation import (
     trail,
 )
 from gateway.escalation.gasco import GascoCommand, RefusalBudget
+from gateway.events import ReportReceived
+from gateway.linkage import Linkage
 from gateway.model import Alarm
 from gateway.store import Store
-from tests.support.escalation_kit import SITE_ID, eventually, leak, registry, settings_for
+from tests.support.escalation_kit import (
+    SITE_ID,
+    VALVE,
+    eventually,
+    leak,
+    registry,
+    settings_for,
+)
 from tests.support.receivers import HttpReceiver, SmtpReceiver
 from tests.support.services import Mosquitto
 from tests.test_bridge_mqtturl import _broker, _certificates
@@ -112,11 +123,39 @@ async def gas_company(broker: Mosquitto, base: str = BASE) -> AsyncIterator[GasC
 
 
 @dataclass
+class SiteQueue:
+    """Stands in for the site MQTT queue the linkage commands valves through."""
+
+    topics: list[str] = field(default_factory=list)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
+        self.topics.append(topic)
+        if on_sent is not None:
+            on_sent()
+
+
+@dataclass
 class Gateway:
     bus: Bus
     store: Store
     alarms: Alarms
     service: EscalationService
+    linkage: Linkage | None = None
+
+    async def valve_reports(self, valve: str, state: ValveState) -> None:
+        report = KitReport(
+            kind=DeviceKind.VALVE, seq=1, event=Event.STATE_CHANGE, valve={"state": state}
+        )
+        clock = SystemClock()
+        self.bus.publish(ReportReceived(valve, report, clock.now(), clock.monotonic()))
+        await self.bus.join()
 
     async def raise_leak(self) -> Alarm:
         self.bus.publish(leak(SystemClock().now()))
@@ -141,11 +180,20 @@ async def take_the_broker_down(gw: Gateway, broker: Mosquitto) -> float:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    path: Path, http: HttpReceiver, smtp: SmtpReceiver, broker: Mosquitto, **extra: Any
+    path: Path,
+    http: HttpReceiver,
+    smtp: SmtpReceiver,
+    broker: Mosquitto,
+    *,
+    linkage: bool = False,
+    **extra: Any,
 ) -> AsyncIterator[Gateway]:
+    """The alarms and escalation rooms; with ``linkage`` the real linkage room too (its valve
+    commands go to a :class:`SiteQueue`), as in the gateway."""
     bus, store, clock = Bus(), Store(path / "gasgate.db"), SystemClock()
     store.open()
     alarms = Alarms(bus, store, clock, "gw1")
+    valves = Linkage(bus, registry(), SiteQueue(), store, clock) if linkage else None
     settings = EscalationSettings.model_validate(
         settings_for(http.url, smtp.port, broker.url, **extra)
     )
@@ -156,15 +204,20 @@ async def gateway(
         clock=clock,
         registry=registry(),
         desk=alarms,
+        valves=valves,
         gateway_id="gw1",
         policies=SHORT,
     )
     await alarms.start()
+    if valves is not None:
+        await valves.start()
     await service.start()
     try:
-        yield Gateway(bus, store, alarms, service)
+        yield Gateway(bus, store, alarms, service, valves)
     finally:
         await service.stop()
+        if valves is not None:
+            await valves.stop()
         await alarms.stop()
         await bus.stop()
         store.close()
@@ -213,6 +266,56 @@ async def test_leak_reaches_the_gas_company_with_site_people_and_schema(
         }
     retained = [(t, p) for t, p, r in company.seen if t == f"{BASE}/availability"]
     assert retained[-1] == (f"{BASE}/availability", "offline")
+
+
+async def test_a_valve_closing_under_an_open_leak_is_told_at_once(
+    tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver, own_mosquitto: Mosquitto
+) -> None:
+    """The center's valve state is never stale: the leak's linked valve reports closed after
+    the leak raised, and a valve_changed event (next revision, same alarm_revision, the valve
+    closed) reaches the gas company at once; nothing once the alarm is closed."""
+    async with (
+        gas_company(own_mosquitto) as company,
+        gateway(tmp_path, http, smtp, own_mosquitto, linkage=True) as gw,
+    ):
+        await eventually(lambda: company.on("availability") == ["online"], what="online")
+        alarm = await gw.raise_leak()
+        await eventually(lambda: len(company.events()) == 1, what="raised event")
+        raised = company.events()[0]
+        assert raised["valves"] == [{"device_id": VALVE, "state": "unknown"}]
+        reported = time.monotonic()
+        await gw.valve_reports(VALVE, ValveState.CLOSED)
+        await eventually(lambda: _transitions(company)[-1:] == ["valve_changed"], within=5)
+        took = time.monotonic() - reported
+        changed = company.events()[-1]
+        jsonschema.validate(changed, schema("gasco-alarm-event"))
+        assert (changed["alarm_id"], changed["revision"], changed["alarm_revision"]) == (
+            alarm.alarm_id,
+            2,
+            raised["alarm_revision"],
+        )
+        assert changed["valves"] == [{"device_id": VALVE, "state": "closed"}]
+        assert (changed["valve_state"], changed["state"]) == ("closed", "unack_active")
+        assert took < 1.0, f"valve_changed after {took:.2f} s"
+        await gw.valve_reports(VALVE, ValveState.CLOSED)  # no change: nothing to tell
+        gw.bus.publish(leak(SystemClock().now(), active=False))
+        await gw.bus.join()
+        assert isinstance(gw.alarms.resolve(alarm.alarm_id, "officer-7"), Alarm)
+        await eventually(lambda: _transitions(company)[-1:] == ["resolved"], what="resolved")
+        await gw.valve_reports(VALVE, ValveState.OPEN)  # opened by hand once it is over
+        await asyncio.sleep(0.5)
+        transitions = _transitions(company)
+        assert transitions.count("valve_changed") == 1, transitions
+        assert [e["revision"] for e in company.events()] == list(range(1, len(transitions) + 1))
+        assert company.events()[-1]["valve_state"] == "closed"  # the resolve saw it closed
+        notes = [e for e in trail(gw.store, alarm.alarm_id) if e.kind == "valve"]
+        assert [(n.result, n.detail) for n in notes] == [
+            ("valve_changed", f"valve {VALVE}: unknown -> closed")
+        ]
+
+
+def _transitions(company: GasCompany) -> list[str]:
+    return [e["transition"] for e in company.events()]
 
 
 async def test_acknowledgement_over_mqtt_stops_the_steps(

@@ -1,6 +1,7 @@
 """What escalation knows about the kits themselves: the alarm's linked valves and their state
 (from the linkage room), each device's availability (from the bus), and the per-site summary the
-gas company's coverage view gets (docs/schemas/gasco-site-summary.schema.json)."""
+gas company's coverage view gets (docs/schemas/gasco-site-summary.schema.json), with the edge
+audit's verdict on each site (:class:`gateway.audit.Findings`: the same words, decided once)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 from typing import Any
 
 from firmware_bridge.ksp import DeviceKind
+from gateway.audit import Findings
 from gateway.bus import Bus
 from gateway.clock import Clock
-from gateway.escalation.payloads import SITE_SUMMARY
+from gateway.escalation.payloads import site_summary
 from gateway.escalation.ports import SiteDirectory, ValveStates
 from gateway.events import DeviceAvailabilityChanged
 from gateway.model import Alarm
@@ -85,29 +87,25 @@ class Coverage:
         devices: dict[str, list[str]] = {}
         for device in self._registry.devices():
             devices.setdefault(device.site_id, []).append(device.device_id)
-        at = self._clock.now().isoformat()
+        now = self._clock.now()
+        findings = Findings(self._registry, self._store, now)
         out = []
         for site in self._registry.sites():
-            kit = self._registry.kit_status(site.site_id)
             ids = devices.get(site.site_id, [])
+            counts = {
+                "total": len(ids),
+                "online": sum(1 for d in ids if self._online.get(d) is True),
+                "offline": sum(1 for d in ids if self._online.get(d) is False),
+            }
             out.append(
-                {
-                    "schema": SITE_SUMMARY,
-                    "gateway_id": self._gateway_id,
-                    "site_id": site.site_id,
-                    "name": site.name,
-                    "district": site.district,
-                    "site_type": site.site_type.value,
-                    "kit": None
-                    if kit is None
-                    else {"complete": kit.complete, "missing": [str(m) for m in kit.missing]},
-                    "devices": {
-                        "total": len(ids),
-                        "online": sum(1 for d in ids if self._online.get(d) is True),
-                        "offline": sum(1 for d in ids if self._online.get(d) is False),
-                    },
-                    "open_alarms": open_alarms.get(site.site_id, []),
-                    "at": at,
-                }
+                site_summary(
+                    site,
+                    gateway_id=self._gateway_id,
+                    kit=self._registry.kit_status(site.site_id),
+                    devices=counts,
+                    open_alarms=open_alarms.get(site.site_id, []),
+                    condition=findings.site(site.site_id),
+                    at=now,
+                )
             )
         return out

@@ -7,11 +7,20 @@ from datetime import datetime
 from typing import Any
 
 from gateway.alarm_types import info
+from gateway.audit import SiteCondition
 from gateway.escalation.messages import known_type
 from gateway.escalation.ports import SiteDirectory
 from gateway.model import Alarm
+from gateway.registry.model import KitStatus, Site
 
-__all__ = ["ALARM_EVENT", "SITE_SUMMARY", "alarm_event", "site_json", "valve_summary"]
+__all__ = [
+    "ALARM_EVENT",
+    "SITE_SUMMARY",
+    "alarm_event",
+    "site_json",
+    "site_summary",
+    "valve_summary",
+]
 
 ALARM_EVENT = "gasgate/gasco/alarm-event/1"
 SITE_SUMMARY = "gasgate/gasco/site-summary/1"
@@ -87,6 +96,62 @@ def site_json(registry: SiteDirectory, site_id: str | None) -> dict[str, Any] | 
         "contacts": [
             {"name": c.name, "phone": c.phone, "lang": c.lang.value, "role": c.role}
             for c in registry.contacts(site.site_id)
+        ],
+    }
+
+
+def site_summary(
+    site: Site,
+    *,
+    gateway_id: str,
+    kit: KitStatus | None,
+    devices: Mapping[str, int],
+    open_alarms: list[dict[str, Any]],
+    condition: SiteCondition,
+    at: datetime,
+) -> dict[str, Any]:
+    """docs/schemas/gasco-site-summary.schema.json. ``devices``: total, online, offline;
+    ``condition``: the edge audit's (:class:`gateway.audit.Findings`), for its verdict."""
+    return {
+        "schema": SITE_SUMMARY,
+        "gateway_id": gateway_id,
+        "site_id": site.site_id,
+        "name": site.name,
+        "address": site.address,
+        "district": site.district,
+        "site_type": site.site_type.value,
+        "lat": site.latitude,
+        "lon": site.longitude,
+        "protected": condition.protected,
+        "service": _service(condition),
+        "kit": None
+        if kit is None
+        else {"complete": kit.complete, "missing": [str(m) for m in kit.missing]},
+        "devices": dict(devices),
+        "open_alarms": open_alarms,
+        "at": at.isoformat(),
+    }
+
+
+def _service(condition: SiteCondition) -> dict[str, Any]:
+    """Parts past their service life and cylinders overdue for inspection, as the audit saw
+    them (the cylinders do not change the verdict: they are the gas company's)."""
+    return {
+        "past_service_life": [
+            {
+                "component": str(f.component),
+                "device_id": f.device_id,
+                "model": f.model,
+                "expired_on": f.expired_on.isoformat(),
+            }
+            for f in condition.past_service_life
+        ],
+        "cylinders_overdue": [
+            {
+                "cylinder_id": c.cylinder_id,
+                "next_inspection_due": c.next_inspection_due.isoformat(),
+            }
+            for c in condition.cylinders_overdue
         ],
     }
 

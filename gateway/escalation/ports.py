@@ -5,12 +5,21 @@ operations and the linkage's valve states (``gateway.registry.Registry``,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Protocol
 
 from firmware_bridge.ksp import ValveState
 from gateway.alarms import Refused
 from gateway.model import Alarm
-from gateway.registry.model import Contact, DeviceInfo, KitStatus, Site
+from gateway.registry.model import (
+    Component,
+    Contact,
+    Cylinder,
+    DeviceInfo,
+    KitStatus,
+    ServiceFinding,
+    Site,
+)
 
 __all__ = ["AlarmDesk", "SiteDirectory", "ValveStates"]
 
@@ -31,6 +40,13 @@ class SiteDirectory(Protocol):
     def valves_for_detector(self, detector_id: str) -> tuple[str, ...]: ...
 
     def valve_for_regulator(self, regulator_id: str) -> str | None: ...
+
+    # What the edge audit reads (gateway.audit.AuditRegistry), for the site summaries.
+    def components(self, site_id: str) -> Sequence[Component]: ...
+
+    def past_service_life(self, on: date) -> Sequence[ServiceFinding]: ...
+
+    def inspection_overdue(self, on: date) -> Sequence[Cylinder]: ...
 
 
 class AlarmDesk(Protocol):

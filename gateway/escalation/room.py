@@ -37,7 +37,7 @@ from gateway.escalation.outbox import NewItem, Outbox, cancel_pending, enqueue
 from gateway.escalation.payloads import alarm_event, site_json, valve_summary
 from gateway.escalation.policy import Notify, Policy, PolicySet, ScheduledStep, StopOn, Target
 from gateway.escalation.ports import SiteDirectory
-from gateway.events import AlarmChanged
+from gateway.events import AlarmChanged, ValveStateChanged
 from gateway.model import Alarm, AlarmState, Transition
 from gateway.store import Store
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 ROOM = "escalation"
 GASCO_LANE = "gasco"
 ESCALATED = "escalated"  # the gas company event for a step; not an alarm transition
+VALVE_CHANGED = "valve_changed"  # a linked valve's state changed while the alarm is open
 STEP_RETRY_S = 5.0
 _SLACK_S = 0.001  # a timer may fire a float's hair before its step: that step is due
 MIGRATIONS = (
@@ -114,6 +115,9 @@ class Escalation:
         self._timers: dict[tuple[str, int], Timer] = {}
         self._anchors: dict[tuple[str, int], float] = {}  # monotonic time each escalation began
         self._running = False
+        # Open alarm → its linked valves: which alarms a valve's change concerns, without
+        # reading every open alarm for every valve report (a start hears every valve once).
+        self._valves_of: dict[str, frozenset[str]] = {}
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -122,6 +126,11 @@ class Escalation:
         self._check_channels()
         self._running = True
         self._bus.subscribe(AlarmChanged, self.on_alarm_changed, name="escalation")
+        self._bus.subscribe(ValveStateChanged, self.on_valve_changed, name="escalation.valves")
+        for (snapshot,) in self._store.db.execute(
+            "SELECT snapshot FROM escalation_alarm WHERE is_open = 1"
+        ):
+            self._track_valves(Alarm.from_json(snapshot))
         rows = self._store.db.execute(
             "SELECT alarm_id, episode FROM escalation WHERE stopped_at IS NULL"
         ).fetchall()
@@ -158,6 +167,7 @@ class Escalation:
             if seen is not None and seen[0] >= alarm.revision:
                 return  # a re-announcement (RESTORED) of what we already handled
             self._remember(db, alarm, seen[1] if seen else 0)
+            self._track_valves(alarm)
             self._queue_event(db, alarm, event.transition.value, by=event.by, note=event.note)
             detail = f"{alarm.state.value} r{alarm.revision}"
             audit.note(
@@ -176,6 +186,46 @@ class Escalation:
                 self._begin(db, alarm)
         self._outbox.wake()
         self._arm(alarm.alarm_id)
+
+    def _track_valves(self, alarm: Alarm) -> None:
+        valves = frozenset(self._coverage.valve_states(alarm)) if alarm.is_open else frozenset()
+        if valves:
+            self._valves_of[alarm.alarm_id] = valves
+        else:
+            self._valves_of.pop(alarm.alarm_id, None)
+
+    # --- valve changes ---------------------------------------------------------------------
+
+    def on_valve_changed(self, event: ValveStateChanged) -> None:
+        """A linked valve's new state reaches the gas company at once, while its alarm is open
+        (the valve reporting closed after the leak raised): a ``valve_changed`` event, its
+        ``valves`` / ``valve_state`` current, the alarm itself (``alarm_revision``) unchanged."""
+        alarm_ids = sorted(a for a, valves in self._valves_of.items() if event.valve_id in valves)
+        if not alarm_ids:
+            return
+        try:
+            self._record_valve_change(event, alarm_ids)
+        except (GasgateError, sqlite3.Error):  # the center must not keep a stale valve state
+            log.exception("valve %s: change not recorded; retrying", event.valve_id)
+            self.counts["valve_change_errors"] += 1
+            if self._running:
+                self._clock.call_later(STEP_RETRY_S, lambda: self.on_valve_changed(event))
+
+    def _record_valve_change(self, event: ValveStateChanged, alarm_ids: list[str]) -> None:
+        now = self._clock.now()
+        detail = f"valve {event.valve_id}: {event.previous or 'unknown'} -> {event.state}"
+        with self._store.transaction(durable=False) as db:
+            for alarm_id in alarm_ids:
+                row = db.execute(
+                    "SELECT snapshot FROM escalation_alarm WHERE alarm_id = ? AND is_open = 1",
+                    (alarm_id,),
+                ).fetchone()
+                if row is None:
+                    continue
+                self._queue_event(db, Alarm.from_json(row[0]), VALVE_CHANGED)
+                audit.note(db, alarm_id, "valve", VALVE_CHANGED, detail, at=now)
+                self.counts["valve_changed"] += 1
+        self._outbox.wake()
 
     def _remember(self, db: sqlite3.Connection, alarm: Alarm, event_revision: int) -> None:
         db.execute(
