@@ -1,0 +1,284 @@
+"""The control room: server-rendered pages in zh-CN or English (``?lang=``, then a cookie, then
+the browser's Accept-Language). The queue shows one row per incident, emergencies and
+maintenance in two tabs, patched in place from ``/api/stream``; the incident page shows the
+valve, the progress, the alarms, the commands to the gateway and the timeline, with the officer
+forms. Forms post with the session's CSRF token and call the API's own step
+(:func:`central.api.routes.step`); a refused step is a page in the user's language with the way
+back and the note kept.
+
+A page asked for without a session answers 401 with the login form in place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from central import incidents as inc
+from central.api.context import CentralContext, Ctx, current_officer, session_of
+from central.api.routes import StepRefused, check_login, set_session_cookie, step
+from central.api.words import pick_lang, t
+from central.grouping import CAUSES
+from central.users import Officer
+from gateway.api.auth import SESSION_COOKIE, Permission
+from gateway.api.i18n import Lang
+from gateway.users import User
+from gateway.words import word
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+LANG_COOKIE: Final = "gasgate_lang"
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_FORM_ACTIONS: Final[dict[str, inc.Action]] = {
+    "acknowledge": "acknowledge",
+    "dispatch": "dispatch",
+    "on-site": "on_site",
+    "resolve": "resolve",
+}
+_ROWS_MAX: Final = 1000
+
+
+def _lang(request: Request) -> Lang:
+    return pick_lang(
+        request.query_params.get("lang"),
+        request.cookies.get(LANG_COOKIE),
+        request.headers.get("accept-language"),
+    )
+
+
+def _page(
+    request: Request, ctx: CentralContext, template: str, status: int = 200, **values: Any
+) -> HTMLResponse:
+    lang = _lang(request)
+    session = session_of(request, ctx)
+    html = _env.get_template(template).render(
+        t=lambda key: t(key, lang), w=lambda kind, code: word(kind, code, lang), lang=lang,
+        path=request.url.path, csrf=session.csrf if session else None,
+        stamp=lambda at: _stamp(at, ctx), age=lambda at: _age(at, ctx.now()),
+        zone=ctx.zone.key, causes=CAUSES, title_of=lambda i: _title(i, lang), **values,
+    )  # fmt: skip
+    response = HTMLResponse(html, status_code=status)
+    if request.query_params.get("lang") == lang:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
+    return response
+
+
+def _stamp(at: datetime | None, ctx: CentralContext) -> str:
+    return at.astimezone(ctx.zone).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+
+
+def _age(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return ""
+    minutes, secs = divmod(max(0, int((now - at).total_seconds())), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _title(incident: inc.IncidentView, lang: Lang) -> str:
+    said = incident.title.get("en" if lang == "en" else "zh") or next(
+        iter(incident.title.values()), ""
+    )
+    if said:
+        return said
+    return " · ".join(word("alarm_type", a, lang) for a in incident.alarm_types)
+
+
+async def _viewer(request: Request, ctx: CentralContext) -> Officer | None:
+    try:
+        return await current_officer(request, ctx)
+    except HTTPException:
+        return None
+
+
+def _login_page(
+    request: Request, ctx: CentralContext, status: int = 401, error: str | None = None
+) -> HTMLResponse:
+    return _page(request, ctx, "console_login.html", status=status, error=error, user=None)
+
+
+# --- logging in and out ---------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_form(request: Request, ctx: Ctx) -> HTMLResponse:
+    return _login_page(request, ctx, status=200)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    ctx: Ctx,
+    name: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    next_path: Annotated[str, Form(alias="next")] = "/",
+) -> Response:
+    try:
+        officer = await check_login(ctx, name, password, request)
+    except HTTPException as exc:
+        key = "login_limited" if exc.status_code == 429 else "login_failed"
+        page = _login_page(request, ctx, status=exc.status_code, error=key)
+        page.headers.update(exc.headers or {})  # Retry-After on a 429
+        return page
+    session_id, _ = ctx.sessions.open(User(officer.name, officer.role), ctx.monotonic())
+    # Only a page of this console: never redirect a login to another site.
+    target = next_path if next_path == "/" or next_path.startswith("/incidents/") else "/"
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, session_id)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, ctx: Ctx) -> Response:
+    await current_officer(request, ctx)  # a logout needs the session's CSRF token too
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        ctx.sessions.close(session_id)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+def _query(request: Request, ids: list[int] | None = None) -> inc.Query:
+    params = request.query_params
+    state: Literal["open", "all"] = "all" if params.get("state") == "all" or ids else "open"
+    return inc.Query(
+        state=state,
+        district=params.get("district") or None,
+        severity=params.get("severity") or None,
+        search=(params.get("q") or "")[:100] or None,
+        ids=ids,
+        limit=_ROWS_MAX,
+    )
+
+
+@router.get("/")
+async def queue_page(request: Request, ctx: Ctx) -> HTMLResponse:
+    officer = await _viewer(request, ctx)
+    if officer is None:
+        return _login_page(request, ctx)
+    async with ctx.pool.connection() as conn:
+        found = await inc.list_incidents(conn, officer, _query(request))
+        cur = await conn.execute("SELECT DISTINCT district FROM sites ORDER BY 1")
+        districts = [r[0] for r in await cur.fetchall() if officer.sees(r[0])]
+    return _page(
+        request, ctx, "console_queue.html", user=officer, districts=districts,
+        emergencies=[i for i in found if i.category == "emergency"],
+        maintenance=[i for i in found if i.category == "maintenance"],
+        params=request.query_params, tab=request.query_params.get("tab", "emergency"),
+    )  # fmt: skip
+
+
+@router.get("/console/rows")
+async def queue_rows(request: Request, ctx: Ctx) -> HTMLResponse:
+    """Queue rows for the live patch: the incidents named in ``ids`` (closed ones too, so the
+    page drops them), or every row of the page's filters without ``ids``."""
+    officer = await _viewer(request, ctx)
+    if officer is None:
+        return HTMLResponse("", status_code=401)
+    raw = request.query_params.get("ids")
+    ids = [int(i) for i in raw.split(",") if i.isdigit()][:_ROWS_MAX] if raw else None
+    async with ctx.pool.connection() as conn:
+        found = await inc.list_incidents(conn, officer, _query(request, ids))
+    return _page(request, ctx, "console_rows.html", user=officer, incidents=found)
+
+
+# --- one incident ---------------------------------------------------------------------------
+
+
+async def _incident(
+    request: Request, ctx: CentralContext, officer: Officer, incident_id: int, *,
+    template: str = "console_incident.html", status: int = 200, **values: Any,
+) -> HTMLResponse:  # fmt: skip
+    async with ctx.pool.connection() as conn:
+        found = await inc.detail(conn, officer, incident_id)
+    if found is None:
+        return _page(request, ctx, "console_missing.html", status=404, user=officer)
+    return _page(
+        request, ctx, template, status=status, user=officer, i=found,
+        can_answer=officer.may(Permission.ANSWER), **values,
+    )  # fmt: skip
+
+
+@router.get("/incidents/{incident_id}")
+async def incident_page(incident_id: int, request: Request, ctx: Ctx) -> HTMLResponse:
+    officer = await _viewer(request, ctx)
+    if officer is None:
+        return _login_page(request, ctx)
+    return await _incident(request, ctx, officer, incident_id)
+
+
+@router.get("/incidents/{incident_id}/live")
+async def incident_live(incident_id: int, request: Request, ctx: Ctx) -> HTMLResponse:
+    """The parts of the incident page that change (no form in them: typing is never lost)."""
+    officer = await _viewer(request, ctx)
+    if officer is None:
+        return HTMLResponse("", status_code=401)
+    return await _incident(
+        request, ctx, officer, incident_id, template="console_incident_live.html"
+    )
+
+
+@router.post("/incidents/{incident_id}/{action}")
+async def act(  # noqa: PLR0917 - FastAPI passes form fields by name
+    incident_id: int,
+    action: str,
+    request: Request,
+    ctx: Ctx,
+    note: Annotated[str, Form(max_length=1000)] = "",
+    crew: Annotated[str, Form(max_length=200)] = "",
+    eta_minutes: Annotated[str, Form(max_length=8)] = "",
+    cause: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    officer = await current_officer(request, ctx)  # 401 without a session, 403 on bad CSRF
+    chosen = _FORM_ACTIONS.get(action)
+    if chosen is None:
+        raise HTTPException(404, f"no action {action!r}")
+    if not officer.may(Permission.ANSWER):
+        raise HTTPException(403, f"role {officer.role} may not {Permission.ANSWER.value}")
+    kept = {"note": note, "crew": crew, "eta_minutes": eta_minutes, "cause": cause, "form": action}
+    try:
+        change = _step(chosen, note, crew, eta_minutes, cause, ctx.now())
+        await step(ctx, officer, incident_id, change)
+    except StepRefused as refused:
+        error = refused.conflict.message(_lang(request), ctx.zone)
+        return await _incident(
+            request, ctx, officer, incident_id, status=409, error=error, kept=kept
+        )
+    except ValueError as exc:
+        return await _incident(
+            request, ctx, officer, incident_id, status=422, error=str(exc), kept=kept
+        )
+    return RedirectResponse(f"/incidents/{incident_id}", status_code=303)
+
+
+def _step(  # noqa: PLR0917 - the form's fields
+    action: inc.Action, note: str, crew: str, eta_minutes: str, cause: str, now: datetime
+) -> inc.Step:
+    eta = None
+    if action == "dispatch" and eta_minutes.strip():
+        minutes = int(eta_minutes)  # ValueError: answered as a 422 page
+        if not 0 <= minutes <= 24 * 60:
+            raise ValueError(f"{minutes}: 0-1440 minutes")
+        eta = now + timedelta(minutes=minutes)
+    return inc.Step(
+        action, note=note.strip() or None, crew=crew.strip() or None, eta=eta,
+        cause=cause or None if action == "resolve" else None,
+    )  # fmt: skip

@@ -1,0 +1,89 @@
+"""The control room's own words in Simplified Chinese (the default) and English. Words the
+gateway's console already has come from :mod:`gateway.api.i18n`, codes (alarm types, states,
+causes, valve states, ...) from :mod:`gateway.words`: one word means one thing everywhere."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.api.i18n import Lang, text
+
+__all__ = ["pick_lang", "t"]
+
+_WORDS: Final[dict[str, tuple[str, str]]] = {
+    "center_title": ("燃气监控中心", "Gas monitoring center"),
+    "queue": ("事件队列", "Incidents"),
+    "no_incidents": ("没有未结案的事件", "No open incidents"),
+    "open_only": ("未结案", "Open"),
+    "all_states": ("全部（含已结案）", "All (closed too)"),  # noqa: RUF001 - Chinese punctuation
+    "search": ("搜索：地点、地址、电话、设备", "Search: site, address, phone, device"),  # noqa: RUF001
+    "district": ("区域", "District"),
+    "any": ("全部", "any"),
+    "filter": ("筛选", "Filter"),
+    "valve": ("阀门", "Valve"),
+    "no_valve": ("无联动阀门", "no linked valve"),
+    "opened": ("发生", "Opened"),
+    "incident": ("事件", "Incident"),
+    "what": ("内容", "What"),
+    "timeline": ("时间线", "Timeline"),
+    "commands": ("发给网关的指令", "Commands to the gateway"),
+    "cmd_pending": ("待发送（网关未连上）", "pending (gateway not reached yet)"),  # noqa: RUF001
+    "cmd_sent": ("已发出，等待网关答复", "sent, waiting for the gateway"),  # noqa: RUF001
+    "cmd_accepted": ("网关已执行", "done by the gateway"),
+    "cmd_refused": ("网关拒绝", "refused by the gateway"),
+    "crew": ("处置人员", "Crew or technician"),
+    "eta_minutes": ("预计多少分钟到达", "Arrival in (minutes)"),
+    "eta": ("预计到达", "ETA"),
+    "cause": ("原因", "Cause"),
+    "by": ("操作人", "By"),
+    "gateway": ("网关", "Gateway"),
+    "sites_unmonitored": ("失去监测的地点", "Sites no longer monitored"),
+    "back": ("返回事件队列", "Back to the incidents"),
+    "times_in": ("时间：{zone}", "Times: {zone}"),  # noqa: RUF001
+    "active": ("报警中", "active"),
+    "cleared": ("已恢复", "cleared"),
+    "not_done": ("未执行", "Not done"),
+    "not_found": ("没有这个事件", "No such incident"),
+    "alarms_under": ("包含的报警", "Alarms in this incident"),
+    "device": ("设备", "Device"),
+    "progress": ("处置进度", "Progress"),
+    "closed_at": ("结案", "Closed"),
+    "kind_alarm_event": ("报警事件", "alarm event"),
+    "kind_transition": ("处置", "officer step"),
+    "kind_command": ("指令", "command"),
+    "kind_reply": ("网关答复", "gateway answer"),
+    "kind_note": ("备注", "note"),
+    "kind_gateway": ("网关", "gateway"),
+    "kind_site_answer": ("现场答复", "answer from the site"),
+    "accepted": ("已执行", "done"),
+    "refused": ("拒绝", "refused"),
+    "role_duty_officer": ("值班员", "duty officer"),
+    "role_supervisor": ("值班主管", "supervisor"),
+    "role_regulator": ("监管人员", "regulator"),
+    "role_installer": ("安装人员", "installer"),
+    "live_down": ("实时更新已断开，正在重连", "live updates lost, reconnecting"),  # noqa: RUF001
+    "choose": ("请选择", "choose"),
+}
+
+
+def t(key: str, lang: Lang) -> str:
+    """The word for ``key``: the center's own, else the gateway console's (else the key)."""
+    pair = _WORDS.get(key)
+    if pair is None:
+        return text(key, lang)
+    return pair[0] if lang == "zh-CN" else pair[1]
+
+
+def pick_lang(asked: str | None, cookie: str | None, accept: str | None) -> Lang:
+    """``?lang=`` first, then the page's cookie, then the browser's first language that is
+    Chinese or English; Chinese by default."""
+    for choice in (asked, cookie):
+        if choice in ("zh-CN", "en"):
+            return "en" if choice == "en" else "zh-CN"
+    for part in (accept or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("en"):
+            return "en"
+        if tag.startswith("zh"):
+            return "zh-CN"
+    return "zh-CN"

@@ -1,0 +1,606 @@
+"""Incidents for the officers: the queue and one incident's page (read queries), and the officer
+lifecycle new → acknowledged → dispatched → on site → resolved (→ closed, by
+:func:`central.ingest.settle` once every alarm under it is normal at the gateway).
+
+Each transition is one transaction: the incident's columns, a timeline entry naming the officer,
+the gateway commands it implies (acknowledge: every alarm still unacknowledged; resolve: every
+alarm cleared but not closed; an outbox the link sends, woken by ``NOTIFY gasgate_central_cmd``)
+and ``NOTIFY gasgate_central`` so every instance's consoles see it. A transition from the wrong
+state is refused with what happened instead ("already acknowledged by wang at 12:04"). An
+incident of a gateway gone offline has no alarms: its transitions send nothing to a gateway.
+
+Officer times are the center's clock. A user limited to some districts neither sees nor changes
+an incident of another district.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any, Final, Literal
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+
+from central.grouping import CAUSES
+from central.ingest import settle
+from central.users import Officer
+from gateway.api.auth import Permission
+from gateway.words import word
+
+__all__ = [
+    "ACTIONS",
+    "CHANNEL",
+    "CMD_CHANNEL",
+    "STATES",
+    "AlarmView",
+    "CommandView",
+    "Conflict",
+    "Contact",
+    "IncidentDetail",
+    "IncidentView",
+    "NotFound",
+    "Query",
+    "SiteRef",
+    "Step",
+    "TimelineEntry",
+    "detail",
+    "list_incidents",
+    "transition",
+]
+
+CHANNEL: Final = "gasgate_central"
+CMD_CHANNEL: Final = "gasgate_central_cmd"
+STATES: Final = ("new", "acknowledged", "dispatched", "on_site", "resolved", "closed")
+Action = Literal["acknowledge", "dispatch", "on_site", "resolve"]
+ACTIONS: Final[tuple[Action, ...]] = ("acknowledge", "dispatch", "on_site", "resolve")
+# The state each action leads to, and the states it may start from. Resolving needs no
+# dispatch: a false alarm settled on the phone is resolved straight after acknowledging.
+_TO: Final[dict[Action, str]] = {
+    "acknowledge": "acknowledged",
+    "dispatch": "dispatched",
+    "on_site": "on_site",
+    "resolve": "resolved",
+}
+_FROM: Final[dict[Action, tuple[str, ...]]] = {
+    "acknowledge": ("new",),
+    "dispatch": ("acknowledged",),
+    "on_site": ("dispatched",),
+    "resolve": ("acknowledged", "dispatched", "on_site"),
+}
+# The officer columns of each state reached ("at", "by").
+_STAMPS: Final = {
+    "acknowledged": ("acknowledged_at", "acknowledged_by"),
+    "dispatched": ("dispatched_at", "dispatched_by"),
+    "on_site": ("on_site_at", "on_site_by"),
+    "resolved": ("resolved_at", "resolved_by"),
+}
+_SEVERITY_ORDER: Final = (
+    "CASE i.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
+    " WHEN 'low' THEN 3 ELSE 4 END"
+)
+_NOTIFY_IDS: Final = 100  # command ids per notification: well under PostgreSQL's 8,000 bytes
+_RETRIES: Final = 3
+
+
+# --- what the API returns ----------------------------------------------------------------------
+
+
+class IncidentView(BaseModel):
+    incident_id: int
+    kind: str  # site / gateway_offline
+    category: str  # emergency / maintenance
+    gateway_id: str
+    site_id: str | None
+    site_name: str
+    site_address: str
+    district: str
+    state: str
+    severity: str
+    valve_state: str | None
+    title: dict[str, str]
+    alarms: list[str]  # alarm ids, oldest first
+    alarm_types: list[str]
+    opened_at: datetime
+    raised_at: datetime | None
+    updated_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    dispatched_at: datetime | None
+    dispatched_by: str | None
+    crew: str | None
+    eta: datetime | None
+    on_site_at: datetime | None
+    on_site_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    cause: str | None
+    resolution_note: str | None
+    closed_at: datetime | None
+
+
+class TimelineEntry(BaseModel):
+    entry_id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    detail: dict[str, Any]
+
+
+class CommandView(BaseModel):
+    cmd_id: str
+    alarm_id: str
+    action: str
+    officer: str
+    note: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    replied_at: datetime | None
+    accepted: bool | None
+    reason: str | None
+    # pending: not yet taken by the broker; sent: waiting at the broker or the gateway for an
+    # answer; accepted / refused: the gateway's reply.
+    status: Literal["pending", "sent", "accepted", "refused"]
+
+
+class AlarmView(BaseModel):
+    alarm_id: str
+    alarm_type: str
+    severity: str
+    state: str
+    active: bool
+    valve_state: str | None
+    device_id: str | None
+    message: str | None
+    revision: int
+    raised_at: datetime
+    updated_at: datetime
+
+
+class SiteRef(BaseModel):
+    site_id: str
+    name: str
+    address: str
+    district: str
+    site_type: str
+
+
+class Contact(BaseModel):
+    name: str
+    phone: str | None  # None for a role that may not read phone numbers
+    role: str | None
+    lang: str | None
+
+
+class IncidentDetail(IncidentView):
+    timeline: list[TimelineEntry]
+    commands: list[CommandView]
+    alarm_details: list[AlarmView]
+    sites: list[SiteRef]  # the site, or every site of a gateway gone offline
+    contacts: list[Contact]
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    state: Literal["open", "all"] = "open"
+    district: str | None = None
+    category: str | None = None
+    severity: str | None = None
+    search: str | None = None
+    ids: Sequence[int] | None = None  # only these (the live stream's changes)
+    limit: int = 500
+
+
+_LIST_SQL: Final = """
+SELECT i.incident_id, i.kind, i.category, i.gateway_id, i.site_id, i.district, i.state,
+       i.severity, i.valve_state, i.title, i.opened_at, i.raised_at, i.updated_at,
+       i.acknowledged_at, i.acknowledged_by, i.dispatched_at, i.dispatched_by, i.crew, i.eta,
+       i.on_site_at, i.on_site_by, i.resolved_at, i.resolved_by, i.cause, i.resolution_note,
+       i.closed_at,
+       coalesce(nullif(s.name, ''), ev.site ->> 'name', '') AS site_name,
+       coalesce(nullif(s.address, ''), ev.site ->> 'address', '') AS site_address,
+       coalesce(a.ids, '{}') AS alarms, coalesce(a.types, '{}') AS alarm_types
+FROM incidents i
+LEFT JOIN sites s ON s.gateway_id = i.gateway_id AND s.site_id = i.site_id
+LEFT JOIN LATERAL (
+    SELECT x.event -> 'site' AS site FROM alarms x
+    WHERE x.incident_id = i.incident_id ORDER BY x.updated_at DESC LIMIT 1
+) ev ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(x.alarm_id ORDER BY x.raised_at, x.alarm_id) AS ids,
+           array_agg(DISTINCT x.alarm_type) AS types
+    FROM alarms x WHERE x.incident_id = i.incident_id
+) a ON true
+"""
+
+
+def _conditions(query: Query, officer: Officer) -> tuple[list[sql.Composable], list[Any]]:
+    where: list[sql.Composable] = []
+    args: list[Any] = []
+
+    def add(text: str, *values: Any) -> None:
+        where.append(sql.SQL(text))  # constant SQL, values apart
+        args.extend(values)
+
+    if query.state == "open":
+        add("i.state <> 'closed'")
+    if officer.districts is not None:
+        add("i.district = ANY(%s)", list(officer.districts))
+    if query.district is not None:
+        add("i.district = %s", query.district)
+    if query.category is not None:
+        add("i.category = %s", query.category)
+    if query.severity is not None:
+        add("i.severity = %s", query.severity)
+    if query.ids is not None:
+        add("i.incident_id = ANY(%s)", list(query.ids))
+    if query.search:
+        _search(add, query.search, phones=officer.may(Permission.READ_CONTACT_PHONES))
+    return where, args
+
+
+def _search(add: Any, text: str, *, phones: bool) -> None:
+    """Site name, address, ids, device id; a contact's phone only for those who may read it."""
+    like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    add(
+        "(s.name ILIKE %s OR s.address ILIKE %s OR i.site_id ILIKE %s OR i.gateway_id ILIKE %s"
+        " OR EXISTS (SELECT 1 FROM alarms x WHERE x.incident_id = i.incident_id"
+        " AND (x.event ->> 'device_id' ILIKE %s OR x.event -> 'site' ->> 'name' ILIKE %s"
+        " OR x.event -> 'site' ->> 'address' ILIKE %s"
+        " OR (%s AND (x.event -> 'site' -> 'contacts')::text ILIKE %s))))",
+        *([like] * 7),
+        phones,
+        like,
+    )
+
+
+async def list_incidents(
+    conn: AsyncConnection[Any], officer: Officer, query: Query
+) -> list[IncidentView]:
+    """Open incidents most severe first, then oldest first; ``all``: newest first."""
+    where, args = _conditions(query, officer)
+    order = (
+        f"{_SEVERITY_ORDER}, i.opened_at, i.incident_id"
+        if query.state == "open"
+        else "i.opened_at DESC, i.incident_id DESC"
+    )
+    statement = sql.SQL("{} {} ORDER BY {} LIMIT %s").format(
+        sql.SQL(_LIST_SQL),  # constant
+        sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+        sql.SQL(order),  # constant
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(statement, [*args, query.limit])
+        rows = await cur.fetchall()
+    return [IncidentView.model_validate(r) for r in rows]
+
+
+async def detail(
+    conn: AsyncConnection[Any], officer: Officer, incident_id: int
+) -> IncidentDetail | None:
+    """One incident with its timeline, commands, alarms, sites and contacts; None when there
+    is no such incident or the officer may not see its district."""
+    found = await list_incidents(conn, officer, Query(state="all", ids=[incident_id], limit=1))
+    if not found:
+        return None
+    view = found[0]
+    phones = officer.may(Permission.READ_CONTACT_PHONES)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT entry_id, at, kind, actor, detail FROM timeline WHERE incident_id = %s"
+            " ORDER BY at, entry_id",
+            (incident_id,),
+        )
+        timeline = [_entry(r, phones=phones) for r in await cur.fetchall()]
+        await cur.execute(
+            "SELECT cmd_id, alarm_id, action, officer, note, created_at, sent_at, replied_at,"
+            " accepted, reason FROM commands WHERE incident_id = %s ORDER BY created_at, cmd_id",
+            (incident_id,),
+        )
+        commands = [CommandView(**r, status=_status(r)) for r in await cur.fetchall()]
+        await cur.execute(
+            "SELECT alarm_id, alarm_type, severity, state, active, valve_state, revision,"
+            " raised_at, updated_at, event ->> 'device_id' AS device_id,"
+            " event ->> 'message' AS message, event -> 'site' -> 'contacts' AS contacts"
+            " FROM alarms WHERE incident_id = %s ORDER BY raised_at, alarm_id",
+            (incident_id,),
+        )
+        alarms = await cur.fetchall()
+        sites = await _sites(cur, view)
+    return IncidentDetail(
+        **view.model_dump(),
+        timeline=timeline,
+        commands=commands,
+        alarm_details=[AlarmView.model_validate(a) for a in alarms],
+        sites=sites,
+        contacts=_contacts(alarms[-1]["contacts"] if alarms else None, phones=phones),
+    )
+
+
+async def _sites(cur: psycopg.AsyncCursor[dict[str, Any]], view: IncidentView) -> list[SiteRef]:
+    if view.kind == "gateway_offline":  # every site the gateway watches: none is watched now
+        await cur.execute(
+            "SELECT site_id, name, address, district, site_type FROM sites"
+            " WHERE gateway_id = %s ORDER BY site_id",
+            (view.gateway_id,),
+        )
+        return [SiteRef.model_validate(r) for r in await cur.fetchall()]
+    if view.site_id is None:
+        return []
+    await cur.execute(
+        "SELECT site_id, name, address, district, site_type FROM sites"
+        " WHERE gateway_id = %s AND site_id = %s",
+        (view.gateway_id, view.site_id),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return [SiteRef.model_validate(row)]
+    return [  # no summary yet: what the alarm events said
+        SiteRef(
+            site_id=view.site_id, name=view.site_name, address=view.site_address,
+            district=view.district, site_type="other",
+        )
+    ]  # fmt: skip
+
+
+def _status(row: dict[str, Any]) -> Literal["pending", "sent", "accepted", "refused"]:
+    if row["accepted"] is not None:
+        return "accepted" if row["accepted"] else "refused"
+    return "sent" if row["sent_at"] is not None else "pending"
+
+
+def _contacts(raw: Any, *, phones: bool) -> list[Contact]:
+    if not isinstance(raw, list):
+        return []
+    return [
+        Contact(
+            name=str(c.get("name") or ""),
+            phone=str(c["phone"]) if phones and c.get("phone") else None,
+            role=c.get("role"),
+            lang=c.get("lang"),
+        )
+        for c in raw
+        if isinstance(c, dict)
+    ]
+
+
+def _entry(row: dict[str, Any], *, phones: bool) -> TimelineEntry:
+    raw = row["detail"]
+    body = raw if isinstance(raw, dict) else {"value": raw}
+    return TimelineEntry(
+        entry_id=row["entry_id"], at=row["at"], kind=row["kind"], actor=row["actor"],
+        detail=body if phones else _without_phones(body),
+    )  # fmt: skip
+
+
+def _without_phones(value: Any) -> Any:
+    """A timeline entry may carry an alarm event with the site's contacts: a role that may not
+    read phone numbers gets every ``phone`` blanked, however deep."""
+    if isinstance(value, dict):
+        return {k: None if k == "phone" else _without_phones(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_phones(v) for v in value]
+    return value
+
+
+# --- the officer lifecycle -----------------------------------------------------------------------
+
+
+class NotFound(Exception):
+    """No such incident, or not in the officer's districts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict(Exception):
+    """A transition from the wrong state: ``reason`` ``closed``, ``already`` (the state was
+    reached or passed: ``state``, ``by`` and ``at`` say who and when) or ``needs`` (an earlier
+    step is missing: ``state`` is the incident's)."""
+
+    reason: Literal["closed", "already", "needs"]
+    action: str
+    state: str
+    by: str | None = None
+    at: datetime | None = None
+
+    def message(self, lang: str, zone: tzinfo) -> str:
+        """In plain words, e.g. "already acknowledged by wang at 12:04" (local time)."""
+        zh = lang != "en"
+        at = self.at.astimezone(zone).strftime("%H:%M") if self.at else "?"
+        if self.reason == "closed":
+            return f"事件已于 {at} 结案" if zh else f"the incident was closed at {at}"
+        if self.reason == "already":
+            words = word("incident_state", self.state, "zh" if zh else "en")
+            return (
+                f"已由 {self.by} 于 {at} {words}" if zh else f"already {words} by {self.by} at {at}"
+            )
+        return _NEEDS[self.action][0 if zh else 1]
+
+
+_NEEDS: Final[dict[str, tuple[str, str]]] = {
+    "dispatch": ("尚未接警：请先接警", "not acknowledged yet: acknowledge it first"),  # noqa: RUF001
+    "on_site": ("尚未派人：请先派人", "no crew dispatched yet: dispatch one first"),  # noqa: RUF001
+    "resolve": ("尚未接警：请先接警", "not acknowledged yet: acknowledge it first"),  # noqa: RUF001
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One officer step: ``crew``/``eta`` for dispatch, ``cause`` for resolve."""
+
+    action: Action
+    note: str | None = None
+    crew: str | None = None
+    eta: datetime | None = None
+    cause: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action == "dispatch" and not (self.crew or "").strip():
+            raise ValueError("dispatch needs the crew or technician sent")
+        if self.action == "resolve" and self.cause not in CAUSES:
+            raise ValueError(f"resolve needs a cause, one of {', '.join(CAUSES)}")
+
+
+async def transition(
+    pool: AsyncConnectionPool[Any], officer: Officer, incident_id: int, step: Step,
+    now: datetime,
+) -> list[str]:  # fmt: skip
+    """Apply one officer step; the ids of the gateway commands it queued. Raises
+    :class:`NotFound` or :class:`Conflict`. Retried on a deadlock with the ingest."""
+    async with pool.connection() as conn:
+        for attempt in range(_RETRIES):
+            try:
+                async with conn.transaction():
+                    return await _apply(conn, officer, incident_id, step, now)
+            except psycopg.errors.DeadlockDetected:
+                if attempt == _RETRIES - 1:
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+async def _apply(
+    conn: AsyncConnection[Any], officer: Officer, incident_id: int, step: Step,
+    now: datetime,
+) -> list[str]:  # fmt: skip
+    row = await _locked(conn, officer, incident_id)
+    refusal = _refusal(step.action, row)
+    if refusal is not None:
+        raise refusal
+    to = _TO[step.action]
+    at_column, by_column = _STAMPS[to]
+    await conn.execute(
+        sql.SQL(
+            "UPDATE incidents SET state = %s, {} = %s, {} = %s, updated_at = %s,"
+            " crew = coalesce(%s, crew), eta = coalesce(%s, eta), cause = coalesce(%s, cause),"
+            " resolution_note = CASE WHEN %s THEN %s ELSE resolution_note END"
+            " WHERE incident_id = %s"
+        ).format(sql.Identifier(at_column), sql.Identifier(by_column)),
+        (
+            to, now, officer.name, now, step.crew, step.eta, step.cause,
+            step.action == "resolve", step.note, incident_id,
+        ),
+    )  # fmt: skip
+    await _timeline(
+        conn, incident_id, now, "transition", actor=officer.name, said=_said(step, row["state"])
+    )
+    commands = await _commands(conn, officer, row, step, now)
+    await _notify(conn, incident_id, commands)
+    if step.action == "resolve":
+        await settle(conn, incident_id, now)
+    return commands
+
+
+async def _locked(conn: AsyncConnection[Any], officer: Officer, incident_id: int) -> dict[str, Any]:
+    """The incident's row, locked. The ingest's group lock is taken first, in the ingest's
+    own order, so an officer's step and an alarm event on the same incident never deadlock."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT gateway_id, site_id, category, district FROM incidents WHERE incident_id = %s",
+            (incident_id,),
+        )
+        key = await cur.fetchone()
+        if key is None or not officer.sees(key["district"]):
+            raise NotFound(incident_id)
+        await cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s || '/' || coalesce(%s, '') || '/' || %s))",
+            (key["gateway_id"], key["site_id"], key["category"]),
+        )
+        await cur.execute(
+            "SELECT * FROM incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None  # incidents are never deleted
+    return row
+
+
+def _refusal(action: Action, row: dict[str, Any]) -> Conflict | None:
+    state: str = row["state"]
+    if state in _FROM[action]:
+        return None
+    if state == "closed":
+        return Conflict("closed", action, state, at=row["closed_at"])
+    reached = STATES.index(state) >= STATES.index(_TO[action])
+    if not reached:
+        return Conflict("needs", action, state)
+    # Who got there first: the step asked for if it was taken, else the state it is in now
+    # (a resolved incident that skipped dispatch answers a dispatch with its resolve).
+    said = _TO[action] if row[_STAMPS[_TO[action]][0]] is not None else state
+    at_column, by_column = _STAMPS[said]
+    return Conflict("already", action, said, by=row[by_column], at=row[at_column])
+
+
+def _said(step: Step, before: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {"transition": step.action, "from": before, "to": _TO[step.action]}
+    for name in ("note", "crew", "cause"):
+        value = getattr(step, name)
+        if value:
+            detail[name] = value
+    if step.eta is not None:
+        detail["eta"] = step.eta.isoformat()
+    return detail
+
+
+async def _timeline(
+    conn: AsyncConnection[Any], incident_id: int, at: datetime, kind: str, *, actor: str,
+    said: dict[str, Any],
+) -> None:  # fmt: skip
+    await conn.execute(
+        "INSERT INTO timeline (incident_id, at, kind, actor, detail) VALUES (%s, %s, %s, %s, %s)",
+        (incident_id, at, kind, actor, json.dumps(said)),
+    )
+
+
+# The alarms each step asks the gateway to change: acknowledge those not yet acknowledged;
+# resolve those whose condition cleared but that are not closed (a latched leak stays until
+# someone resolves it). Alarms still active are left: the gateway would refuse them.
+_COMMANDED: Final[dict[str, str]] = {
+    "acknowledge": "state IN ('unack_active', 'unack_cleared')",
+    "resolve": "NOT active AND state <> 'normal'",
+}
+
+
+async def _commands(
+    conn: AsyncConnection[Any], officer: Officer, row: dict[str, Any], step: Step,
+    now: datetime,
+) -> list[str]:  # fmt: skip
+    which = _COMMANDED.get(step.action)
+    if which is None:
+        return []
+    cur = await conn.execute(
+        sql.SQL("SELECT alarm_id, gateway_id FROM alarms WHERE incident_id = %s AND {}"
+                " ORDER BY raised_at, alarm_id").format(sql.SQL(which)),
+        (row["incident_id"],),
+    )  # fmt: skip
+    ids = []
+    for alarm_id, gateway_id in await cur.fetchall():
+        cmd_id = f"gc-{uuid.uuid4().hex}"  # fresh per command: the gateway applies an id once
+        await conn.execute(
+            "INSERT INTO commands (cmd_id, incident_id, gateway_id, alarm_id, officer, action,"
+            " note, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (cmd_id, row["incident_id"], gateway_id, alarm_id, officer.name, step.action,
+             step.note, now),
+        )  # fmt: skip
+        await _timeline(
+            conn, row["incident_id"], now, "command", actor=officer.name,
+            said={"cmd_id": cmd_id, "alarm_id": alarm_id, "action": step.action},
+        )  # fmt: skip
+        ids.append(cmd_id)
+    return ids
+
+
+async def _notify(conn: AsyncConnection[Any], incident_id: int, commands: list[str]) -> None:
+    """Delivered on commit: every instance's consoles, and the link's command sender."""
+    chunks = [commands[i : i + _NOTIFY_IDS] for i in range(0, len(commands), _NOTIFY_IDS)]
+    for chunk in chunks or [[]]:
+        payload = {"incidents": [incident_id], "gateways": [], "commands": chunk}
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
+    for cmd_id in commands:
+        await conn.execute("SELECT pg_notify(%s, %s)", (CMD_CHANNEL, cmd_id))

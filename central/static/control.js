@@ -1,0 +1,104 @@
+// The control room, live: /api/stream names the incidents that changed (at whichever instance);
+// the queue re-reads just those rows and patches them in place, the incident page re-reads its
+// live part (no form lives there, so typing is never interrupted).
+(function () {
+  "use strict";
+  const live = document.getElementById("live");
+  const part = document.getElementById("live-part");
+  const queue = document.getElementById("rows-emergency");
+  const baseTitle = document.title;
+
+  async function html(url) {
+    const answer = await fetch(url, { credentials: "same-origin" });
+    if (answer.status === 401) { window.location.reload(); return null; }
+    return answer.ok ? answer.text() : null;
+  }
+
+  function filters() {
+    const params = new URLSearchParams(window.location.search);
+    params.delete("tab");
+    return params;
+  }
+
+  function place(row) {
+    const body = document.getElementById("rows-" + row.dataset.category);
+    if (!body) return;
+    const key = [Number(row.dataset.rank), Number(row.dataset.opened)];
+    for (const other of body.rows) {
+      const k = [Number(other.dataset.rank), Number(other.dataset.opened)];
+      if (key[0] < k[0] || (key[0] === k[0] && key[1] < k[1])) { body.insertBefore(row, other); return; }
+    }
+    body.appendChild(row);
+  }
+
+  function counts() {
+    let fresh = 0;
+    for (const category of ["emergency", "maintenance"]) {
+      const body = document.getElementById("rows-" + category);
+      document.getElementById("count-" + category).textContent = body.rows.length;
+      body.closest("section").querySelector(".empty").hidden = body.rows.length > 0;
+      if (category === "emergency") fresh = body.querySelectorAll("tr.unacked").length;
+    }
+    document.title = (fresh ? "(" + fresh + ") " : "") + baseTitle;
+  }
+
+  async function patchQueue(ids) {
+    const params = filters();
+    if (ids) params.set("ids", ids.join(","));
+    const text = await html("/console/rows?" + params.toString());
+    if (text === null) return;
+    const fresh = document.createElement("tbody");
+    fresh.innerHTML = text;
+    if (ids) {
+      for (const id of ids) document.querySelectorAll('tr[data-id="' + id + '"]').forEach((r) => r.remove());
+    } else {
+      for (const category of ["emergency", "maintenance"]) document.getElementById("rows-" + category).replaceChildren();
+    }
+    const open = !params.has("state") || params.get("state") === "open";
+    for (const row of Array.from(fresh.rows)) {
+      if (!open || row.dataset.state !== "closed") place(row);
+    }
+    counts();
+  }
+
+  async function patchIncident() {
+    const text = await html("/incidents/" + part.dataset.incident + "/live");
+    if (text !== null) { part.innerHTML = text; showSteps(); }
+  }
+
+  function showSteps() {
+    const head = part.querySelector("[data-state]");
+    const state = head ? head.dataset.state : "";
+    document.querySelectorAll("form[data-from]").forEach((form) => {
+      form.hidden = !form.dataset.from.split(" ").includes(state);
+    });
+  }
+
+  function changed(ids) {
+    if (part) {
+      if (ids === null || ids.includes(Number(part.dataset.incident))) patchIncident();
+    } else if (queue) {
+      patchQueue(ids);
+    }
+  }
+
+  document.querySelectorAll(".tabs a[data-tab]").forEach((tab) => {
+    tab.addEventListener("click", (event) => {
+      event.preventDefault();
+      document.querySelectorAll(".tabs a[data-tab]").forEach((t) => t.classList.toggle("on", t === tab));
+      document.querySelectorAll("section.tab").forEach((s) => { s.hidden = s.dataset.tab !== tab.dataset.tab; });
+    });
+  });
+  if (part) showSteps();
+  if (queue) counts();
+
+  const stream = new EventSource("/api/stream");
+  stream.onmessage = (event) => {
+    const data = JSON.parse(event.data);
+    if (data.incidents) changed(data.incidents.map((i) => i.incident_id));
+  };
+  stream.addEventListener("resync", () => changed(null));
+  stream.onopen = () => { if (live) { live.classList.remove("down"); live.title = ""; } };
+  stream.onerror = () => { if (live) { live.classList.add("down"); live.title = live.dataset.down; } };
+  setInterval(() => changed(null), 60000); // ages move on even when nothing happens
+})();
