@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import click
 
+from central.users import user
+
 __all__ = ["central"]
 
 
 @click.group()
 def central() -> None:
     """The gas company's monitoring center over every gateway (PostgreSQL + MQTT 5)."""
+
+
