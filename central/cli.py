@@ -14,3 +14,4 @@ def central() -> None:
     """The gas company's monitoring center over every gateway (PostgreSQL + MQTT 5)."""
 
 
+central.add_command(user)
