@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from central.db import db
 from central.users import user
 
 __all__ = ["central"]
@@ -15,3 +16,4 @@ def central() -> None:
 
 
 central.add_command(user)
+central.add_command(db)
