@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from central.audit_cli import audit_command
 from central.db import db
 from central.users import user
 
@@ -17,3 +18,4 @@ def central() -> None:
 
 central.add_command(user)
 central.add_command(db)
+central.add_command(audit_command)
