@@ -6,6 +6,7 @@ import click
 
 from central.audit_cli import audit_command
 from central.db import db
+from central.fleet import simulate_command
 from central.users import user
 
 __all__ = ["central"]
@@ -17,5 +18,6 @@ def central() -> None:
 
 
 central.add_command(user)
+central.add_command(simulate_command)
 central.add_command(db)
 central.add_command(audit_command)
