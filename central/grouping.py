@@ -3,6 +3,7 @@ lock keys and titles. The rules are the plan's "Incident rules" (docs/central.md
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
@@ -15,6 +16,7 @@ __all__ = [
     "SEVERITIES",
     "Category",
     "category",
+    "districts_by_size",
     "group_key",
     "highest",
     "offline_key",
@@ -114,9 +116,15 @@ def site_title(
     return {"zh": f"{site_name}：{zh}", "en": f"{en} at {site_name}"}  # noqa: RUF001
 
 
+def districts_by_size(districts: Sequence[str]) -> list[str]:
+    """The districts of some sites (one entry per site), most sites first, then by name."""
+    counts = Counter(d for d in districts if d)
+    return sorted(counts, key=lambda d: (-counts[d], d))
+
+
 def offline_title(gateway_id: str, sites: int, districts: Sequence[str]) -> dict[str, str]:
     """A gateway offline incident's title in plain words: how many sites, which district(s)."""
-    named = [d for d in dict.fromkeys(districts) if d]
+    named = districts_by_size(districts)
     if sites == 0:
         return {
             "zh": f"网关离线：{gateway_id}（未登记场所）",  # noqa: RUF001

@@ -10,7 +10,6 @@ advisory lock keep it to one incident however many instances notice at once.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -58,7 +57,7 @@ async def open_offline(
     for gateway_id in ids:
         names = [d for _, d in sites.get(gateway_id, [])]
         titles.append(json.dumps(grouping.offline_title(gateway_id, len(names), names)))
-        districts.append(Counter(sorted(names)).most_common(1)[0][0] if names else "")
+        districts.append(next(iter(grouping.districts_by_size(names)), ""))
     cur = await conn.execute(
         "INSERT INTO incidents (kind, category, gateway_id, district, severity, title,"
         " opened_at, updated_at)"
@@ -82,7 +81,7 @@ def _offline_entry(why: dict[str, Any], sites: list[tuple[str, str]], title: str
         "event": "offline",
         **why,
         "sites": [s for s, _ in sites],
-        "districts": sorted({d for _, d in sites if d}),
+        "districts": grouping.districts_by_size([d for _, d in sites]),
         "text": json.loads(title),
     }
 

@@ -106,8 +106,8 @@ def test_offline_title_in_plain_words() -> None:
     assert (
         grouping.offline_title("gw-3", 1, ["Xuhui"])["en"] == "1 site unmonitored in district Xuhui"
     )
-    two = grouping.offline_title("gw-3", 2, ["Xuhui", "Minhang"])
-    assert two["en"] == "2 sites unmonitored in districts Xuhui, Minhang"
+    two = grouping.offline_title("gw-3", 3, ["Xuhui", "Minhang", "Minhang"])
+    assert two["en"] == "3 sites unmonitored in districts Minhang, Xuhui"
 
 
 def test_site_title_puts_the_alarm_at_the_site() -> None:
@@ -120,3 +120,11 @@ def test_site_title_puts_the_alarm_at_the_site() -> None:
 
 def test_causes_are_the_words_the_pages_know() -> None:
     assert set(grouping.CAUSES) == set(catalogue("cause"))
+
+
+@given(st.lists(st.sampled_from(["Xuhui", "Minhang", "Pudong", ""])))
+def test_districts_by_size_most_sites_first(districts: list[str]) -> None:
+    ranked = grouping.districts_by_size(districts)
+    assert set(ranked) == set(districts) - {""}
+    counts = [districts.count(d) for d in ranked]
+    assert counts == sorted(counts, reverse=True)
