@@ -399,17 +399,21 @@ class NotFound(Exception):
     """No such incident, or not in the officer's districts."""
 
 
-@dataclass(frozen=True, slots=True)
 class Conflict(Exception):
     """A transition from the wrong state: ``reason`` ``closed``, ``already`` (the state was
     reached or passed: ``state``, ``by`` and ``at`` say who and when) or ``needs`` (an earlier
     step is missing: ``state`` is the incident's)."""
 
-    reason: Literal["closed", "already", "needs"]
-    action: str
-    state: str
-    by: str | None = None
-    at: datetime | None = None
+    def __init__(
+        self, reason: Literal["closed", "already", "needs"], action: str, state: str, *,
+        by: str | None = None, at: datetime | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(f"{action}: {reason} ({state})")
+        self.reason = reason
+        self.action = action
+        self.state = state
+        self.by = by
+        self.at = at
 
     def message(self, lang: str, zone: tzinfo) -> str:
         """In plain words, e.g. "already acknowledged by wang at 12:04" (local time)."""
@@ -419,9 +423,9 @@ class Conflict(Exception):
             return f"事件已于 {at} 结案" if zh else f"the incident was closed at {at}"
         if self.reason == "already":
             words = word("incident_state", self.state, "zh" if zh else "en")
-            return (
-                f"已由 {self.by} 于 {at} {words}" if zh else f"already {words} by {self.by} at {at}"
-            )
+            if zh:  # "已接警" → "已由 wang 于 12:04 接警"
+                return f"已由 {self.by} 于 {at} {words.removeprefix('已')}"
+            return f"already {words} by {self.by} at {at}"
         return _NEEDS[self.action][0 if zh else 1]
 
 

@@ -1,0 +1,176 @@
+"""The control room's pages: login, the queue in two tabs with counts and the valve in words,
+the incident page with its forms, a refused step as a page in the user's language with the note
+kept, language by ``?lang=`` or Accept-Language; and ``gasgate central user``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from central.cli import central
+from tests.central.control_seed import PASSWORD, City, city_app
+
+
+@pytest.fixture
+async def city(pg_dsn: str) -> AsyncIterator[City]:
+    async with city_app(pg_dsn) as c:
+        yield c
+
+
+async def _login(client: httpx.AsyncClient, name: str = "wang") -> str:
+    answer = await client.post("/login", data={"name": name, "password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    page = await client.get("/")
+    found = re.search(r'<meta name="csrf" content="([^"]+)"', page.text)
+    assert found
+    return found.group(1)
+
+
+async def test_a_page_without_a_session_is_the_login_form(city: City) -> None:
+    async with city.client() as browser:
+        page = await browser.get("/")
+        assert page.status_code == 401
+        assert 'action="/login"' in page.text
+        assert "登录" in page.text
+        wrong = await browser.post("/login", data={"name": "wang", "password": "not it at all"})
+        assert wrong.status_code == 401
+        assert "用户名或密码不对" in wrong.text
+
+
+async def test_the_queue_in_two_tabs_with_words_not_codes(city: City) -> None:
+    async with city.client() as browser:
+        await _login(browser)
+        page = (await browser.get("/")).text
+        assert 'id="count-emergency">2<' in page
+        assert 'id="count-maintenance">1<' in page
+        assert "紧急事件" in page
+        assert "维护事项" in page
+        assert "已关闭" in page  # the valve, in words
+        assert "valve-closed" in page  # and colour
+        assert "新事件" in page
+        assert "燃气泄漏" in page  # leak types by their SMS titles
+        for code in ("leak_high", "unack_active", "duty_officer"):
+            assert code not in re.sub(r'(class|data-[a-z]+)="[^"]*"', "", page), code
+        english = (await browser.get("/?lang=en")).text
+        assert "Emergencies" in english
+        assert "Maintenance" in english
+        assert "closed" in english
+        again = (await browser.get("/")).text  # the choice is kept in a cookie
+        assert "Emergencies" in again
+
+
+async def test_accept_language_picks_english(city: City) -> None:
+    async with city.client() as browser:
+        page = await browser.get("/login", headers={"Accept-Language": "en-GB,en;q=0.9,zh;q=0.5"})
+        assert "Log in" in page.text
+
+
+async def test_live_rows_for_the_stream(city: City) -> None:
+    async with city.client() as browser:
+        await _login(browser)
+        rows = (await browser.get(f"/console/rows?ids={city.maintenance}")).text
+        assert rows.count("<tr") == 1
+        assert f'data-id="{city.maintenance}"' in rows
+        assert 'data-category="maintenance"' in rows
+    async with city.client() as stranger:
+        assert (await stranger.get("/console/rows")).status_code == 401
+
+
+async def test_the_officer_steps_from_the_incident_page(city: City) -> None:
+    async with city.client() as browser:
+        csrf = await _login(browser)
+        page = (await browser.get(f"/incidents/{city.emergency}")).text
+        assert "老王饭店" in page
+        assert 'href="tel:13800000001"' in page
+        assert "接警" in page
+        path = f"/incidents/{city.emergency}"
+        no_csrf = await browser.post(f"{path}/acknowledge", data={"note": "x"})
+        assert no_csrf.status_code == 403
+        done = await browser.post(f"{path}/acknowledge", data={"csrf": csrf, "note": "calling"})
+        assert done.status_code == 303
+        again = await browser.post(f"{path}/acknowledge", data={"csrf": csrf, "note": "my note"})
+        assert again.status_code == 409
+        assert "已由 wang 于" in again.text
+        assert "接警" in again.text
+        assert 'value="my note"' in again.text  # the note is kept
+        assert 'href="/"' in again.text  # the way back
+        sent = await browser.post(
+            f"{path}/dispatch", data={"csrf": csrf, "crew": "Team 3", "eta_minutes": "15"}
+        )
+        assert sent.status_code == 303
+        resolved = await browser.post(
+            f"{path}/resolve", data={"csrf": csrf, "cause": "loose_connection"}
+        )
+        assert resolved.status_code == 303
+        live = (await browser.get(f"{path}/live")).text
+        assert "接口松动" in live  # the cause in words
+        assert "Team 3" in live
+        assert "待发送" in live  # commands not yet taken by the broker
+        english = (await browser.get(f"{path}/live?lang=en")).text
+        assert "loose connection" in english
+
+
+async def test_a_regulator_gets_no_forms(city: City) -> None:
+    async with city.client() as browser:
+        await _login(browser, "zhao")
+        page = (await browser.get(f"/incidents/{city.emergency}")).text
+        assert '<form method="post" action="/incidents/' not in page
+        assert "tel:" not in page
+
+
+def test_users_cli(city_dsn: str) -> None:
+    runner = CliRunner()
+    added = runner.invoke(
+        central,
+        ["user", "add", "chen", "--role", "duty_officer", "--db", city_dsn, "--password-stdin",
+         "--district", "Xuhui", "--district", "Minhang"],
+        input="a long enough password\n",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert "chen added: duty_officer in Minhang, Xuhui" in added.output
+    twice = runner.invoke(
+        central, ["user", "add", "chen", "--role", "supervisor", "--db", city_dsn,
+                  "--password-stdin"], input="a long enough password\n",
+    )  # fmt: skip
+    assert twice.exit_code != 0
+    assert "already exists" in twice.output
+    short = runner.invoke(
+        central, ["user", "add", "lin", "--role", "regulator", "--db", city_dsn,
+                  "--password-stdin"], input="short\n",
+    )  # fmt: skip
+    assert "at least 10 characters" in short.output
+    site_user = runner.invoke(
+        central, ["user", "add", "x", "--role", "site_user", "--db", city_dsn, "--password-stdin"],
+        input="a long enough password\n",
+    )  # fmt: skip
+    assert site_user.exit_code != 0
+    token = runner.invoke(central, ["user", "token", "chen", "--db", city_dsn])
+    assert token.exit_code == 0
+    assert token.output.startswith("ggc_")
+    nobody = runner.invoke(central, ["user", "token", "nobody", "--db", city_dsn])
+    assert nobody.exit_code != 0
+    assert "no user nobody" in nobody.output
+
+
+@pytest.fixture
+def city_dsn(pg_dsn: str) -> str:
+    from central.db import upgrade  # noqa: PLC0415
+
+    upgrade(pg_dsn)
+    return pg_dsn
+
+
+async def test_a_cli_token_works_at_the_api(city: City) -> None:
+    runner = CliRunner()
+    runner.invoke(
+        central, ["user", "add", "chen", "--role", "supervisor", "--db", city.dsn,
+                  "--password-stdin", "--district", "Minhang"], input="a long enough password\n",
+    )  # fmt: skip
+    token = runner.invoke(central, ["user", "token", "chen", "--db", city.dsn]).output.strip()
+    async with city.client() as client:
+        me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json() == {"name": "chen", "role": "supervisor", "districts": ["Minhang"]}
