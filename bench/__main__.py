@@ -27,6 +27,7 @@ SUITES: dict[str, str] = {
     "system": "bench.system",
     "fuzz": "bench.fuzz",
     "kill": "bench.kill",
+    "central": "bench.central",
 }
 
 RESULTS = Path(__file__).with_name("results")
