@@ -302,8 +302,14 @@ class _Words:
             return self("all")
         return f"{month.year}年{month.month}月" if self.lang == "zh-CN" else month.strftime("%b %Y")
 
-    def month_short(self, month: date) -> str:
-        return f"{month.month}月" if self.lang == "zh-CN" else month.strftime("%b")
+    def month_axis(self, months: tuple[date, ...]) -> list[str]:
+        """Month names for a chart's axis; the first and every January also name the year,
+        on a second line, so two Decembers never look alike."""
+        out = []
+        for i, m in enumerate(months):
+            name = f"{m.month}月" if self.lang == "zh-CN" else m.strftime("%b")
+            out.append(f"{name}\n{m.year}" if i == 0 or m.month == 1 else name)
+        return out
 
     def time(self, at: datetime) -> str:
         local = _local(self._report, at)
@@ -374,7 +380,7 @@ def _response_chart(
     top = max((v for v in p90 if v is not None), default=0.0)
     divisor, unit = _unit(top, t.lang)
     return grouped_bars(
-        [t.month_short(m) for m in months],
+        t.month_axis(months),
         [
             Series(t("p50"), [None if v is None else v / divisor for v in p50], PROTECTED),
             Series(t("p90"), [None if v is None else v / divisor for v in p90], "#8fc7a0"),
@@ -407,7 +413,7 @@ def _closed_loop_chart(report: AuditReport, months: tuple[date, ...], t: _Words)
         ]
 
     return grouped_bars(
-        [t.month_short(m) for m in months],
+        t.month_axis(months),
         [
             Series(t.category("emergency"), rates("emergency"), "#b03a2e"),
             Series(t.category("maintenance"), rates("maintenance"), "#4a6fa5"),

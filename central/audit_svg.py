@@ -129,7 +129,8 @@ def grouped_bars(
     empty: str,
     label: Callable[[float], str] | None = None,
 ) -> str:
-    """Vertical bars, one group per category (a month), one bar per series, a y axis of four
+    """Vertical bars, one group per category (a month; a second line after "\\n", such as its
+    year, goes under it), one bar per series, a y axis of four
     steps labelled by ``axis``. ``top`` fixes the axis' end (100 % for a rate); otherwise a round
     value above the highest bar. ``empty`` is said when no series has a value. ``label`` writes
     each bar's value above it (so a 0 % bar reads apart from a month with nothing), when the
@@ -171,7 +172,16 @@ def grouped_bars(
                     )
                 )
         out.append(
-            _text(left + group_w * (i + 0.5), height - bottom + 14, name, size=9.5, anchor="middle")
+            "".join(
+                _text(
+                    left + group_w * (i + 0.5),
+                    height - bottom + 14 + 10 * k,
+                    line,
+                    size=9.5 - 2 * k,  # the year under the month: smaller, so 13 months fit
+                    anchor="middle",
+                )
+                for k, line in enumerate(name.split("\n")[:2])
+            )
         )
     out.append(
         f'<line x1="{left}" y1="{head + plot_h}" x2="{width - 8}" y2="{head + plot_h}"'
