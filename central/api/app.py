@@ -42,7 +42,8 @@ async def _security_headers(
 ) -> Response:
     response = await call_next(request)
     if not request.url.path.startswith(_THIRD_PARTY_PAGES):
-        response.headers.update(_SECURITY_HEADERS)
+        for name, value in _SECURITY_HEADERS.items():  # a page's own stricter header stands
+            response.headers.setdefault(name, value)
     return response
 
 

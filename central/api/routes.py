@@ -371,9 +371,9 @@ async def sites(
 
 @router.get("/stream", response_class=StreamingResponse)
 async def stream(officer: Reader, ctx: Ctx) -> StreamingResponse:
-    """Server-sent events: ``data: {"incidents": [...], "gateways": [...]}`` with the incidents
-    and gateways that changed (as ``GET /api/incidents`` and ``/api/gateways`` show them), from
-    whichever instance changed them. ``event: resync``: changes may have been missed, re-read
+    """Server-sent events: ``data: {"incidents": [...]}`` and ``data: {"gateways": [...]}``
+    with what changed, as ``GET /api/incidents`` and ``/api/gateways`` show it, from whichever
+    instance changed it. ``event: resync``: changes may have been missed, re-read
     everything; ``event: dropped``: this reader fell behind and the stream ends (reconnect)."""
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(
@@ -395,12 +395,23 @@ async def _changes(ctx: CentralContext, officer: Officer) -> AsyncIterator[str]:
                 return
             if change.resync:
                 yield "event: resync\ndata: {}\n\n"
-            body = await _changed(ctx, officer, change)
-            if body:
-                yield f"data: {json.dumps(body, default=_iso)}\n\n"
+            # Incidents first, alone: an alarm must not wait behind a storm of summaries.
+            found = await _changed_incidents(ctx, officer, change)
+            if found:
+                yield _data({"incidents": [i.model_dump() for i in found]})
+            if change.gateways:
+                seen = await gateways(ctx, officer, list(change.gateways[:_MAX_IDS]))
+                if seen:
+                    yield _data({"gateways": [g.model_dump() for g in seen]})
 
 
-async def _changed(ctx: CentralContext, officer: Officer, change: Change) -> dict[str, Any]:
+def _data(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body, default=_iso)}\n\n"
+
+
+async def _changed_incidents(
+    ctx: CentralContext, officer: Officer, change: Change
+) -> list[inc.IncidentView]:
     ids = list(change.incidents)
     async with ctx.pool.connection() as conn:
         if change.commands:  # a reply changes its incident's page
@@ -411,16 +422,10 @@ async def _changed(ctx: CentralContext, officer: Officer, change: Change) -> dic
             )
             ids.extend(r[0] for r in await cur.fetchall())
         ids = list(dict.fromkeys(ids))[:_MAX_IDS]
+        if not ids:
+            return []
         query = inc.Query(state="all", ids=ids, limit=len(ids))
-        found = await inc.list_incidents(conn, officer, query) if ids else []
-    body: dict[str, Any] = {}
-    if found:
-        body["incidents"] = [i.model_dump() for i in found]
-    if change.gateways:
-        seen = await gateways(ctx, officer, list(change.gateways))
-        if seen:
-            body["gateways"] = [g.model_dump() for g in seen]
-    return body
+        return await inc.list_incidents(conn, officer, query)
 
 
 def _iso(value: object) -> str:
@@ -439,7 +444,7 @@ async def audit(  # noqa: PLR0917 - FastAPI passes query parameters by name
     format: AuditFormat = "json",
     district: str | None = None,
     since: date | None = None,
-    lang: Literal["zh-CN", "en"] = "zh-CN",
+    lang: Literal["zh", "zh-CN", "en"] = "zh-CN",
 ) -> Response:
     """The coverage and response audit (as ``gasgate central audit``): ``since`` YYYY-MM-DD
     (local day). A user limited to some districts names one of them (or has only one)."""
@@ -454,6 +459,7 @@ async def audit(  # noqa: PLR0917 - FastAPI passes query parameters by name
     )  # fmt: skip
     rendered = render(report, format, lang)
     headers = {}
-    if format != "json":
-        headers["Content-Disposition"] = f'inline; filename="{rendered.filename}"'
+    if format != "json":  # a spreadsheet is saved, a report is read in the browser first
+        how = "attachment" if format == "csv" else "inline"
+        headers["Content-Disposition"] = f'{how}; filename="{rendered.filename}"'
     return Response(rendered.body, media_type=rendered.media_type, headers=headers)

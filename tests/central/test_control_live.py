@@ -70,7 +70,8 @@ async def test_the_stream_delivers_what_another_connection_notified(
         assert incident["incident_id"] == city.emergency
         assert incident["state"] == "acknowledged"
         assert incident["acknowledged_by"] == "zhou"
-        assert [g["gateway_id"] for g in body["gateways"]] == ["gw2"]
+        gateways = await asyncio.wait_for(anext(lines), 5)
+        assert [g["gateway_id"] for g in gateways["gateways"]] == ["gw2"]
 
 
 async def test_the_stream_shows_a_district_limited_officer_only_their_district(
