@@ -1,7 +1,7 @@
 """The city-wide coverage and response audit for regulators (issue 13 §5).
 
-Two parts, both aggregated by PostgreSQL in one read-only snapshot so that the report stays fast
-for 100,000 sites:
+Three parts, all aggregated by PostgreSQL in one read-only snapshot so that the report stays fast
+for 100,000 sites (about 0.6 s with 60,000 incidents, tests/central/test_audit_scale.py):
 
 * **Coverage**, from the ``sites`` table (the gateways' latest summaries): protected ÷ registered by
   district and site type. A site is *unknown* — never protected — when its gateway said it is
@@ -14,6 +14,7 @@ for 100,000 sites:
   (``opened_at``, the center's clock) to acknowledged, dispatched, on site and resolved (officer
   times, the same clock), as p50 and p90, and the closed-loop rate — incidents resolved with a
   cause ÷ incidents — by local month (in the report's time zone), district and category.
+* **Causes** of the closed-loop incidents, by category, most frequent first.
 
 Rendering (JSON, CSV, HTML) is :mod:`central.audit_render`.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SILENT_AFTER_S",
     "MILESTONES",
     "AuditReport",
+    "CauseCount",
     "Coverage",
     "Percentiles",
     "Response",
@@ -110,6 +112,15 @@ class Response:
 
 
 @dataclass(frozen=True, slots=True)
+class CauseCount:
+    """How many closed-loop incidents of a category the officers put down to one cause."""
+
+    category: str
+    cause: str
+    incidents: int
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReport:
     at: datetime  # when the report was made (aware)
     tz: str  # the zone its months and times are shown in (IANA key)
@@ -118,6 +129,7 @@ class AuditReport:
     silent_after_s: float
     coverage: tuple[Coverage, ...]
     responses: tuple[Response, ...]
+    causes: tuple[CauseCount, ...]  # most frequent first within each category
 
     @property
     def total(self) -> Coverage:
@@ -162,13 +174,16 @@ async def audit_report(
     silent_after_s: float = DEFAULT_SILENT_AFTER_S,
 ) -> AuditReport:
     """The audit at ``now`` (aware) of every district or one, incidents opened from local day
-    ``since`` on. Both parts read one snapshot."""
+    ``since`` on. Every part reads one snapshot."""
+    if now.tzinfo is None:
+        raise ValueError("now must be aware: the report compares it with the center's times")
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         coverage = await _coverage(conn, district, now - timedelta(seconds=silent_after_s))
         start = datetime.combine(since, time(), tzinfo=tz) if since else None
         responses = await _responses(conn, district, start, now, tz)
-    return AuditReport(now, tz.key, district, since, silent_after_s, coverage, responses)
+        causes = await _causes(conn, district, start, now)
+    return AuditReport(now, tz.key, district, since, silent_after_s, coverage, responses, causes)
 
 
 # A site's verdict: the ingest's column, else the summary's own field when it is a boolean.
@@ -298,3 +313,26 @@ def _percentiles(n: int, values: list[float] | None) -> Percentiles:
     """percentile_cont over no value (nobody reached the milestone) is NULL, not an array."""
     p50, p90 = values if values is not None else (None, None)
     return Percentiles(int(n), p50, p90)
+
+
+_CAUSES_SQL: Final = """
+SELECT category, cause, count(*)
+FROM incidents
+WHERE kind = 'site'
+  AND resolved_at IS NOT NULL AND coalesce(cause, '') <> ''
+  AND opened_at < %(now)s
+  AND (%(start)s::timestamptz IS NULL OR opened_at >= %(start)s::timestamptz)
+  AND (%(district)s::text IS NULL OR district = %(district)s::text)
+GROUP BY category, cause
+ORDER BY category, count(*) DESC, cause
+"""
+
+
+async def _causes(
+    conn: AsyncConnection[Any], district: str | None, start: datetime | None, now: datetime
+) -> tuple[CauseCount, ...]:
+    """The causes behind the closed loop: with it a regulator sees what to act on (aged hoses,
+    loose connections) rather than only how fast incidents were closed."""
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(_CAUSES_SQL, {"now": now, "start": start, "district": district})
+    return tuple(CauseCount(c, cause, int(n)) for c, cause, n in await cur.fetchall())

@@ -4,7 +4,7 @@ JSON (``schema`` ``gasgate/central/audit/1``): the report's fields, ``coverage``
 ``responses`` rows as in :mod:`central.audit` plus their shares; a ``None`` district, site type
 or month means "every one" (a total row); months are ``YYYY-MM`` (local); times ISO 8601.
 
-CSV: UTF-8 with a byte-order mark (Excel then reads Chinese district names right), three tables
+CSV: UTF-8 with a byte-order mark (Excel then reads Chinese district names right), four tables
 one after the other, each introduced by a row ``section,<name>`` and its header row, and ended
 by an empty row. Codes (site type, category) are kept as codes for machines; the HTML words them.
 
@@ -22,6 +22,8 @@ by an empty row. Codes (site type, category) are kept as codes for machines; the
   each milestone ``acknowledged``, ``dispatched``, ``on_site``, ``resolved``: ``<m>_n`` (incidents
   that reached it), ``<m>_p50_s`` and ``<m>_p90_s`` (seconds from the raise, 1 decimal; empty
   when none reached it).
+* ``causes``: ``category``, ``cause`` (a code of central.grouping.CAUSES), ``incidents``
+  (closed-loop incidents put down to it), ``share`` (of the category's closed-loop incidents).
 
 HTML: a report a regulator hands on, in Simplified Chinese or English, local times with the
 zone's label, A4 print CSS, charts as inline SVG (:mod:`central.audit_svg`); no script, nothing
@@ -42,7 +44,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from central.audit import MILESTONES, AuditReport, Coverage, Percentiles, Response
+from central.audit import MILESTONES, AuditReport, CauseCount, Coverage, Percentiles, Response
 from central.audit_svg import PROTECTED, Bar, Series, grouped_bars, share_bars
 from central.audit_words import WORDS
 from gateway.words import word
@@ -103,7 +105,22 @@ def _as_dict(report: AuditReport) -> dict[str, Any]:
         "silent_after_s": report.silent_after_s,
         "coverage": [_coverage_dict(c) for c in report.coverage],
         "responses": [_response_dict(r) for r in report.responses],
+        "causes": [_cause_dict(report, c) for c in report.causes],
     }
+
+
+def _cause_dict(report: AuditReport, c: CauseCount) -> dict[str, Any]:
+    return {
+        "category": c.category,
+        "cause": c.cause,
+        "incidents": c.incidents,
+        "share": _cause_share(report, c),
+    }
+
+
+def _cause_share(report: AuditReport, c: CauseCount) -> float:
+    """Of the category's closed-loop incidents (every cause counted is one)."""
+    return c.incidents / sum(o.incidents for o in report.causes if o.category == c.category)
 
 
 def _coverage_dict(c: Coverage) -> dict[str, Any]:
@@ -178,8 +195,11 @@ _RESPONSE_COLUMNS: Final = (
 )
 
 
+_CAUSE_COLUMNS: Final = ("category", "cause", "incidents", "share")
+
+
 def render_csv(report: AuditReport) -> str:
-    """The three tables (module docstring), starting with the UTF-8 byte-order mark."""
+    """The four tables (module docstring), starting with the UTF-8 byte-order mark."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
@@ -205,6 +225,10 @@ def render_csv(report: AuditReport) -> str:
         d = _response_dict(r)
         flat = d | {f"{m}_{k}": v for m in MILESTONES for k, v in d[m].items()}
         writer.writerow([_response_scope(r)] + [_cell(flat[k]) for k in _RESPONSE_COLUMNS[1:]])
+    writer.writerows([[], ["section", "causes"], list(_CAUSE_COLUMNS)])
+    for cause in report.causes:
+        d = _cause_dict(report, cause)
+        writer.writerow([_cell(d[k]) for k in _CAUSE_COLUMNS])
     writer.writerow([])
     return out.getvalue()
 
@@ -275,6 +299,9 @@ class _Words:
     def category(self, code: str) -> str:
         return word("category", code, self.lang)
 
+    def cause(self, code: str) -> str:
+        return word("cause", code, self.lang)
+
     def pct(self, ratio: float | None) -> str:
         return _NONE if ratio is None else f"{ratio:.1%}"
 
@@ -339,6 +366,7 @@ def render_html(report: AuditReport, lang: str = "zh-CN") -> str:
             key=lambda r: (r.district or "", r.category),
         ),
         whole=report.response("emergency", None, None),
+        causes=[(c, _cause_share(report, c)) for c in report.causes],
         coverage_chart=Markup(_coverage_chart(report, words)),  # noqa: S704 - escaped in audit_svg
         response_charts=[
             Markup(_response_chart(m, months, emergency, words))  # noqa: S704 - escaped in audit_svg

@@ -69,9 +69,11 @@ WORDS: Final[dict[str, tuple[str, str]]] = {
     "h_parts": ("超期部件", "Parts past service life"),
     "h_cylinders": ("逾期钢瓶", "Cylinders overdue"),
     "note_small": (
-        "表中小字 “n / N”：达到这一步（或符合这一项）的数量 / 总数。“–” 表示没有可统计的事件。",
+        "表中小字 “n / N”：达到这一步（或符合这一项）的数量 / 总数。尚未达到某一步的事件不计入"
+        "该步的时间，n 小于 N 时请一并看待。“–” 表示没有可统计的事件。",
         'Small figures "n / N": how many reached that step (or count that way) / how many in '
-        'all. "–": nothing to measure.',
+        "all. An incident that has not reached a step is not in that step's times: read them "
+        'together with n / N. "–": nothing to measure.',
     ),
     "no_incidents": ("此期间没有事件", "No incidents in this period"),
     "chart_coverage": (
@@ -81,6 +83,10 @@ WORDS: Final[dict[str, tuple[str, str]]] = {
     "chart_closed_loop": ("闭环率（按月）", "Closed-loop rate by month"),
     "chart_response": ("紧急事件{step}（按月）", "Emergencies: {step}, by month"),
     "share_label": ("保护率 {p} · 不明 {u}", "protected {p} · unknown {u}"),
+    "causes": ("处置原因（已闭环的事件）", "Causes found (closed-loop incidents)"),
+    "cause": ("原因", "Cause"),
+    "cause_share": ("占该类别闭环事件", "Share of the category's closed loop"),
+    "no_causes": ("此期间没有已闭环的事件", "No closed-loop incident in this period"),
     "notes": ("说明", "How this report counts"),
     "note_protected": (
         "“受保护”由网关依据场所登记信息判定：套件齐全、所有电子设备 24 小时内有上报、"

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from central.audit import AuditReport, Coverage, Percentiles, audit_report
+from central.audit import AuditReport, CauseCount, Coverage, Percentiles, audit_report
 from tests.central.audit_seed import BINHU, LIANGXI, NOW, create_schema, seed_city
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -81,6 +81,7 @@ async def test_district_filter(pool: AsyncConnectionPool[Any]) -> None:
     assert report.total == replace(_cov(await _report(pool), LIANGXI, None), district=None)
     assert [c.district for c in report.by_district()] == [LIANGXI]
     assert {r.district for r in report.responses} <= {LIANGXI, None}
+    assert report.causes == (CauseCount("emergency", "loose_connection", 1),)
     city = report.response("emergency", None, None)
     assert city is not None
     assert city.incidents == 5
@@ -113,6 +114,11 @@ async def test_response_percentiles_by_local_month(pool: AsyncConnectionPool[Any
     assert whole.incidents == 6
     assert report.response("emergency", date(2026, 12, 1), None) is None
     assert report.months() == (oct_, nov, date(2026, 12, 1))
+    # b was resolved without a cause: not in the closed loop, so not among the causes.
+    assert report.causes == (
+        CauseCount("emergency", "aged_or_damaged_hose", 1),
+        CauseCount("emergency", "loose_connection", 1),
+    )
 
 
 async def test_since_is_a_local_day(pool: AsyncConnectionPool[Any]) -> None:
@@ -122,6 +128,13 @@ async def test_since_is_a_local_day(pool: AsyncConnectionPool[Any]) -> None:
     assert whole.incidents == 5
     assert report.response("emergency", date(2026, 10, 1), None) is None
     assert report.months() == (date(2026, 11, 1), date(2026, 12, 1))
+
+
+async def test_now_must_be_aware(pool: AsyncConnectionPool[Any]) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        await audit_report(
+            pool, district=None, since=None, now=NOW.replace(tzinfo=None), tz=SHANGHAI
+        )
 
 
 async def test_an_empty_city(pg_dsn: str) -> None:

@@ -86,6 +86,15 @@ def test_csv_parses_back(report: AuditReport) -> None:
         r for r in tables["response"] if r["month"] == "2026-10" and r["scope"] == "month"
     )
     assert (october["acknowledged_n"], october["acknowledged_p50_s"]) == ("0", "")
+    assert tables["causes"] == [
+        {
+            "category": "emergency",
+            "cause": "aged_or_damaged_hose",
+            "incidents": "1",
+            "share": "0.5",
+        },
+        {"category": "emergency", "cause": "loose_connection", "incidents": "1", "share": "0.5"},
+    ]
 
 
 def test_csv_never_hands_a_formula_to_a_spreadsheet(report: AuditReport) -> None:
@@ -148,7 +157,11 @@ def test_html_in_both_languages(report: AuditReport) -> None:
     ):
         assert text in en, text
     visible = _visible(zh)
+    assert "接口松动" in zh  # loose_connection, worded
     for code in (
+        "leak_high",
+        "loose_connection",
+        "aged_or_damaged_hose",
         "restaurant",
         "household",
         "emergency",
@@ -160,6 +173,27 @@ def test_html_in_both_languages(report: AuditReport) -> None:
         assert not re.search(rf"\b{code}\b", visible), code
     assert "1 min 15 s" in en
     assert "1 分 15 秒" in zh
+
+
+def test_html_escapes_what_people_typed(report: AuditReport) -> None:
+    evil = "<img src=x onerror=alert(1)>"
+    rows = tuple(replace(c, district=evil) if c.district == LIANGXI else c for c in report.coverage)
+    html = render_html(replace(report, coverage=rows), "en")
+    assert evil not in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;") >= 3  # the chart and two tables
+
+
+def test_render_names_the_media_type(report: AuditReport) -> None:
+    csv_ = render(report, "csv")
+    assert (csv_.media_type, csv_.filename) == (
+        "text/csv; charset=utf-8",
+        "gasgate-audit-2026-12-04.csv",
+    )
+    assert csv_.body.startswith(b"\xef\xbb\xbf")
+    html = render(report, "html", "en")
+    assert html.media_type == "text/html; charset=utf-8"
+    assert b'<html lang="en">' in html.body
+    assert b'<html lang="zh-CN">' in render(report, "html", "zh").body
 
 
 def test_html_renders_an_empty_report(report: AuditReport) -> None:
