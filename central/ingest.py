@@ -14,6 +14,10 @@ its locks in one global order, each class sorted, so two instances never deadloc
 Events are idempotent on (alarm_id, revision): a duplicate has no effect at all; a lower
 revision than the alarm's is recorded in ``alarm_events`` and its incident's timeline but never
 changes the alarm. A summary older than the stored one never wins.
+
+Rows travel as arrays unnested by the server, one statement per step whatever the batch's size;
+the arrays are binary parameters (``%b``): PostgreSQL parsing 10,000 JSON texts out of a text
+array literal took three times as long as the upsert itself.
 """
 
 from __future__ import annotations
@@ -217,7 +221,7 @@ class _Batch:
         gateways = sorted({m.gateway_id for m in batch})
         await self.conn.execute(
             "INSERT INTO gateways (gateway_id, last_seen, first_seen)"
-            " SELECT g, %s, %s FROM unnest(%s::text[]) AS g ORDER BY g ON CONFLICT DO NOTHING",
+            " SELECT g, %s, %s FROM unnest(%b::text[]) AS g ORDER BY g ON CONFLICT DO NOTHING",
             (self.now, self.now, gateways),
         )
         keys = [e.key for e in events] + [grouping.offline_key(g) for g in online]
@@ -241,6 +245,8 @@ class _Batch:
             kept = newest.get((s.gateway_id, s.site_id))
             if kept is None or s.at >= kept.at:
                 newest[(s.gateway_id, s.site_id)] = s
+        # A summary that cannot win is not even tried: trying locks its row (and waits for the
+        # other instance writing the same retained summary in the same storm).
         cols: list[list[Any]] = [[] for _ in range(11)]
         for s in newest.values():
             for col, value in zip(cols, _site_row(s), strict=True):
@@ -248,10 +254,11 @@ class _Batch:
         cur = await self.conn.execute(
             "INSERT INTO sites AS s (gateway_id, site_id, name, address, district, site_type,"
             " lat, lon, protected, summary, summary_at, received_at)"
-            " SELECT g, i, n, a, d, t, la, lo, p, j::jsonb, at, %s FROM unnest(%s::text[],"
-            " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[],"
-            " %s::float8[], %s::bool[], %s::text[], %s::timestamptz[])"
-            " AS u(g, i, n, a, d, t, la, lo, p, j, at) ORDER BY g, i"
+            " SELECT g, i, n, a, d, t, la, lo, p, j::jsonb, at, %s FROM unnest(%b::text[],"
+            " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[],"
+            " %b::float8[], %b::bool[], %b::text[], %b::timestamptz[])"
+            " AS u(g, i, n, a, d, t, la, lo, p, j, at) WHERE NOT EXISTS (SELECT FROM sites o"
+            " WHERE o.gateway_id = g AND o.site_id = i AND o.summary_at >= at) ORDER BY g, i"
             " ON CONFLICT (gateway_id, site_id) DO UPDATE SET name = excluded.name,"
             " address = excluded.address, district = excluded.district,"
             " site_type = excluded.site_type, lat = excluded.lat, lon = excluded.lon,"
@@ -283,7 +290,7 @@ class _Batch:
         cur = await self.conn.execute(
             "INSERT INTO alarm_events (alarm_id, revision, gateway_id, transition, received_at,"
             " received_by, event) SELECT a, r, g, t, %s, %s, e::jsonb"
-            " FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[])"
+            " FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::text[])"
             " AS u(a, r, g, t, e) ON CONFLICT DO NOTHING RETURNING alarm_id, revision",
             (
                 self.now,
@@ -355,7 +362,7 @@ class _Batch:
         # a resolved incident is not joined: a new leak must not hide under "resolved"
         cur = await self.conn.execute(
             "SELECT DISTINCT ON (k.key) k.key, i.incident_id"
-            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS k(key, g, s, c)"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS k(key, g, s, c)"
             " JOIN incidents i ON i.gateway_id = k.g AND i.site_id IS NOT DISTINCT FROM k.s"
             " AND i.category = k.c"
             " WHERE i.kind = 'site' AND i.state NOT IN ('resolved', 'closed')"
@@ -373,8 +380,8 @@ class _Batch:
         cur = await self.conn.execute(
             "INSERT INTO incidents (kind, category, gateway_id, site_id, district, severity,"
             " title, opened_at, raised_at, updated_at)"
-            " SELECT 'site', c, g, s, d, v, t::jsonb, %s, r, %s FROM unnest(%s::text[],"
-            " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+            " SELECT 'site', c, g, s, d, v, t::jsonb, %s, r, %s FROM unnest(%b::text[],"
+            " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[])"
             " AS u(c, g, s, d, v, t, r)"
             " RETURNING incident_id, gateway_id, site_id, category",
             (
@@ -398,10 +405,10 @@ class _Batch:
         await self.conn.execute(
             "INSERT INTO alarms AS a (alarm_id, gateway_id, site_id, incident_id, revision,"
             " alarm_type, severity, state, active, valve_state, event, raised_at, updated_at)"
-            " SELECT al, g, s, i, r, t, v, st, ac, vs, e::jsonb, ra, ua FROM unnest(%s::text[],"
-            " %s::text[], %s::text[], %s::bigint[], %s::int[], %s::text[], %s::text[],"
-            " %s::text[], %s::bool[], %s::text[], %s::text[], %s::timestamptz[],"
-            " %s::timestamptz[]) AS u(al, g, s, i, r, t, v, st, ac, vs, e, ra, ua) ORDER BY al"
+            " SELECT al, g, s, i, r, t, v, st, ac, vs, e::jsonb, ra, ua FROM unnest(%b::text[],"
+            " %b::text[], %b::text[], %b::bigint[], %b::int[], %b::text[], %b::text[],"
+            " %b::text[], %b::bool[], %b::text[], %b::text[], %b::timestamptz[],"
+            " %b::timestamptz[]) AS u(al, g, s, i, r, t, v, st, ac, vs, e, ra, ua) ORDER BY al"
             " ON CONFLICT (alarm_id) DO UPDATE SET incident_id = excluded.incident_id,"
             " revision = excluded.revision, alarm_type = excluded.alarm_type,"
             " severity = excluded.severity, state = excluded.state, active = excluded.active,"
@@ -434,7 +441,7 @@ class _Batch:
         await self.conn.execute(
             "INSERT INTO timeline (incident_id, at, kind, actor, detail)"
             " SELECT i, %s, 'alarm_event', a, d::jsonb"
-            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY AS u(i, a, d, n)"
+            " FROM unnest(%b::bigint[], %b::text[], %b::text[]) WITH ORDINALITY AS u(i, a, d, n)"
             " ORDER BY n",
             (
                 self.now,
@@ -466,8 +473,8 @@ class _Batch:
         views = [_view(alarms[i], locked[i][1] == "emergency") for i in ids]
         await self.conn.execute(
             "UPDATE incidents i SET severity = u.v, valve_state = u.vs, title = u.t::jsonb,"
-            " raised_at = u.r, updated_at = %s FROM unnest(%s::bigint[], %s::text[],"
-            " %s::text[], %s::text[], %s::timestamptz[]) AS u(id, v, vs, t, r)"
+            " raised_at = u.r, updated_at = %s FROM unnest(%b::bigint[], %b::text[],"
+            " %b::text[], %b::text[], %b::timestamptz[]) AS u(id, v, vs, t, r)"
             " WHERE i.incident_id = u.id",
             (
                 self.now,
@@ -520,7 +527,7 @@ class _Batch:
         ]
         await self.conn.execute(
             "UPDATE commands c SET accepted = u.ok, reason = u.why, reply = u.r::jsonb,"
-            " replied_at = %s FROM unnest(%s::text[], %s::bool[], %s::text[], %s::text[])"
+            " replied_at = %s FROM unnest(%b::text[], %b::bool[], %b::text[], %b::text[])"
             " AS u(id, ok, why, r) WHERE c.cmd_id = u.id",
             (
                 self.now,
@@ -541,7 +548,7 @@ class _Batch:
             await self.conn.execute(
                 "INSERT INTO timeline (incident_id, at, kind, actor, detail)"
                 " SELECT i, %s, 'reply', a, d::jsonb"
-                " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u(i, a, d)",
+                " FROM unnest(%b::bigint[], %b::text[], %b::text[]) AS u(i, a, d)",
                 (
                     self.now,
                     [i for i, _, _ in entries],
@@ -565,7 +572,7 @@ class _Batch:
             " last_alarm_id = coalesce(u.alarm, g.last_alarm_id)"
             " FROM (SELECT gateway_id FROM gateways WHERE gateway_id = ANY(%s)"
             "       ORDER BY gateway_id FOR NO KEY UPDATE) AS l,"
-            " unnest(%s::text[], %s::bool[], %s::bool[], %s::text[]) AS u(id, said, online, alarm)"
+            " unnest(%b::text[], %b::bool[], %b::bool[], %b::text[]) AS u(id, said, online, alarm)"
             " WHERE g.gateway_id = l.gateway_id AND u.id = l.gateway_id",
             (
                 self.now,

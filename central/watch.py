@@ -38,7 +38,7 @@ async def lock_keys(conn: AsyncConnection, keys: Sequence[str]) -> None:
     if keys:
         await conn.execute(
             "SELECT pg_advisory_xact_lock(k) FROM"
-            " (SELECT DISTINCT hashtext(t) AS k FROM unnest(%s::text[]) AS t) AS q ORDER BY k",
+            " (SELECT DISTINCT hashtext(t) AS k FROM unnest(%b::text[]) AS t) AS q ORDER BY k",
             (list(keys),),
         )
 
@@ -62,7 +62,7 @@ async def open_offline(
         "INSERT INTO incidents (kind, category, gateway_id, district, severity, title,"
         " opened_at, updated_at)"
         " SELECT 'gateway_offline', 'emergency', g, d, 'critical', t::jsonb, %s, %s"
-        " FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(g, d, t) ORDER BY g"
+        " FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(g, d, t) ORDER BY g"
         " ON CONFLICT (gateway_id) WHERE kind = 'gateway_offline' AND state <> 'closed'"
         " DO NOTHING RETURNING incident_id, gateway_id",
         (now, now, ids, districts, titles),
@@ -132,7 +132,7 @@ async def _timeline(
         await conn.execute(
             "INSERT INTO timeline (incident_id, at, kind, detail)"
             " SELECT i, %s, CASE WHEN d::jsonb ? 'to' THEN 'transition' ELSE 'gateway' END,"
-            " d::jsonb FROM unnest(%s::bigint[], %s::text[]) WITH ORDINALITY AS u(i, d, n)"
+            " d::jsonb FROM unnest(%b::bigint[], %b::text[]) WITH ORDINALITY AS u(i, d, n)"
             " ORDER BY n",
             (now, [i for i, _ in entries], [json.dumps(d) for _, d in entries]),
         )
