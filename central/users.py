@@ -1,5 +1,6 @@
-"""The monitoring center's people: names, roles, password hashes (Argon2id) and API tokens in
-PostgreSQL (tables ``users`` and ``tokens``), shared by every instance.
+"""The monitoring center's people: names, roles, password hashes (Argon2id), API tokens and
+console sessions in PostgreSQL (tables ``users``, ``tokens``, ``sessions``), shared by every
+instance.
 
 Roles and what they may do are the gateway's (:class:`gateway.users.Role`,
 :func:`gateway.api.auth.allowed`): one word means one thing at the edge and at the center. An
@@ -18,8 +19,8 @@ import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import click
 import psycopg
@@ -27,13 +28,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.api.auth import Permission, allowed
+from gateway.api.auth import SESSION_S, Permission, allowed
 from gateway.errors import GasgateError
 from gateway.users import MIN_PASSWORD, Role, User
 
 __all__ = [
     "CentralUsers",
     "Officer",
+    "OpenSession",
     "UserError",
     "add_user",
     "issue_token",
@@ -65,8 +67,16 @@ class Officer:
         return self.districts is None or (district or "") in self.districts
 
 
-def _officer(row: tuple[str, str, list[str] | None]) -> Officer:
-    name, role, districts = row
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """A console session: its user (as the users table says now) and its CSRF token."""
+
+    officer: Officer
+    csrf: str
+
+
+def _officer(row: tuple[Any, ...]) -> Officer:
+    name, role, districts = row[:3]
     return Officer(name, Role(role), tuple(districts) if districts is not None else None)
 
 
@@ -153,6 +163,35 @@ class CentralUsers:
         if not await asyncio.to_thread(self._verify, stored, password):
             return None
         return await self.get(name)
+
+    async def open_session(self, officer: Officer, now: datetime) -> tuple[str, str]:
+        """A new console session (kept in the database: every instance knows it); returns its
+        id (the cookie) and CSRF token. Expired sessions are cleared on the way."""
+        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM sessions WHERE expires_at <= %s", (now,))
+            await conn.execute(
+                "INSERT INTO sessions (session_sha256, name, csrf, created_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (_sha256(session_id), officer.name, csrf, now, now + timedelta(seconds=SESSION_S)),
+            )
+        return session_id, csrf
+
+    async def session(self, session_id: str, now: datetime) -> OpenSession | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT u.name, u.role, u.districts, s.csrf FROM sessions s JOIN users u"
+                " USING (name) WHERE s.session_sha256 = %s AND s.expires_at > %s",
+                (_sha256(session_id), now),
+            )
+            row = await cur.fetchone()
+        return OpenSession(_officer(row), row[3]) if row else None
+
+    async def close_session(self, session_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM sessions WHERE session_sha256 = %s", (_sha256(session_id),)
+            )
 
     def _verify(self, stored: str | None, password: str) -> bool:
         try:

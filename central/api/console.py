@@ -20,14 +20,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from central import incidents as inc
-from central.api.context import CentralContext, Ctx, current_officer, session_of
+from central.api.context import CentralContext, Ctx, current_officer
 from central.api.routes import StepRefused, check_login, set_session_cookie, step
 from central.api.words import pick_lang, t
 from central.grouping import CAUSES
 from central.users import Officer
 from gateway.api.auth import SESSION_COOKIE, Permission
 from gateway.api.i18n import Lang
-from gateway.users import User
 from gateway.words import word
 
 __all__ = ["router"]
@@ -61,10 +60,9 @@ def _page(
     request: Request, ctx: CentralContext, template: str, status: int = 200, **values: Any
 ) -> HTMLResponse:
     lang = _lang(request)
-    session = session_of(request, ctx)
     html = _env.get_template(template).render(
         t=lambda key: t(key, lang), w=lambda kind, code: word(kind, code, lang), lang=lang,
-        path=request.url.path, csrf=session.csrf if session else None,
+        path=request.url.path, csrf=getattr(request.state, "csrf", None),
         stamp=lambda at: _stamp(at, ctx), age=lambda at: _age(at, ctx.now()),
         zone=ctx.zone.key, causes=CAUSES, title_of=lambda i: _title(i, lang), **values,
     )  # fmt: skip
@@ -134,7 +132,7 @@ async def login(
         page = _login_page(request, ctx, status=exc.status_code, error=key)
         page.headers.update(exc.headers or {})  # Retry-After on a 429
         return page
-    session_id, _ = ctx.sessions.open(User(officer.name, officer.role), ctx.monotonic())
+    session_id, _ = await ctx.users.open_session(officer, ctx.now())
     # Only a page of this console: never redirect a login to another site.
     target = next_path if next_path == "/" or next_path.startswith("/incidents/") else "/"
     response = RedirectResponse(target, status_code=303)
@@ -147,7 +145,7 @@ async def logout(request: Request, ctx: Ctx) -> Response:
     await current_officer(request, ctx)  # a logout needs the session's CSRF token too
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
-        ctx.sessions.close(session_id)
+        await ctx.users.close_session(session_id)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

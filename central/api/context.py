@@ -1,9 +1,11 @@
 """What every request reads (:class:`CentralContext`) and who is asking: an API token
-(``Authorization: Bearer``) or a console session (a cookie; every write with it carries the
-session's CSRF token), with the gateway's roles and permissions (:mod:`gateway.api.auth`)."""
+(``Authorization: Bearer``) or a console session (a cookie naming a session kept in the
+database, so every instance knows it; every write with it carries the session's CSRF token),
+with the gateway's roles and permissions (:mod:`gateway.api.auth`)."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,8 +18,8 @@ from prometheus_client import CollectorRegistry, Counter
 from psycopg_pool import AsyncConnectionPool
 
 from central.notify import Hub
-from central.users import CentralUsers, Officer
-from gateway.api.auth import SESSION_COOKIE, LoginLimiter, Permission, Session, Sessions, csrf_ok
+from central.users import CentralUsers, Officer, OpenSession
+from gateway.api.auth import SESSION_COOKIE, LoginLimiter, Permission
 
 __all__ = [
     "CSRF_HEADER",
@@ -29,7 +31,6 @@ __all__ = [
     "context",
     "current_officer",
     "need",
-    "session_of",
 ]
 
 CSRF_HEADER: Final = "x-csrf-token"
@@ -56,7 +57,6 @@ class CentralContext:
     registry: CollectorRegistry
     ready: Readiness | None = None
     users: CentralUsers = field(init=False)
-    sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     zone: ZoneInfo = field(init=False)
     steps: Counter = field(init=False)
@@ -88,9 +88,9 @@ async def context(request: Request) -> CentralContext:
 Ctx = Annotated[CentralContext, Depends(context)]
 
 
-def session_of(request: Request, ctx: CentralContext) -> Session | None:
+async def _session(request: Request, ctx: CentralContext) -> OpenSession | None:
     session_id = request.cookies.get(SESSION_COOKIE)
-    return ctx.sessions.get(session_id, ctx.monotonic()) if session_id else None
+    return await ctx.users.session(session_id, ctx.now()) if session_id else None
 
 
 async def current_officer(request: Request, ctx: Ctx) -> Officer:
@@ -103,16 +103,18 @@ async def current_officer(request: Request, ctx: Ctx) -> Officer:
         if officer is None:
             raise HTTPException(401, "unknown API token", {"WWW-Authenticate": "Bearer"})
         return officer
-    session = session_of(request, ctx)
+    session = await _session(request, ctx)
     if session is None:
         raise HTTPException(401, "log in or send an API token", {"WWW-Authenticate": "Bearer"})
     unsafe = request.method not in _SAFE_METHODS
-    if unsafe and not csrf_ok(session, await _presented_csrf(request)):
+    if unsafe and not _csrf_ok(session.csrf, await _presented_csrf(request)):
         raise HTTPException(403, "missing or wrong CSRF token")
-    officer = await ctx.users.get(session.user.name)
-    if officer is None:
-        raise HTTPException(401, "log in again", {"WWW-Authenticate": "Bearer"})
-    return officer
+    request.state.csrf = session.csrf  # for the page's forms
+    return session.officer
+
+
+def _csrf_ok(expected: str, presented: str | None) -> bool:
+    return presented is not None and hmac.compare_digest(expected, presented)
 
 
 async def _presented_csrf(request: Request) -> str | None:

@@ -24,7 +24,6 @@ from central.grouping import CAUSES
 from central.notify import Change
 from central.users import Officer
 from gateway.api.auth import SESSION_COOKIE, SESSION_S, Permission
-from gateway.users import User
 
 __all__ = [
     "GatewayView",
@@ -79,9 +78,9 @@ async def login(body: Login, request: Request, response: Response, ctx: Ctx) -> 
     """Open a console session: sets the session cookie, returns the CSRF token every write
     made with the cookie must send as ``X-CSRF-Token``."""
     officer = await check_login(ctx, body.name, body.password, request)
-    session_id, session = ctx.sessions.open(User(officer.name, officer.role), ctx.monotonic())
+    session_id, csrf = await ctx.users.open_session(officer, ctx.now())
     set_session_cookie(response, session_id)
-    return LoginAnswer(**_me(officer).model_dump(), csrf=session.csrf)
+    return LoginAnswer(**_me(officer).model_dump(), csrf=csrf)
 
 
 async def check_login(ctx: CentralContext, name: str, password: str, request: Request) -> Officer:

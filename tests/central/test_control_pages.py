@@ -11,8 +11,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from central.api import create_app
 from central.cli import central
-from tests.central.control_seed import PASSWORD, City, city_app
+from tests.central.control_seed import PASSWORD, City, Settings, city_app
 
 
 @pytest.fixture
@@ -174,3 +175,21 @@ async def test_a_cli_token_works_at_the_api(city: City) -> None:
     async with city.client() as client:
         me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     assert me.json() == {"name": "chen", "role": "supervisor", "districts": ["Minhang"]}
+
+
+async def test_a_session_opened_at_one_instance_works_at_another(city: City) -> None:
+    other = create_app(city.pool, Settings(), city.hub)  # a second instance, same database
+    transport = httpx.ASGITransport(app=other)
+    async with (
+        city.client() as at_a,
+        httpx.AsyncClient(transport=transport, base_url="http://center") as at_b,
+    ):
+        csrf = await _login(at_a)
+        at_b.cookies = at_a.cookies
+        assert (await at_b.get("/api/me")).json()["name"] == "wang"
+        path = f"/api/incidents/{city.offline}/acknowledge"
+        answer = await at_b.post(path, json={}, headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == 200
+        assert (await at_b.post("/logout", data={"csrf": csrf})).status_code == 303
+        assert (await at_a.get("/api/me")).status_code == 401
+    assert city.rows("SELECT count(*) FROM sessions") == [(0,)]
