@@ -93,7 +93,17 @@ async def _scenario(tmp_path: Path, site_broker: Mosquitto, gasco_broker: Mosqui
                 await asyncio.sleep(6)  # past the dispatcher's 8 s
                 assert [r.json()["phone"] for r in http.received("/sms")] == ["13800138000"]
                 transitions = [e["transition"] for e in leak_events(company)]
-                assert transitions == ["raised", "escalated", "acknowledged"]
+                told = [t for t in transitions if t != "valve_changed"]
+                assert told == ["raised", "escalated", "acknowledged"]
+                # Each valve's moves were told as they came (gasco/v1 valve_changed), the
+                # last one before the escalation with both valves closed.
+                changed = [e for e in leak_events(company) if e["transition"] == "valve_changed"]
+                assert changed, transitions
+                assert transitions.index("escalated") > transitions.index("valve_changed")
+                assert changed[-1]["valve_state"] == "closed"
+                assert {e["alarm_revision"] for e in changed} == {raised["alarm_revision"]}
+                revisions = [e["revision"] for e in leak_events(company)]
+                assert revisions == list(range(1, len(revisions) + 1))
                 summary = company.on(f"sites/{SITE}/summary")[0]
                 assert summary["kit"]["complete"] is True
             finally:
