@@ -226,20 +226,24 @@ class _Batch:
         )
         keys = [e.key for e in events] + [grouping.offline_key(g) for g in online]
         await watch.lock_keys(self.conn, keys)
-        await self._summaries([m for m in batch if isinstance(m, SiteSummary)])
+        # A retained summary read again at an instance's start is no sign of life; anything
+        # else is (events and replies are never retained; availability is the broker's word).
+        heard = await self._summaries([m for m in batch if isinstance(m, SiteSummary)])
+        heard.update(m.gateway_id for m in batch if not isinstance(m, SiteSummary))
         await self._availability(online)
         await self._events(events)
         await self._replies([m for m in batch if isinstance(m, CommandReply)])
-        await self._gateways(gateways, online, events)
-        await notify(self.conn, incidents=sorted(self.incidents), gateways=gateways)
+        await self._gateways(sorted(heard), online, events)
+        await notify(self.conn, incidents=sorted(self.incidents), gateways=sorted(heard))
         if self.commands:
             await notify(self.conn, commands=self.commands)
 
     # -- sites ---------------------------------------------------------------------------------
 
-    async def _summaries(self, summaries: list[SiteSummary]) -> None:
+    async def _summaries(self, summaries: list[SiteSummary]) -> set[str]:
+        """Upsert the newest summary of each site; returns the gateways whose summaries won."""
         if not summaries:
-            return
+            return set()
         newest: dict[tuple[str, str], SiteSummary] = {}
         for s in summaries:
             kept = newest.get((s.gateway_id, s.site_id))
@@ -252,8 +256,8 @@ class _Batch:
             for col, value in zip(cols, _site_row(s), strict=True):
                 col.append(value)
         cur = await self.conn.execute(
-            "INSERT INTO sites AS s (gateway_id, site_id, name, address, district, site_type,"
-            " lat, lon, protected, summary, summary_at, received_at)"
+            "WITH won AS (INSERT INTO sites AS s (gateway_id, site_id, name, address, district,"
+            " site_type, lat, lon, protected, summary, summary_at, received_at)"
             " SELECT g, i, n, a, d, t, la, lo, p, j::jsonb, at, %s FROM unnest(%b::text[],"
             " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[],"
             " %b::float8[], %b::bool[], %b::text[], %b::timestamptz[])"
@@ -264,11 +268,14 @@ class _Batch:
             " site_type = excluded.site_type, lat = excluded.lat, lon = excluded.lon,"
             " protected = excluded.protected, summary = excluded.summary,"
             " summary_at = excluded.summary_at, received_at = excluded.received_at"
-            " WHERE excluded.summary_at > s.summary_at",
+            " WHERE excluded.summary_at > s.summary_at RETURNING gateway_id)"
+            " SELECT gateway_id, count(*) FROM won GROUP BY gateway_id",
             (self.now, *cols),
         )
-        self.applied.summaries_applied += cur.rowcount
-        self.applied.summaries_stale += len(summaries) - cur.rowcount
+        won = {str(g): int(n) for g, n in await cur.fetchall()}
+        self.applied.summaries_applied += sum(won.values())
+        self.applied.summaries_stale += len(summaries) - sum(won.values())
+        return set(won)
 
     # -- availability --------------------------------------------------------------------------
 
@@ -470,6 +477,7 @@ class _Batch:
         alarms: dict[int, list[tuple[Any, ...]]] = {}
         for row in await cur.fetchall():
             alarms.setdefault(int(row[0]), []).append(row[1:])
+        ids = [i for i in ids if i in alarms]  # (none if its alarms moved on meanwhile)
         views = [_view(alarms[i], locked[i][1] == "emergency") for i in ids]
         await self.conn.execute(
             "UPDATE incidents i SET severity = u.v, valve_state = u.vs, title = u.t::jsonb,"

@@ -262,7 +262,8 @@ async def test_gateways_are_known_from_anything_they_say(pool: AsyncConnectionPo
         [event("gw1", "a-1", 1), summary("gw2", "r-1"), availability("gw3", True)]
     )
     later = NOW + timedelta(seconds=5)
-    await ingest(pool, now=later).apply([event("gw1", "a-2", 1)])
+    # a retained summary read again (an instance starting) is no sign of life
+    await ingest(pool, now=later).apply([event("gw1", "a-2", 1), summary("gw2", "r-1")])
     assert await rows(
         pool,
         "SELECT gateway_id, online, last_seen, last_alarm_id, first_seen FROM gateways ORDER BY 1",
