@@ -1,0 +1,399 @@
+"""The alert page for the people at the site (central/alert_page.py, issue 14): words in both
+languages, the valve, the gas company's progress, answers onto the timeline with a NOTIFY (also
+before the alarm reaches the center), rate limits, invalid links, nothing personal on a page."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+
+from central import alert_page
+from central.alert_page import AnswerLimiter
+from central.db import CHANNEL, upgrade
+from gateway.alert_link import AlertGrant, issue
+from gateway.words import word
+
+SECRET = "alert-page-test-secret"
+HOTLINE = "95158"
+ALARM = "gw1-01M8H09XPA38TN4GSSMJYWZEA8"
+PHONES = ("13800000001", "13900000002")
+NAMES = ("王老板", "Li Si")
+ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def token(alarm: str = ALARM, contact: int = 0, lang: str = "zh", *, ttl_s: float = 3600) -> str:
+    expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
+    return issue(SECRET.encode(), AlertGrant(alarm, contact, lang, expires))
+
+
+def event(alarm_type: str, valve_state: str | None) -> dict[str, Any]:
+    contacts = [
+        {"name": NAMES[0], "phone": PHONES[0], "lang": "zh", "role": "owner"},
+        {"name": NAMES[1], "phone": PHONES[1], "lang": "en", "role": "staff"},
+    ]
+    return {
+        "alarm_id": ALARM,
+        "alarm_type": alarm_type,
+        "title": {"zh": "燃气泄漏(高报)", "en": "Gas leak (high level)"},
+        "site": {"site_id": "r-0001", "name": "老王饭店", "address": "漕溪北路 88 号",
+                 "district": "Xuhui", "site_type": "restaurant", "contacts": contacts},
+        "valve_state": valve_state,
+    }  # fmt: skip
+
+
+def seed(
+    dsn: str,
+    *,
+    alarm_type: str = "leak_high",
+    valve_state: str | None = "closed",
+    category: str = "emergency",
+    active: bool = True,
+    **incident: object,
+) -> int:
+    """One incident with the token's alarm under it, as ingest would leave them."""
+    columns = ", ".join(incident)
+    values = ", ".join(["%s"] * len(incident))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO incidents (kind, category, gateway_id, site_id, district, severity,"
+            " valve_state, title, opened_at, updated_at"
+            + (f", {columns}) " if incident else ") ")
+            + "VALUES ('site', %s, 'gw1', 'r-0001', 'Xuhui', 'critical', %s, '{}',"
+            " now() - interval '2 minutes', now()"
+            + (f", {values})" if incident else ")")
+            + " RETURNING incident_id",
+            (category, valve_state, *incident.values()),
+        ).fetchone()
+        assert row is not None
+        conn.execute(
+            "INSERT INTO alarms (alarm_id, gateway_id, site_id, incident_id, revision, alarm_type,"
+            " severity, state, active, valve_state, event, raised_at, updated_at)"
+            " VALUES (%s, 'gw1', 'r-0001', %s, 1, %s, 'critical', 'unack_active', %s, %s, %s,"
+            " now() - interval '2 minutes', now())",
+            (ALARM, row[0], alarm_type, active, valve_state,
+             json.dumps(event(alarm_type, valve_state))),
+        )  # fmt: skip
+        return int(row[0])
+
+
+def local(hour: int, minute: int) -> datetime:
+    """Today at hour:minute in the center's zone."""
+    today = datetime.now(ZONE).date()
+    return datetime(today.year, today.month, today.day, hour, minute, tzinfo=ZONE)
+
+
+def app_for(pool: AsyncConnectionPool[Any], *, secret: object = None) -> FastAPI:
+    """A tiny app as the control room includes the router: its context on ``app.state.ctx``."""
+    app = FastAPI()
+    settings = SimpleNamespace(
+        alert_secret=SecretStr(SECRET) if secret is None else secret,
+        hotline=HOTLINE,
+        timezone="Asia/Shanghai",
+    )
+    app.state.ctx = SimpleNamespace(pool=pool, settings=settings)
+    app.include_router(alert_page.router)
+    app.mount("/static", StaticFiles(directory=alert_page.__file__.rsplit("/", 1)[0] + "/static"))
+    return app
+
+
+@pytest.fixture
+def dsn(pg_dsn: str) -> str:
+    upgrade(pg_dsn)
+    return pg_dsn
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    opened: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
+    await opened.open(wait=True)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def client(pool: AsyncConnectionPool[Any]) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app_for(pool))
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
+        yield http
+
+
+def no_personal_data(text: str) -> None:
+    for phone in PHONES:
+        assert phone not in text
+    assert not re.search(r"1[3-9]\d{9}", text), "a mobile number on a page"
+    for name in NAMES:
+        assert name not in text
+
+
+async def get(http: httpx.AsyncClient, url: str, status: int = 200) -> httpx.Response:
+    response = await http.get(url)
+    assert response.status_code == status, response.text
+    no_personal_data(response.text)
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "noindex" in response.headers["x-robots-tag"]
+    return response
+
+
+async def test_zh_page_says_what_happened_the_valve_and_what_to_do(
+    dsn: str, client: httpx.AsyncClient
+) -> None:
+    seed(dsn)
+    page = (await get(client, f"/a/{token()}")).text
+    assert '<html lang="zh-CN">' in page
+    assert "燃气报警：请立即离开！" in page  # noqa: RUF001
+    assert "燃气泄漏(高报)" in page
+    assert "老王饭店" in page
+    assert "燃气已自动切断" in page
+    assert "还没有切断" not in page
+    assert "所有人立即离开" in page
+    assert "不要点火" in page
+    assert "不要开关任何电器" in page
+    assert f'href="tel:{HOTLINE}"' in page
+    for label in ("所有人已撤离", "是烹饪或误报", "请给我回电话", "我们需要紧急帮助"):
+        assert label in page
+    assert "燃气公司已收到报警" in page
+    assert "正在等值班员处理" in page
+    assert "北京时间" in page
+    assert '<meta name="robots" content="noindex, nofollow">' in page
+    assert ALARM not in page
+    assert "leak_high" not in page
+
+
+async def test_en_by_token_and_switch_by_query(dsn: str, client: httpx.AsyncClient) -> None:
+    seed(dsn, valve_state="open")
+    page = (await get(client, f"/a/{token(contact=1, lang='en')}")).text
+    assert '<html lang="en">' in page
+    assert "Gas alarm: leave now!" in page
+    assert "Gas leak (high level) at 老王饭店" in page
+    assert "Gas supply NOT shut off yet!" in page
+    assert "close the gas at the cylinder or meter" in page
+    assert "Everyone has left" in page
+    assert "We need help now" in page
+    assert "China time (Beijing)" in page
+    assert "燃气" not in page.split("<footer>")[0].replace("老王饭店", "")
+    switched = (await get(client, f"/a/{token(contact=1, lang='en')}?lang=zh")).text
+    assert "燃气还没有切断！" in switched  # noqa: RUF001
+
+
+async def test_valve_words_follow_the_incident(dsn: str, client: httpx.AsyncClient) -> None:
+    incident = seed(dsn, valve_state="closed")
+    url = f"/a/{token(lang='en')}/status"
+    status = (await get(client, url)).json()
+    assert status["valve_closed"] is True
+    assert status["valve"] == "Gas supply shut off"
+    with psycopg.connect(dsn, autocommit=True) as conn:  # opened by hand while the alarm is open
+        conn.execute(
+            "UPDATE incidents SET valve_state = 'open' WHERE incident_id = %s", (incident,)
+        )
+    status = (await get(client, url)).json()
+    assert status["valve_closed"] is False
+    assert status["valve"] == "Gas supply NOT shut off yet!"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE alarms SET alarm_type = 'valve_failed_to_close', active = false")
+    status = (await get(client, url)).json()
+    assert "did NOT close" in status["valve"]
+    assert "no longer senses gas" in status["gas_gone"]
+
+
+async def test_the_gas_companys_progress(dsn: str, client: httpx.AsyncClient) -> None:
+    seed(
+        dsn,
+        state="dispatched",
+        acknowledged_at=local(12, 4),
+        acknowledged_by="wang",
+        dispatched_at=local(12, 6),
+        crew="Crew 3",
+        eta=local(12, 30),
+    )
+    page = (await get(client, f"/a/{token(lang='en')}")).text
+    assert "Seen by the gas company at 12:04" in page
+    assert "A technician is on the way, ETA 12:30" in page
+    assert "wang" not in page
+    assert "Crew 3" not in page
+    zh = (await get(client, f"/a/{token()}/status")).json()
+    assert [s["text"] for s in zh["steps"]][1:] == [
+        "燃气公司已看到报警 12:04",
+        "维修人员正在赶来，预计 12:30 到达",  # noqa: RUF001
+    ]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE incidents SET state = 'resolved', on_site_at = %s, resolved_at = %s,"
+            " cause = 'aged_or_damaged_hose'",
+            (local(12, 28), local(12, 50)),
+        )
+    steps = [
+        s["text"] for s in (await get(client, f"/a/{token(lang='en')}/status")).json()["steps"]
+    ]
+    assert steps[-2:] == [
+        "The technician arrived at 12:28",
+        "Dealt with by the gas company at 12:50: aged or damaged hose",
+    ]
+
+
+async def test_alarm_not_at_the_center_yet(client: httpx.AsyncClient) -> None:
+    page = (await get(client, f"/a/{token()}")).text
+    assert "燃气报警：请立即离开！" in page  # noqa: RUF001
+    assert "您的燃气报警器发出了报警" in page
+    assert "正在通知燃气公司" in page
+    assert "所有人立即离开" in page
+    assert "所有人已撤离" in page
+    assert "还不能确认燃气已切断" in page
+
+
+async def test_an_answer_lands_on_the_timeline_and_is_notified(
+    dsn: str, client: httpx.AsyncClient
+) -> None:
+    incident = seed(dsn)
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        response = await client.post(
+            f"/a/{token()}/answer", data={"answer": "left"}, follow_redirects=False
+        )
+        assert response.status_code == 303
+        assert response.headers["location"].endswith("thanks=left")
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert json.loads(notes[0].payload)["incidents"] == [incident]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT kind, actor, detail FROM timeline WHERE incident_id = %s", (incident,)
+        ).fetchall()
+    assert len(rows) == 1
+    kind, actor, detail = rows[0]
+    assert (kind, actor) == ("site_answer", f"site contact #1 {NAMES[0]}")
+    assert detail == {"answer": "left", "alarm_id": ALARM, "contact": 0, "lang": "zh"}
+    page = (await get(client, response.headers["location"])).text
+    assert "已收到：所有人已撤离" in page  # noqa: RUF001
+    told = (await get(client, f"/a/{token()}/status")).json()["answers"]
+    assert len(told) == 1
+    assert told[0].endswith("所有人已撤离")
+
+
+async def test_a_json_answer(dsn: str, client: httpx.AsyncClient) -> None:
+    seed(dsn)
+    response = await client.post(
+        f"/a/{token(contact=1, lang='en')}/answer", json={"answer": "call_me"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "answer": "call_me", "at_center": True}
+    bad = await client.post(f"/a/{token()}/answer", json={"answer": "drop table"})
+    assert bad.status_code == 400
+    form = await client.post(f"/a/{token()}/answer", data={"answer": "<b>"})
+    assert form.status_code == 400
+    assert "无法识别的答复" in form.text
+    with psycopg.connect(dsn) as conn:
+        actors = conn.execute("SELECT actor FROM timeline").fetchall()
+    assert actors == [(f"site contact #2 {NAMES[1]}",)]
+
+
+async def test_an_answer_before_the_alarm_waits_for_it(dsn: str, client: httpx.AsyncClient) -> None:
+    response = await client.post(f"/a/{token()}/answer", json={"answer": "need_help"})
+    assert response.json()["at_center"] is False
+    status = (await get(client, f"/a/{token()}/status")).json()
+    assert status["answers"][0].endswith("我们需要紧急帮助")
+    incident = seed(dsn)  # the alarm arrives: its insert moves the answer onto the timeline
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT incident_id, actor, detail FROM timeline").fetchall()
+        waiting = conn.execute("SELECT count(*) FROM site_answers").fetchone()
+    assert waiting == (0,)
+    assert rows == [
+        (
+            incident,
+            f"site contact #1 {NAMES[0]}",
+            {"answer": "need_help", "alarm_id": ALARM, "contact": 0, "lang": "zh",
+             "before_alarm": True},
+        )
+    ]  # fmt: skip
+    status = (await get(client, f"/a/{token()}/status")).json()
+    assert len(status["answers"]) == 1
+
+
+async def test_answers_are_rate_limited(dsn: str, client: httpx.AsyncClient) -> None:
+    seed(dsn)
+    url = f"/a/{token()}/answer"
+    for _ in range(10):
+        assert (await client.post(url, json={"answer": "call_me"})).status_code == 200
+    refused = await client.post(url, data={"answer": "left"})
+    assert refused.status_code == 429
+    assert "已收到您的多次答复" in refused.text
+    assert HOTLINE in refused.text
+    no_personal_data(refused.text)
+    assert (await client.post(url, json={"answer": "left"})).status_code == 429
+    other = await client.post(f"/a/{token(contact=1)}/answer", json={"answer": "left"})
+    assert other.status_code == 200  # another contact's link has its own allowance
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM timeline").fetchone() == (11,)
+
+
+def test_limiter_per_client_and_window() -> None:
+    now = [0.0]
+    limiter = AnswerLimiter(per_link=2, per_client=3, window_s=60, clock=lambda: now[0])
+    assert limiter.allow("a", "1.2.3.4")
+    assert limiter.allow("a", "1.2.3.4")
+    assert not limiter.allow("a", "1.2.3.4")  # the link's allowance
+    assert limiter.allow("b", "1.2.3.4")
+    assert not limiter.allow("c", "1.2.3.4")  # the client's allowance, whatever the link
+    assert limiter.allow("c", "5.6.7.8")
+    now[0] = 61.0
+    assert limiter.allow("a", "1.2.3.4")  # the window moved on
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_forged_altered_expired_links(dsn: str, client: httpx.AsyncClient, lang: str) -> None:
+    seed(dsn)
+    good = token(lang=lang)
+    forged = issue(b"another secret", AlertGrant(ALARM, 0, lang, datetime.now(UTC) + timedelta(1)))
+    altered = good[:-3] + ("A" if good[-3] != "A" else "B") + good[-2:]
+    expired = token(lang=lang, ttl_s=-120)
+    bodies = []
+    for bad, status in ((forged, 404), (altered, 404), ("nonsense!", 404), (expired, 410)):
+        page = (await get(client, f"/a/{bad}", status)).text
+        for secret_thing in ("老王饭店", "燃气泄漏", "Gas leak", ALARM, "r-0001", "Xuhui"):
+            assert secret_thing not in page
+        assert "如果您闻到燃气味" in page
+        assert "If you smell gas" in page
+        bodies.append(page)
+        assert (await get(client, f"/a/{bad}/status", status)).json() == {"valid": False}
+        answered = await client.post(f"/a/{bad}/answer", data={"answer": "left"})
+        assert answered.status_code == status
+    assert bodies[0] == bodies[1] == bodies[2]  # forged or altered: one page, nothing told
+    assert "此链接已失效" in bodies[0]
+    assert "This link is no longer valid" in bodies[0]
+    assert "此链接已过期" in bodies[3]
+    assert "This link has expired" in bodies[3]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM timeline").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM site_answers").fetchone() == (0,)
+
+
+async def test_no_secret_configured_means_no_valid_link(
+    dsn: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    seed(dsn)
+    transport = httpx.ASGITransport(app=app_for(pool, secret=""))
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
+        page = (await get(http, f"/a/{token()}", 404)).text
+    assert "老王饭店" not in page
+
+
+async def test_a_maintenance_alarm_is_calm(dsn: str, client: httpx.AsyncClient) -> None:
+    seed(dsn, alarm_type="low_battery", valve_state=None, category="maintenance")
+    page = (await get(client, f"/a/{token()}")).text
+    assert "燃气设备需要检修" in page
+    assert word("alarm_type", "low_battery", "zh") in page
+    assert "请立即离开" not in page
+    assert "请给我回电话" in page
+    assert "所有人已撤离" not in page
