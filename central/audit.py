@@ -5,8 +5,10 @@ for 100,000 sites (about 0.6 s with 60,000 incidents, tests/central/test_audit_s
 
 * **Coverage**, from the ``sites`` table (the gateways' latest summaries): protected ÷ registered by
   district and site type. A site is *unknown* — never protected — when its gateway said it is
-  offline, when the center has heard nothing from the gateway for ``silent_after_s``, or when its
-  summary carries no ``protected`` verdict (a gateway older than that field). Parts past their
+  offline, when the center has heard nothing from the gateway for ``silent_after_s``, when the
+  site's own summary was not renewed for as long (a site its gateway no longer reports keeps its
+  last retained summary), or when its summary carries no ``protected`` verdict (a gateway older
+  than that field). Parts past their
   service life and cylinders overdue for inspection are counted from the summary's ``service``
   lists (read defensively: a missing or wrongly typed field counts as none said).
 * **Response**, from the ``incidents`` table: for each site incident (a gateway going offline is
@@ -56,7 +58,9 @@ class Coverage:
     registered: int
     protected: int
     unprotected: int
-    unknown_unreachable: int  # the gateway is offline or silent
+    unknown_no_recent_report: (
+        int  # the gateway is offline or silent, or the site's summary is stale
+    )
     unknown_no_verdict: int  # the summary says nothing about protection
     gateways: int
     gateways_unreachable: int
@@ -67,7 +71,7 @@ class Coverage:
 
     @property
     def unknown(self) -> int:
-        return self.unknown_unreachable + self.unknown_no_verdict
+        return self.unknown_no_recent_report + self.unknown_no_verdict
 
     @property
     def protected_share(self) -> float | None:
@@ -187,11 +191,11 @@ async def audit_report(
 
 
 # A site's verdict: the ingest's column, else the summary's own field when it is a boolean.
-# Status 'unreachable' comes first: a verdict from a gateway that cannot be heard is stale.
+# Status 'unreachable' comes first: a verdict nobody renewed within silent_after_s is stale.
 _COVERAGE_SQL: Final = """
 WITH s AS (
-    SELECT s.gateway_id, s.district, s.site_type,
-           CASE WHEN g.online IS FALSE OR g.last_seen < %(silent_before)s THEN 'unreachable'
+    SELECT s.gateway_id, s.district, s.site_type, gw.down,
+           CASE WHEN gw.down OR s.received_at < %(silent_before)s THEN 'unreachable'
                 WHEN v.verdict IS NULL THEN 'no_verdict'
                 WHEN v.verdict THEN 'protected'
                 ELSE 'unprotected' END AS status,
@@ -201,6 +205,9 @@ WITH s AS (
                 ELSE 0 END AS cylinders
     FROM sites s
     JOIN gateways g USING (gateway_id)
+    CROSS JOIN LATERAL (
+        SELECT g.online IS FALSE OR g.last_seen < %(silent_before)s AS down
+    ) gw
     CROSS JOIN LATERAL (
         SELECT coalesce(s.protected,
                         CASE WHEN jsonb_typeof(s.summary -> 'protected') = 'boolean'
@@ -221,7 +228,7 @@ SELECT GROUPING(district), GROUPING(site_type), district, site_type,
        count(*) FILTER (WHERE status = 'unreachable'),
        count(*) FILTER (WHERE status = 'no_verdict'),
        count(DISTINCT gateway_id),
-       count(DISTINCT gateway_id) FILTER (WHERE status = 'unreachable'),
+       count(DISTINCT gateway_id) FILTER (WHERE down),
        count(*) FILTER (WHERE parts > 0),
        coalesce(sum(parts), 0),
        count(*) FILTER (WHERE cylinders > 0),

@@ -12,7 +12,8 @@ by an empty row. Codes (site type, category) are kept as codes for machines; the
   ``district`` (empty: every one), ``since`` (empty: every incident), ``silent_after_s``.
 * ``coverage``: ``scope`` (``total``, ``district``, ``site_type``, ``district_site_type``),
   ``district``, ``site_type``, ``registered``, ``protected``, ``unprotected``, ``unknown``,
-  ``unknown_gateway_unreachable`` (its gateway offline or silent), ``unknown_no_verdict``,
+  ``unknown_no_recent_report`` (its gateway offline or silent, or its summary stale),
+  ``unknown_no_verdict``,
   ``protected_share`` and ``unknown_share`` (0 to 1, 4 decimals), ``gateways``,
   ``gateways_unreachable``, ``sites_past_service_life``, ``parts_past_service_life``,
   ``sites_cylinders_overdue``, ``cylinders_overdue``.
@@ -131,7 +132,7 @@ def _coverage_dict(c: Coverage) -> dict[str, Any]:
         "protected": c.protected,
         "unprotected": c.unprotected,
         "unknown": c.unknown,
-        "unknown_gateway_unreachable": c.unknown_unreachable,
+        "unknown_no_recent_report": c.unknown_no_recent_report,
         "unknown_no_verdict": c.unknown_no_verdict,
         "protected_share": c.protected_share,
         "unknown_share": c.unknown_share,
@@ -172,7 +173,7 @@ _COVERAGE_COLUMNS: Final = (
     "protected",
     "unprotected",
     "unknown",
-    "unknown_gateway_unreachable",
+    "unknown_no_recent_report",
     "unknown_no_verdict",
     "protected_share",
     "unknown_share",

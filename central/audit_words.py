@@ -22,14 +22,14 @@ WORDS: Final[dict[str, tuple[str, str]]] = {
     "protected": ("受保护", "Protected"),
     "unprotected": ("未受保护", "Not protected"),
     "unknown": ("状态不明", "Unknown"),
-    "unknown_unreachable": ("网关离线或失联", "gateway offline or silent"),
-    "unknown_no_verdict": ("未上报保护状态", "protection not reported"),
+    "unknown_no_recent_report": ("无近期上报", "no recent report"),
+    "unknown_no_verdict": ("未报保护状态", "no verdict given"),
     "share": ("保护率", "Protected share"),
     "parts_past_life": ("超过使用年限的部件", "Parts past service life"),
     "cylinders_overdue": ("逾期未检的钢瓶", "Cylinders overdue for inspection"),
     "at_sites": ("涉及 {n} 个场所", "at {n} sites"),
     "at_site": ("涉及 {n} 个场所", "at {n} site"),
-    "of_all": ("离线失联 / 全部", "unreachable / all"),
+    "of_all": ("离线或失联 / 全部", "offline or silent / all"),
     "gateways": ("网关", "Gateways"),
     "gateways_unreachable": ("离线或失联的网关", "Gateways offline or silent"),
     "emergencies": ("紧急事件", "Emergencies"),
@@ -60,7 +60,7 @@ WORDS: Final[dict[str, tuple[str, str]]] = {
     "resolved": ("报警→处置完毕", "Alarm → resolved"),
     "p50": ("中位数", "median"),
     "p90": ("90% 在此之内", "90% within"),
-    "unknown_split": ("离线失联 / 未上报", "unreachable / not said"),
+    "unknown_split": ("无近期上报 / 未报状态", "no recent report / no verdict"),
     "h_registered": ("登记", "Registered"),
     "h_protected": ("受保护", "Protected"),
     "h_unprotected": ("未受保护", "Not protected"),
@@ -95,12 +95,13 @@ WORDS: Final[dict[str, tuple[str, str]]] = {
         "electronic device reported within 24 hours and no part is past its service life.",
     ),
     "note_unknown": (
-        "网关离线、或超过 {silent} 没有任何消息（失联）时，其下场所一律计为“状态不明”，"
-        "不计为受保护；"
-        "网关未上报保护状态的场所也计为“状态不明”。",
-        "Sites behind a gateway that is offline, or from which nothing was heard for {silent} "
-        "(silent), count as unknown, never as protected; so do sites whose gateway does not report "
-        "a verdict.",
+        "“状态不明”从不计为受保护，分两种。“无近期上报”：网关离线，或超过 {silent} 没有任何消息"
+        "（失联），或该场所的状态超过 {silent} 未更新（网关已不再上报该场所）。“未报状态”："
+        "网关的上报中没有保护状态（较早版本的网关）。",
+        "Unknown is never counted as protected; there are two kinds. No recent report: the "
+        "gateway is offline, or nothing was heard from it for {silent} (silent), or the site's "
+        "own summary was not renewed for {silent} (its gateway no longer reports it). No verdict "
+        "given: the gateway's summary says nothing about protection (an older gateway).",
     ),
     "note_times": (
         "响应时间从监测中心收到报警起计，到值班人员记录接警、派人、到场、处置完毕为止，"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,7 +41,7 @@ async def test_coverage_counts_offline_silent_and_unsaid_as_unknown(
     report = await _report(pool)
     total = report.total
     assert (total.registered, total.protected, total.unprotected) == (8, 3, 1)
-    assert (total.unknown_unreachable, total.unknown_no_verdict, total.unknown) == (2, 2, 4)
+    assert (total.unknown_no_recent_report, total.unknown_no_verdict, total.unknown) == (2, 2, 4)
     assert total.protected_share == 3 / 8
     assert (total.gateways, total.gateways_unreachable) == (4, 2)
     liangxi = _cov(report, LIANGXI, None)
@@ -54,14 +54,18 @@ async def test_coverage_counts_offline_silent_and_unsaid_as_unknown(
     assert (liangxi.sites_past_service_life, liangxi.parts_past_service_life) == (1, 2)
     assert (liangxi.sites_cylinders_overdue, liangxi.cylinders_overdue) == (1, 1)
     binhu = _cov(report, BINHU, None)
-    assert (binhu.registered, binhu.protected, binhu.unknown_unreachable) == (4, 1, 2)
+    assert (binhu.registered, binhu.protected, binhu.unknown_no_recent_report) == (4, 1, 2)
     assert (binhu.unknown_no_verdict, binhu.gateways, binhu.gateways_unreachable) == (1, 3, 2)
     assert (binhu.sites_past_service_life, binhu.parts_past_service_life) == (1, 1)
     restaurant = _cov(report, None, "restaurant")
     assert (restaurant.registered, restaurant.protected, restaurant.unprotected) == (4, 2, 1)
-    assert restaurant.unknown_unreachable == 1
+    assert restaurant.unknown_no_recent_report == 1
     household = _cov(report, BINHU, "household")
-    assert (household.registered, household.unknown_unreachable, household.unknown_no_verdict) == (
+    assert (
+        household.registered,
+        household.unknown_no_recent_report,
+        household.unknown_no_verdict,
+    ) == (
         2,
         1,
         1,
@@ -73,7 +77,20 @@ async def test_a_gateway_heard_again_makes_its_sites_count(pool: AsyncConnection
     async with pool.connection() as conn:
         await conn.execute("UPDATE gateways SET last_seen = %s WHERE gateway_id = 'gw3'", (NOW,))
     total = (await _report(pool)).total
-    assert (total.protected, total.unknown_unreachable) == (4, 1)
+    assert (total.protected, total.unknown_no_recent_report) == (4, 1)
+
+
+async def test_a_summary_nobody_renewed_is_unknown(pool: AsyncConnectionPool[Any]) -> None:
+    """s1's gateway is heard, but s1's own summary is 1,000 s old: a site the gateway no longer
+    reports (its retained summary lingers) is not counted as protected."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sites SET received_at = %s WHERE site_id = 's1'",
+            (NOW - timedelta(seconds=1000),),
+        )
+    total = (await _report(pool)).total
+    assert (total.protected, total.unknown_no_recent_report) == (2, 3)
+    assert total.gateways_unreachable == 2  # gw1 itself is heard
 
 
 async def test_district_filter(pool: AsyncConnectionPool[Any]) -> None:

@@ -30,7 +30,7 @@ def test_audit_json_to_stdout_and_html_to_a_file(pg_dsn: str, tmp_path: Path) ->
         "Asia/Shanghai",
     )
     total = next(c for c in data["coverage"] if c["district"] is None and c["site_type"] is None)
-    assert (total["registered"], total["protected"], total["unknown_gateway_unreachable"]) == (
+    assert (total["registered"], total["protected"], total["unknown_no_recent_report"]) == (
         4,
         0,
         4,

@@ -68,7 +68,7 @@ def test_csv_parses_back(report: AuditReport) -> None:
     binhu = next(
         r for r in tables["coverage"] if r["scope"] == "district" and r["district"] == BINHU
     )
-    assert binhu["unknown_gateway_unreachable"] == "2"
+    assert binhu["unknown_no_recent_report"] == "2"
     nov = next(
         r
         for r in tables["response"]
@@ -108,7 +108,7 @@ def test_json(report: AuditReport) -> None:
     assert data["schema"] == "gasgate/central/audit/1"
     assert data["at"] == "2026-12-04T14:00:00+08:00"
     total = next(c for c in data["coverage"] if c["district"] is None and c["site_type"] is None)
-    assert (total["registered"], total["unknown_gateway_unreachable"]) == (8, 2)
+    assert (total["registered"], total["unknown_no_recent_report"]) == (8, 2)
     row = next(
         r
         for r in data["responses"]
