@@ -214,14 +214,21 @@ async def _count(conn: psycopg.AsyncConnection[Any], sql: str, like: str) -> int
 
 
 async def absorb(
-    world: World, publisher: Publisher, messages: Sequence[Message], sql: str, like: str
+    world: World,
+    publisher: Publisher,
+    messages: Sequence[Message],
+    sql: str,
+    like: str,
+    *,
+    retain: bool,
 ) -> tuple[float | None, float, float]:
-    """Publish ``messages`` as fast as the broker takes them; (seconds until ``sql`` counts
-    them all or None, seconds the publishing took, the centers' CPU seconds meanwhile)."""
+    """Publish ``messages`` as fast as the broker takes them (retained unless they are alarm
+    events, as the gateways do); (seconds until ``sql`` counts them all or None, seconds the
+    publishing took, the centers' CPU seconds meanwhile)."""
     cpu = sum(c.cpu_s() for c in world.centers)
     async with await psycopg.AsyncConnection.connect(world.dsn, autocommit=True) as conn:
         started = time.perf_counter()
-        sending = asyncio.create_task(publisher.publish(messages, retain=True))
+        sending = asyncio.create_task(publisher.publish(messages, retain=retain))
         took: float | None = None
         deadline = started + max(120.0, len(messages) / 500)
         while time.perf_counter() < deadline:
@@ -254,12 +261,16 @@ async def throughput(
     """Events/s and summaries/s absorbed (None: not all within the time allowed), as rows."""
     rates: dict[str, float | None] = {}
     events = _events(f"ev{instances}", sizes.events)
-    took, _published, cpu = await absorb(world, publisher, events, EVENTS_SQL, f"ev{instances}-%")
+    took, _published, cpu = await absorb(
+        world, publisher, events, EVENTS_SQL, f"ev{instances}-%", retain=False
+    )
     rates["events"] = len(events) / took if took else None
     rates["events_cpu"] = cpu
     batch = _summaries(f"su{instances}", sizes.summaries // 100, 100)
     count = sizes.summaries
-    took, _published, cpu = await absorb(world, publisher, batch, SITES_SQL, f"su{instances}-%")
+    took, _published, cpu = await absorb(
+        world, publisher, batch, SITES_SQL, f"su{instances}-%", retain=True
+    )
     # the batch holds the availabilities too: summaries/s counts the summaries
     rates["summaries"] = count / took if took else None
     rates["summaries_cpu"] = cpu
@@ -397,7 +408,9 @@ async def _storm(
 ) -> tuple[float | None, float, float, list[tuple[float | None, float | None]]]:
     messages = _summaries("storm", sizes.storm_gateways, sizes.storm_sites)
     async with Probes(world, publisher) as probes:
-        storm = asyncio.create_task(absorb(world, publisher, messages, SITES_SQL, "storm-%"))
+        storm = asyncio.create_task(
+            absorb(world, publisher, messages, SITES_SQL, "storm-%", retain=True)
+        )
         samples = await probes.until(storm)
         took, published, cpu = await storm
     return took, published, cpu, samples
