@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
+from central import alert_page
 from central.api import console, ops, routes
 from central.api.context import ApiSettings, CentralContext, Readiness
 from central.notify import Hub
@@ -70,6 +71,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(ops.router)
     app.include_router(console.router)
+    app.include_router(alert_page.router)  # /a/{token}: the site's alert page, no login
     static = Path(__file__).parent.parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
