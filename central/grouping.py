@@ -89,7 +89,9 @@ def valve_summary(states: Iterable[str | None]) -> str | None:
     known = {s for s in states if s is not None}
     if not known:
         return None
-    return min(known, key=lambda s: _VALVE_DANGER.index(s) if s in _VALVE_DANGER else 4)
+    # a word this code does not know counts as "unknown" (ties: by name, whatever the order)
+    unknown = _VALVE_DANGER.index("unknown")
+    return min(known, key=lambda s: (_VALVE_DANGER.index(s) if s in _VALVE_DANGER else unknown, s))
 
 
 def group_key(gateway_id: str, site_id: str | None, category: str) -> str:
