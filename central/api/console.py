@@ -60,9 +60,10 @@ def _page(
     request: Request, ctx: CentralContext, template: str, status: int = 200, **values: Any
 ) -> HTMLResponse:
     lang = _lang(request)
+    here = values.pop("here", request.url.path)  # a refused form's page links to its GET
     html = _env.get_template(template).render(
         t=lambda key: t(key, lang), w=lambda kind, code: word(kind, code, lang), lang=lang,
-        path=request.url.path, csrf=getattr(request.state, "csrf", None),
+        path=here, csrf=getattr(request.state, "csrf", None),
         stamp=lambda at: _stamp(at, ctx), age=lambda at: _age(at, ctx.now()),
         zone=ctx.zone.key, causes=CAUSES, title_of=lambda i: _title(i, lang), **values,
     )  # fmt: skip
@@ -211,7 +212,7 @@ async def _incident(
         return _page(request, ctx, "console_missing.html", status=404, user=officer)
     return _page(
         request, ctx, template, status=status, user=officer, i=found,
-        can_answer=officer.may(Permission.ANSWER), **values,
+        can_answer=officer.may(Permission.ANSWER), here=f"/incidents/{incident_id}", **values,
     )  # fmt: skip
 
 

@@ -63,14 +63,23 @@
 
   async function patchIncident() {
     const text = await html("/incidents/" + part.dataset.incident + "/live");
-    if (text !== null) { part.innerHTML = text; showSteps(); }
+    if (text === null) return;
+    const fresh = document.createElement("div");
+    fresh.innerHTML = text;
+    for (const id of ["live-head", "live-body"]) {
+      const now = document.getElementById(id);
+      const next = fresh.querySelector("#" + id);
+      if (now && next) now.replaceWith(next);
+    }
+    showSteps();
   }
 
   function showSteps() {
-    const head = part.querySelector("[data-state]");
+    const head = document.querySelector("#live-head [data-state]");
     const state = head ? head.dataset.state : "";
     document.querySelectorAll("form[data-from]").forEach((form) => {
-      form.hidden = !form.dataset.from.split(" ").includes(state);
+      // The form a refused step came back in stays, with what was typed in it.
+      form.hidden = !form.dataset.from.split(" ").includes(state) && !("kept" in form.dataset);
     });
   }
 
