@@ -66,6 +66,7 @@ SCHEMA: Final = "gasgate/central/audit/1"
 AuditFormat = Literal["json", "csv", "html"]
 FORMATS: Final[tuple[AuditFormat, ...]] = ("json", "csv", "html")
 Lang = Literal["zh-CN", "en"]
+_NAMED_MONTHS: Final = 13  # month names an axis has room for
 _NONE: Final = "\u2013"  # an en dash: no value (nobody reached that step, no site)
 
 
@@ -332,11 +333,14 @@ class _Words:
 
     def month_axis(self, months: tuple[date, ...]) -> list[str]:
         """Month names for a chart's axis; the first and every January also name the year,
-        on a second line, so two Decembers never look alike."""
+        on a second line, so two Decembers never look alike. Past 13 months only every
+        k-th month is named (each with its year; k divides a year), so names never overlap."""
+        step = next(k for k in (1, 2, 3, 4, 6, 12, len(months)) if len(months) <= k * _NAMED_MONTHS)
         out = []
         for i, m in enumerate(months):
             name = f"{m.month}月" if self.lang == "zh-CN" else m.strftime("%b")
-            out.append(f"{name}\n{m.year}" if i == 0 or m.month == 1 else name)
+            with_year = i == 0 or m.month == 1 or step > 1
+            out.append("" if i % step else f"{name}\n{m.year}" if with_year else name)
         return out
 
     def time(self, at: datetime) -> str:

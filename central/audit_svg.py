@@ -161,9 +161,10 @@ def grouped_bars(
                 continue
             h = max(plot_h * min(value, high) / high, 0.8)
             x = gx + j * bar_w
+            w = bar_w - min(1.0, bar_w * 0.15)  # a gap between bars, but never all gap
             out.append(
                 f'<rect x="{x:.1f}" y="{head + plot_h - h:.1f}"'
-                f' width="{bar_w - 1:.1f}" height="{h:.1f}" fill="{s.colour}"/>'
+                f' width="{w:.1f}" height="{h:.1f}" fill="{s.colour}"/>'
             )
             if label is not None and len(categories) * len(series) <= _LABELLED_BARS:
                 out.append(

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -194,6 +195,16 @@ def test_render_names_the_media_type(report: AuditReport) -> None:
     assert html.media_type == "text/html; charset=utf-8"
     assert b'<html lang="en">' in html.body
     assert b'<html lang="zh-CN">' in render(report, "html", "zh").body
+
+
+def test_a_long_period_names_fewer_months(report: AuditReport) -> None:
+    long = replace(report, since=date(2022, 1, 1))
+    html = render_html(long, "en")
+    assert len(long.months()) == 60
+    # Every 6th month named: January and July of 5 years, in each of the 5 charts by month.
+    assert html.count(">Jan</text>") == 5 * 5
+    assert html.count(">Jul</text>") == 5 * 5
+    assert ">Feb</text>" not in html
 
 
 def test_html_renders_an_empty_report(report: AuditReport) -> None:
