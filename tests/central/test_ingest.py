@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
 from central import db
@@ -331,3 +334,65 @@ async def test_two_instances_with_overlapping_batches_make_one_incident_per_epis
         ("gw2",)
     ]
     assert await rows(pool, "SELECT count(*) FROM sites") == [(20,)]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> list[list[tuple[int, int, int]]]:
+    """(site, alarm, revision) events of 2 sites x 2 alarms x up to 4 revisions, some twice, in
+    any order, cut into batches."""
+    events = [
+        (s, a, r) for s in range(2) for a in range(2) for r in range(1, draw(st.integers(1, 4)) + 1)
+    ]
+    sent = draw(st.permutations(events + draw(st.lists(st.sampled_from(events), max_size=4))))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(sent) - 1)), max_size=4)))
+    return [sent[i:j] for i, j in zip([0, *cuts], [*cuts, len(sent)], strict=True)]
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(deliveries())
+def test_any_order_any_duplicates_end_the_same(
+    pg_dsn: str, batches: list[list[tuple[int, int, int]]]
+) -> None:
+    run = uuid.uuid4().hex[:8]  # one database for every example: each its own gateway
+
+    def message(site: int, alarm: int, revision: int) -> Inbound:
+        kind = ("leak_low", "leak_high")[alarm]
+        return event(
+            run, f"{run}-{site}-{alarm}", revision, alarm_type=kind, site=f"r{site}", at=revision
+        )
+
+    async def scenario() -> None:
+        db.upgrade(pg_dsn)
+        pool = await db.open_pool(pg_dsn, min_size=1, max_size=2)
+        try:
+            for batch in batches:
+                await ingest(pool).apply([message(*m) for m in batch])
+            sent = {m for batch in batches for m in batch}
+            top = {(s, a): max(r for s2, a2, r in sent if (s2, a2) == (s, a)) for s, a, _ in sent}
+            got = await rows(
+                pool, "SELECT alarm_id, revision FROM alarms WHERE gateway_id = %s", run
+            )
+            assert dict(got) == {f"{run}-{s}-{a}": r for (s, a), r in top.items()}
+            assert await rows(
+                pool, "SELECT count(*) FROM alarm_events WHERE gateway_id = %s", run
+            ) == [(len(sent),)]
+            per_site = await rows(
+                pool,
+                "SELECT site_id, count(*) FROM incidents WHERE gateway_id = %s"
+                " GROUP BY 1 ORDER BY 1",
+                run,
+            )
+            assert per_site == [("r0", 1), ("r1", 1)]
+            entries = await rows(
+                pool,
+                "SELECT count(*) FROM timeline t JOIN incidents i USING (incident_id)"
+                " WHERE i.gateway_id = %s",
+                run,
+            )
+            assert entries == [(len(sent),)]
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
