@@ -234,9 +234,12 @@ class _Batch:
         await self._events(events)
         await self._replies([m for m in batch if isinstance(m, CommandReply)])
         await self._gateways(sorted(heard), online, events)
-        await notify(self.conn, incidents=sorted(self.incidents), gateways=sorted(heard))
-        if self.commands:
-            await notify(self.conn, commands=self.commands)
+        await notify(
+            self.conn,
+            incidents=sorted(self.incidents),
+            gateways=sorted(heard),
+            commands=self.commands,
+        )
 
     # -- sites ---------------------------------------------------------------------------------
 
