@@ -395,7 +395,7 @@ def _todo(facts: Facts) -> tuple[tuple[str, str], ...]:
 
 def _offered(facts: Facts) -> tuple[str, ...]:
     """Every answer for an emergency (or an alarm not here yet); "call me" for maintenance."""
-    return ("call_me",) if _maintenance(facts) else ("need_help", "left", "false_alarm", "call_me")
+    return ("call_me",) if _maintenance(facts) else ("left", "need_help", "false_alarm", "call_me")
 
 
 def _number(hotline: str) -> str:
@@ -457,9 +457,17 @@ def _invalid(page: AlertPage, error: InvalidAlertLink, request: Request) -> Resp
     title = "expired_title" if error.reason == "expired" else "invalid_title"
     first: AlertLang = "en" if (request.query_params.get("lang") or "").startswith("en") else "zh"
     langs: list[AlertLang] = [first, "zh" if first == "en" else "en"]
-    call = _number(page.hotline)
-    texts = [(say(title, lang), say("invalid_body", lang, call=call)) for lang in langs]
-    return _html("alert_invalid.html", first, texts=texts, status_code=_invalid_code(error))
+    texts = [
+        (say(title, lang), say("invalid_body", lang), _call_line(page.hotline, lang))
+        for lang in langs
+    ]
+    return _html(
+        "alert_invalid.html",
+        first,
+        texts=texts,
+        number=_number(page.hotline),
+        status_code=_invalid_code(error),
+    )
 
 
 def _notice(lang: AlertLang, title: str, body: str, back: str, status_code: int) -> Response:

@@ -13,9 +13,10 @@ AlertLang = Literal["zh", "en"]
 
 _WORDS: Final[dict[str, tuple[str, str]]] = {
     "page_title": ("燃气报警", "Gas alarm"),
-    "headline": ("燃气报警：请立即离开！", "Gas alarm: leave now!"),
+    "kicker": ("燃气报警", "Gas alarm"),
+    "headline": ("请立即离开！", "Leave now!"),
     "headline_maintenance": ("燃气设备需要检修", "Your gas safety kit needs service"),
-    "what_happened": ("{title}：{site}，{at}", "{title} at {site}, {at}"),
+    "what_happened": ("{site}：{at} 发生{title}", "{title} at {site}, {at}"),
     "what_happened_unknown": (
         "您的燃气报警器发出了报警。",
         "Your gas alarm went off.",
@@ -82,9 +83,8 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "invalid_title": ("此链接已失效", "This link is no longer valid"),
     "expired_title": ("此链接已过期", "This link has expired"),
     "invalid_body": (
-        "如果您闻到燃气味：立即离开，不要点火，不要开关电器，到室外拨打 {call}。",
-        "If you smell gas: leave now, no flames, do not switch anything, and call {call} "
-        "from outside.",
+        "如果您闻到燃气味：立即离开，不要点火，不要开关电器，到室外再打电话。",
+        "If you smell gas: leave now, no flames, do not switch anything, and phone from outside.",
     ),
     "busy_title": ("已收到您的多次答复", "We already have your answers"),
     "busy_body": (

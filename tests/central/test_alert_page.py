@@ -4,10 +4,13 @@ before the alarm reaches the center), rate limits, invalid links, nothing person
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,16 +18,19 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from playwright.async_api import Page, ViewportSize, async_playwright, expect
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from central import alert_page
-from central.alert_page import AnswerLimiter
+from central.alert_page import AlertPage, AnswerLimiter
 from central.db import CHANNEL, upgrade
 from gateway.alert_link import AlertGrant, issue
 from gateway.words import word
+from tests.support.services import free_port, wait_for_port
 
 SECRET = "alert-page-test-secret"
 HOTLINE = "95158"
@@ -154,7 +160,7 @@ async def test_zh_page_says_what_happened_the_valve_and_what_to_do(
     seed(dsn)
     page = (await get(client, f"/a/{token()}")).text
     assert '<html lang="zh-CN">' in page
-    assert "燃气报警：请立即离开！" in page  # noqa: RUF001
+    assert "请立即离开！" in page  # noqa: RUF001
     assert "燃气泄漏(高报)" in page
     assert "老王饭店" in page
     assert "燃气已自动切断" in page
@@ -177,7 +183,7 @@ async def test_en_by_token_and_switch_by_query(dsn: str, client: httpx.AsyncClie
     seed(dsn, valve_state="open")
     page = (await get(client, f"/a/{token(contact=1, lang='en')}")).text
     assert '<html lang="en">' in page
-    assert "Gas alarm: leave now!" in page
+    assert "Leave now!" in page
     assert "Gas leak (high level) at 老王饭店" in page
     assert "Gas supply NOT shut off yet!" in page
     assert "close the gas at the cylinder or meter" in page
@@ -246,7 +252,7 @@ async def test_the_gas_companys_progress(dsn: str, client: httpx.AsyncClient) ->
 
 async def test_alarm_not_at_the_center_yet(client: httpx.AsyncClient) -> None:
     page = (await get(client, f"/a/{token()}")).text
-    assert "燃气报警：请立即离开！" in page  # noqa: RUF001
+    assert "请立即离开！" in page  # noqa: RUF001
     assert "您的燃气报警器发出了报警" in page
     assert "正在通知燃气公司" in page
     assert "所有人立即离开" in page
@@ -397,3 +403,110 @@ async def test_a_maintenance_alarm_is_calm(dsn: str, client: httpx.AsyncClient) 
     assert "请立即离开" not in page
     assert "请给我回电话" in page
     assert "所有人已撤离" not in page
+
+
+async def test_served_by_the_control_rooms_app(dsn: str, pool: AsyncConnectionPool[Any]) -> None:
+    """The one line in ``central.api.create_app``: the page reads the control room's context."""
+    from central.api.app import create_app  # noqa: PLC0415
+    from central.notify import Hub  # noqa: PLC0415
+
+    seed(dsn)
+    settings = SimpleNamespace(
+        silent_after_s=60.0, timezone="Asia/Shanghai", alert_secret=SecretStr(SECRET), hotline=""
+    )
+    app = create_app(pool, settings, Hub(dsn))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
+        page = await http.get(f"/a/{token()}")
+        assert page.status_code == 200
+        assert "老王饭店" in page.text
+        assert 'href="tel:119"' in page.text  # no hotline configured: 119
+        assert '<meta name="referrer" content="no-referrer">' in page.text
+        assert page.headers["cache-control"] == "no-store"
+        assert (await http.get("/static/alert.js")).status_code == 200
+        answered = await http.post(f"/a/{token()}/answer", data={"answer": "false_alarm"})
+        assert answered.status_code == 303
+
+
+# -- on a phone, in a real browser --------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+async def served(pool: AsyncConnectionPool[Any]) -> AsyncIterator[str]:
+    """A real HTTP server on a free port (the page's script polls it every half second)."""
+    app = FastAPI()
+    app.state.alert_page = AlertPage(pool, SECRET.encode(), HOTLINE, poll_s=0.5)
+    app.include_router(alert_page.router)
+    app.mount("/static", StaticFiles(directory=alert_page.__file__.rsplit("/", 1)[0] + "/static"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    await asyncio.to_thread(wait_for_port, port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def shot(page: Page, tmp_path: Path, name: str, *, full: bool = True) -> None:
+    path = tmp_path / f"alert-{name}.png"
+    await page.screenshot(path=str(path), full_page=full)
+    shutil.copy(path, f"/tmp/alert-{name}.png")
+
+
+async def test_on_a_phone_in_zh_then_en(dsn: str, served: str, tmp_path: Path) -> None:
+    """The household opens the SMS link on a phone, sees the technician dispatched without a
+    reload, taps "everyone has left"; then English, and the invalid pages."""
+    now = datetime.now(UTC)
+    incident = seed(dsn, state="acknowledged", acknowledged_at=now - timedelta(minutes=1))
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        phone = await browser.new_context(
+            viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True,
+            locale="zh-CN", timezone_id="Asia/Shanghai",
+        )  # fmt: skip
+        page = await phone.new_page()
+        await page.goto(f"{served}/a/{token()}")
+        await shot(page, tmp_path, "1-zh-first-screen", full=False)
+        await shot(page, tmp_path, "2-zh-whole-page")
+        with psycopg.connect(dsn, autocommit=True) as conn:  # the officer dispatches a crew
+            conn.execute(
+                "UPDATE incidents SET state = 'dispatched', dispatched_at = now(), crew = 'Crew 3',"
+                " eta = %s WHERE incident_id = %s",
+                (local(12, 30), incident),
+            )
+        await expect(page.locator("#steps")).to_contain_text("预计 12:30 到达", timeout=5000)
+        await shot(page, tmp_path, "3-zh-dispatched-live")
+        await page.get_by_role("button", name="所有人已撤离").tap()
+        await page.wait_for_url("**thanks=left**")
+        await expect(page.locator(".thanks")).to_contain_text("已收到：所有人已撤离")  # noqa: RUF001
+        await expect(page.locator("#told")).to_contain_text("所有人已撤离")
+        await shot(page, tmp_path, "4-zh-answered", full=False)
+        with psycopg.connect(dsn) as conn:
+            told = conn.execute("SELECT detail ->> 'answer' FROM timeline").fetchall()
+        assert told == [("left",)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE incidents SET valve_state = 'open'")
+        await page.goto(f"{served}/a/{token(contact=1, lang='en')}")
+        await expect(page.locator("#valve")).to_contain_text("NOT shut off yet")
+        await shot(page, tmp_path, "5-en-valve-open")
+        await page.goto(f"{served}/a/{token(alarm='gw9-01M8H09XPA38TN4GSSMJYWZEA9')}")
+        await expect(page.locator("#steps")).to_contain_text("正在通知燃气公司")
+        await shot(page, tmp_path, "6-zh-not-at-center-yet")
+        await page.goto(f"{served}/a/{token()[:-2]}xx")
+        await shot(page, tmp_path, "7-invalid")
+        await page.goto(f"{served}/a/{token(ttl_s=-60)}")
+        await shot(page, tmp_path, "8-expired")
+        no_personal_data(await page.content())
+        await browser.close()
