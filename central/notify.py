@@ -95,6 +95,10 @@ class Hub:
         """LISTEN is in place: notifications reach subscribers (for /readyz)."""
         return self._listening.is_set()
 
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="central-notify-hub")
 

@@ -175,7 +175,10 @@ async def queue_page(request: Request, ctx: Ctx) -> HTMLResponse:
         return _login_page(request, ctx)
     async with ctx.pool.connection() as conn:
         found = await inc.list_incidents(conn, officer, _query(request))
-        cur = await conn.execute("SELECT DISTINCT district FROM sites ORDER BY 1")
+        cur = await conn.execute(
+            "SELECT district FROM sites UNION SELECT district FROM incidents"
+            " WHERE state <> 'closed' ORDER BY 1"
+        )
         districts = [r[0] for r in await cur.fetchall() if officer.sees(r[0])]
     return _page(
         request, ctx, "console_queue.html", user=officer, districts=districts,

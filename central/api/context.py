@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
 from central.notify import Hub
@@ -70,6 +70,17 @@ class CentralContext:
             ["action", "result"],
             registry=self.registry,
         )
+        hub = self.hub
+        Gauge(
+            "gasgate_central_live_consoles",
+            "Open live streams (/api/stream) at this instance",
+            registry=self.registry,
+        ).set_function(lambda: hub.subscribers)
+        Gauge(
+            "gasgate_central_live_consoles_dropped",
+            "Live streams dropped since the start for falling behind",
+            registry=self.registry,
+        ).set_function(lambda: hub.dropped)
 
     @staticmethod
     def now() -> datetime:

@@ -83,11 +83,22 @@
     });
   }
 
+  // Changes that arrive together are read together: a burst costs one request, not one each.
+  let waiting = null; // ids to read; "all" for everything
   function changed(ids) {
     if (part) {
       if (ids === null || ids.includes(Number(part.dataset.incident))) patchIncident();
-    } else if (queue) {
-      patchQueue(ids);
+      return;
+    }
+    if (!queue) return;
+    const first = waiting === null;
+    waiting = ids === null || waiting === "all" ? "all" : (waiting || []).concat(ids);
+    if (first) {
+      setTimeout(() => {
+        const now = waiting;
+        waiting = null;
+        patchQueue(now === "all" ? null : Array.from(new Set(now)));
+      }, 100);
     }
   }
 

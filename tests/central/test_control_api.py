@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
+from central.users import issue_token
 from tests.central.control_seed import PASSWORD, City, city_app
 
 
@@ -245,6 +247,7 @@ async def test_operations_endpoints(city: City) -> None:
         assert ready.json()["checks"] == {"database": True, "listen": True}
         metrics = (await anyone.get("/metrics")).text
         assert "gasgate_central_officer_steps" in metrics
+        assert "gasgate_central_live_consoles 0.0" in metrics
         await city.hub.stop()
         assert (await anyone.get("/readyz")).status_code == 503
 
@@ -256,6 +259,18 @@ async def test_audit_is_mounted_for_auditors_only(city: City) -> None:
         assert json.loads(answer.text)["schema"] == "gasgate/central/audit/1"
     async with city.client("wang") as wang:
         assert (await wang.get("/api/audit")).status_code == 403
+    city.rows("INSERT INTO users (name, role, districts, created_at)"
+              " VALUES ('qian', 'regulator', '{Minhang}', now()) RETURNING 1")  # fmt: skip
+    async with city.client() as qian:
+        with psycopg.connect(city.dsn, autocommit=True) as conn:
+            token = issue_token(conn, "qian", datetime.now(UTC))
+        qian.headers["Authorization"] = f"Bearer {token}"
+        own = await qian.get("/api/audit?format=json")
+        assert own.status_code == 200
+        assert json.loads(own.text)["district"] == "Minhang"  # their one district, unasked
+        assert (await qian.get("/api/audit?district=Xuhui")).status_code == 403
+        csv = await qian.get("/api/audit?format=csv")
+        assert csv.headers["content-disposition"].startswith("attachment;")
 
 
 async def test_concurrent_acknowledgements_one_wins(city: City) -> None:
