@@ -107,3 +107,16 @@ def test_notify_payloads_are_small_and_say_everything(
     fits = [g for g in dict.fromkeys(gateways) if len(json.dumps(g).encode()) + 60 < limit]
     assert [g for g in told["gateways"] if g in fits] == fits
     assert len(payloads) == 0 or any(told.values())
+
+
+def test_a_failing_migration_is_named_and_leaves_nothing_half_done(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = db.Migration(99, "broken", b"CREATE TABLE half (x int); SELECT no_such_function();")
+    shipped = db.migrations()
+    monkeypatch.setattr(db, "migrations", lambda: [*shipped, broken])
+    with pytest.raises(db.SchemaError, match=r"0099_broken\.sql failed"):
+        db.upgrade(pg_dsn)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() != (99,)

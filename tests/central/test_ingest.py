@@ -396,3 +396,10 @@ def test_any_order_any_duplicates_end_the_same(
             await pool.close()
 
     asyncio.run(scenario())
+
+
+async def test_alarms_of_no_site_group_under_the_gateway(pool: AsyncConnectionPool) -> None:
+    run = ingest(pool)
+    await run.apply([event("gw1", "rx-1", 1, alarm_type="receiver_offline", site=None)])
+    await run.apply([event("gw1", "rx-2", 1, alarm_type="receiver_offline", site=None)])
+    assert await open_incidents(pool) == [("gw1", None, "emergency", 1)]
