@@ -36,7 +36,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from central.alert_words import TODO_EMERGENCY, TODO_MAINTENANCE, AlertLang, say, zone_label
+from central.alert_words import TODO_CALM, TODO_EMERGENCY, AlertLang, say, zone_label
 from central.db import notify
 from gateway.alarm_types import AlarmType
 from gateway.alert_link import AlertGrant, InvalidAlertLink, verify
@@ -193,7 +193,7 @@ async def page_view(token: str, request: Request, page: Page) -> Response:
         "alert.html",
         lang,
         what=_what(facts, lang, page.zone),
-        emergency=not _maintenance(facts),
+        phase=_phase(facts),
         todo=[pair[1] if lang == "en" else pair[0] for pair in _todo(facts)],
         call=_call_line(page.hotline, lang),
         hotline=page.hotline,
@@ -385,17 +385,26 @@ def _what(facts: Facts, lang: AlertLang, zone: ZoneInfo) -> str:
     return say("what_happened", lang, title=title, site=site, at=_clock(row["raised_at"], zone))
 
 
-def _maintenance(facts: Facts) -> bool:
-    return facts.row is not None and facts.row["category"] == "maintenance"
+def _phase(facts: Facts) -> str:
+    """``emergency`` (also while the alarm is not here yet: the SMS was about one),
+    ``maintenance`` (a battery, an inspection: no need to run), ``over`` (closed by the gas
+    company: a link opened hours later must not send people running)."""
+    if facts.row is None:
+        return "emergency"
+    if facts.row["state"] == "closed":
+        return "over"
+    return "maintenance" if facts.row["category"] == "maintenance" else "emergency"
 
 
 def _todo(facts: Facts) -> tuple[tuple[str, str], ...]:
-    return TODO_MAINTENANCE if _maintenance(facts) else TODO_EMERGENCY
+    return TODO_EMERGENCY if _phase(facts) == "emergency" else TODO_CALM
 
 
 def _offered(facts: Facts) -> tuple[str, ...]:
-    """Every answer for an emergency (or an alarm not here yet); "call me" for maintenance."""
-    return ("call_me",) if _maintenance(facts) else ("left", "need_help", "false_alarm", "call_me")
+    """Every answer during an emergency; "call me" otherwise."""
+    if _phase(facts) == "emergency":
+        return ("left", "need_help", "false_alarm", "call_me")
+    return ("call_me",)
 
 
 def _number(hotline: str) -> str:

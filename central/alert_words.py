@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-__all__ = ["TODO_EMERGENCY", "TODO_MAINTENANCE", "AlertLang", "say", "zone_label"]
+__all__ = ["TODO_CALM", "TODO_EMERGENCY", "AlertLang", "say", "zone_label"]
 
 AlertLang = Literal["zh", "en"]
 
@@ -16,6 +16,7 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "kicker": ("燃气报警", "Gas alarm"),
     "headline": ("请立即离开！", "Leave now!"),
     "headline_maintenance": ("燃气设备需要检修", "Your gas safety kit needs service"),
+    "headline_over": ("此次报警已处理完毕", "This alarm is over"),
     "what_happened": ("{site}：{at} 发生{title}", "{title} at {site}, {at}"),
     "what_happened_unknown": (
         "您的燃气报警器发出了报警。",
@@ -109,8 +110,12 @@ TODO_EMERGENCY: Final[tuple[tuple[str, str], ...]] = (
     ),
     ("不要在室内打电话。", "Do not use a phone inside."),
 )
-TODO_MAINTENANCE: Final[tuple[tuple[str, str], ...]] = (
-    ("燃气公司会安排检修。", "The gas company will arrange a service visit."),
+# Maintenance, or an alarm the gas company has closed: nothing to run from, unless gas is smelt.
+TODO_CALM: Final[tuple[tuple[str, str], ...]] = (
+    (
+        "燃气公司会跟进，如需检修会联系您。",
+        "The gas company follows it up and will contact you if a service visit is needed.",
+    ),
     (
         "如果闻到燃气味：立即离开，不要点火，不要开关电器。",
         "If you smell gas: leave at once, no flames, do not switch anything.",

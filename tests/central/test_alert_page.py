@@ -428,6 +428,53 @@ async def test_served_by_the_control_rooms_app(dsn: str, pool: AsyncConnectionPo
         assert answered.status_code == 303
 
 
+async def test_a_closed_alarm_does_not_send_people_running(
+    dsn: str, client: httpx.AsyncClient
+) -> None:
+    seed(dsn, state="closed", resolved_at=local(12, 50), cause="loose_connection",
+         closed_at=local(12, 55), active=False)  # fmt: skip
+    page = (await get(client, f"/a/{token(lang='en')}")).text
+    assert "This alarm is over" in page
+    assert "Leave now!" not in page
+    assert "Dealt with by the gas company at 12:50: loose connection" in page
+    assert "This alarm is closed" in page
+    assert "Call me" in page
+    assert "Everyone has left" not in page
+
+
+async def test_an_answer_while_the_alarm_is_being_stored(
+    dsn: str, client: httpx.AsyncClient
+) -> None:
+    """The alarm's transaction has inserted it but not committed when the answer comes: the
+    answer waits for it (the trigger's lock) and lands on the timeline once, never stranded."""
+    with psycopg.connect(dsn) as ingest:  # a transaction left open, like ingest mid-batch
+        row = ingest.execute(
+            "INSERT INTO incidents (kind, category, gateway_id, site_id, severity, title,"
+            " opened_at, updated_at) VALUES ('site', 'emergency', 'gw1', 'r-0001', 'critical',"
+            " '{}', now(), now()) RETURNING incident_id"
+        ).fetchone()
+        assert row is not None
+        ingest.execute(
+            "INSERT INTO alarms (alarm_id, gateway_id, site_id, incident_id, revision, alarm_type,"
+            " severity, state, active, event, raised_at, updated_at) VALUES (%s, 'gw1', 'r-0001',"
+            " %s, 1, 'leak_low', 'high', 'unack_active', true, %s, now(), now())",
+            (ALARM, row[0], json.dumps(event("leak_low", None))),
+        )
+        answering = asyncio.create_task(
+            client.post(f"/a/{token()}/answer", json={"answer": "left"})
+        )
+        await asyncio.sleep(0.5)
+        assert not answering.done()  # held by the alarm's transaction
+        ingest.commit()
+        response = await asyncio.wait_for(answering, 10)
+    assert response.json()["at_center"] is True
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT incident_id, kind FROM timeline").fetchall() == [
+            (row[0], "site_answer")
+        ]
+        assert conn.execute("SELECT count(*) FROM site_answers").fetchone() == (0,)
+
+
 # -- on a phone, in a real browser --------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
