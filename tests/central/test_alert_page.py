@@ -422,6 +422,8 @@ async def test_served_by_the_control_rooms_app(dsn: str, pool: AsyncConnectionPo
         assert "老王饭店" in page.text
         assert 'href="tel:119"' in page.text  # no hotline configured: 119
         assert '<meta name="referrer" content="no-referrer">' in page.text
+        assert page.headers["referrer-policy"] == "no-referrer"  # the control room's kept out
+        assert "script-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["cache-control"] == "no-store"
         assert (await http.get("/static/alert.js")).status_code == 200
         answered = await http.post(f"/a/{token()}/answer", data={"answer": "false_alarm"})
