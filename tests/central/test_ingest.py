@@ -403,3 +403,42 @@ async def test_alarms_of_no_site_group_under_the_gateway(pool: AsyncConnectionPo
     await run.apply([event("gw1", "rx-1", 1, alarm_type="receiver_offline", site=None)])
     await run.apply([event("gw1", "rx-2", 1, alarm_type="receiver_offline", site=None)])
     assert await open_incidents(pool) == [("gw1", None, "emergency", 1)]
+
+
+async def test_resolve_and_the_last_normal_event_at_once_always_close(
+    pool: AsyncConnectionPool,
+) -> None:
+    """An officer's resolve (as central/incidents.py takes it: group lock, row lock, settle) and
+    the event that makes the last alarm normal, racing: whichever commits last closes it."""
+    run = ingest(pool)
+
+    async def resolve(incident_id: int) -> None:
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(gateway_id || '/' || coalesce(site_id, '')"
+                " || '/' || category)) FROM incidents WHERE incident_id = %s",
+                (incident_id,),
+            )
+            await conn.execute(
+                "SELECT 1 FROM incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+            )
+            await conn.execute(
+                "UPDATE incidents SET state = 'resolved' WHERE incident_id = %s", (incident_id,)
+            )
+            await settle(conn, incident_id, NOW)
+
+    for n in range(12):
+        await run.apply([event("gw1", f"a-{n}", 1, site=f"r{n}")])
+        ((incident_id,),) = await rows(
+            pool, "SELECT incident_id FROM alarms WHERE alarm_id = %s", f"a-{n}"
+        )
+        normal = run.apply(
+            [event("gw1", f"a-{n}", 2, site=f"r{n}", state="normal", transition="resolved")]
+        )
+        if n % 2:
+            await asyncio.gather(normal, resolve(incident_id))
+        else:
+            await asyncio.gather(resolve(incident_id), normal)
+        assert await rows(
+            pool, "SELECT state FROM incidents WHERE incident_id = %s", incident_id
+        ) == [("closed",)]
