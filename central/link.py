@@ -1,0 +1,380 @@
+"""The center's reading side of ``gasco/v1``: the gas company's broker into :class:`Ingest`.
+
+Three kinds of connection per instance (MQTT 5, read with gmqtt like the gateway's report
+stream, :mod:`gateway.site_mqtt`):
+
+* ``events`` (client id ``gasgate-central-{instance}-events``): alarm events and command
+  replies, ``$share/{group}/...``: every message goes to one instance of the group.
+* ``state`` (``...-state``): availability and site summaries, shared the same way. Apart from
+  ``events`` so that a storm of summaries (a district's gateways reconnecting) never queues in
+  front of an alarm: each connection has its own broker queue, batches and transactions.
+* ``retained`` (``...-retained``, once at start): MQTT 5 never sends retained messages to a
+  shared subscription, so an instance reads the stored availability and summaries with a
+  plain subscription of its own, applies them through the same ingest and disconnects once the
+  broker has been quiet for a second (bounded).
+
+Both streams keep their session (clean start off, session expiry ``session_expiry_s``), so what
+is published while an instance is away waits for it at the broker. A QoS 1 message is
+acknowledged (PUBACK) only after the transaction of its batch committed: a crash, a lost
+connection or a database outage before that leaves it unacknowledged, and the broker sends it
+again (ingest is idempotent on (alarm_id, revision), an older summary never wins). A batch
+whose transaction fails is retried, with backoff, for as long as it takes; meanwhile the
+broker stops sending once ``receive_maximum`` messages are unacknowledged. A message the parser
+refuses is counted by reason, logged (rate-limited) and acknowledged in its turn: sent again
+it would still be broken. Acks leave in the order the messages came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import gmqtt  # type: ignore[import-untyped]
+from gmqtt.mqtt.constants import MQTTCommands, MQTTv50  # type: ignore[import-untyped]
+
+from central.inbound import BadMessage, Inbound, parse, subscriptions
+from central.ingest import Applied
+from central.metrics import CentralMetrics
+from gateway.logs import LogGate
+from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
+
+__all__ = ["Applier", "Link", "StreamSpec", "backoff"]
+
+log = logging.getLogger(__name__)
+
+_BROKER_TIMEOUT_S: Final = 10.0  # a connect that takes longer failed
+_KEEPALIVE_S: Final = 30
+_SUBACK_FAILURE: Final = 0x80
+# PUBACK with remaining length 2 (the packet id): MQTT 5 lets a success omit its reason code.
+_PUBACK: Final = bytes((0x40, 0x02))
+_BACKOFF_START_S: Final = 0.5
+_BACKOFF_MAX_S: Final = 5.0
+_LOG_EVERY_S: Final = 10.0
+_RETAINED_QUIET_S: Final = 1.0  # the retained burst is over when nothing came for this long
+_RETAINED_MAX_S: Final = 300.0  # ... or after this long (a broker that never falls quiet)
+
+
+class Applier(Protocol):
+    """:class:`central.ingest.Ingest`: one transaction per batch."""
+
+    async def apply(self, batch: Sequence[Inbound]) -> Applied: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str  # events, state, retained: metric label and log word
+    client_id: str
+    filters: tuple[str, ...]
+    persistent: bool  # session kept at the broker (clean start off, session expiry)
+    batch_max: int  # messages per transaction at most
+    linger_s: float  # wait this long for more before a batch (0: take what is there)
+    receive_maximum: int  # unacknowledged QoS 1 messages the broker may send us
+
+
+def specs(instance: str, prefix: str, group: str) -> dict[str, StreamSpec]:
+    """The instance's streams. Batch sizes: an alarm goes at once with whatever arrived beside
+    it; summaries wait 50 ms to fill batches of up to 2,000, one set-based upsert each.
+    ``receive_maximum`` is twice the batch, so the next batch arrives while one commits."""
+    shared, plain = subscriptions(prefix, group), subscriptions(prefix, None)
+    base = f"gasgate-central-{instance}"
+    return {
+        "events": StreamSpec(
+            "events", f"{base}-events", tuple(shared["events"]), True, 200, 0.0, 1000
+        ),
+        "state": StreamSpec(
+            "state", f"{base}-state", tuple(shared["state"]), True, 2000, 0.05, 4000
+        ),
+        "retained": StreamSpec(
+            "retained", f"{base}-retained", tuple(plain["state"]), False, 2000, 0.05, 4000
+        ),
+    }
+
+
+def backoff(delay: float) -> tuple[float, float]:
+    """(this wait, the next step): doubling from 0.5 s, capped at 5 s, each wait drawn from the
+    upper half of its step so instances that lost the broker together do not return in step."""
+    return random.uniform(delay / 2, delay), min(delay * 2, _BACKOFF_MAX_S)
+
+
+class _HeldAcks(gmqtt.Client):  # type: ignore[misc]
+    """gmqtt with the QoS 1 acknowledgements held back and no reconnects of its own.
+
+    gmqtt (optimistic acknowledgement) asks for a message's PUBACK just before it hands the
+    message to ``on_message``: the packet is kept in ``held`` instead, for the stream to send
+    after the batch's commit."""
+
+    def __init__(self, client_id: str, **options: Any) -> None:
+        super().__init__(client_id, **options)
+        self.held: bytes | None = None
+
+    async def reconnect(self, delay: bool = False) -> None:
+        """Nothing: the stream's loop opens a fresh client."""
+
+    def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
+        if cmd != MQTTCommands.PUBACK or dup:
+            super()._send_command_with_mid(cmd, mid, dup, reason_code)
+            return
+        self.held = _PUBACK + mid.to_bytes(2, "big")
+
+    def send_acks(self, acks: bytes) -> None:
+        """On the connection the messages came on (a lost one: the broker sends them again)."""
+        if acks and self._connection is not None:
+            self._connection.send_package(acks)
+
+
+class _Stream:
+    """One connection's loop: connect, subscribe, messages into batches, batches into the
+    ingest, acks out. ``run`` returns only when ``until`` (retained reading) says so."""
+
+    def __init__(
+        self, spec: StreamSpec, prefix: str, ingest: Applier, metrics: CentralMetrics
+    ) -> None:
+        self.spec = spec
+        self._prefix = prefix
+        self._ingest = ingest
+        self._metrics = metrics
+        self._pending: list[tuple[Inbound | None, bytes | None]] = []
+        self._wake = asyncio.Event()
+        self._bad_log = LogGate(_LOG_EVERY_S)
+        self._fail_log = LogGate(_LOG_EVERY_S)
+        self.subscribed = False
+        self.last_message = time.monotonic()
+        self.busy = False  # a batch is being applied
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and not self.busy
+
+    async def session(self, url: MqttUrl, session_expiry_s: int) -> None:
+        """One connection, until it is lost (raises ``ConnectionError``) or cancelled."""
+        spec = self.spec
+        lost = asyncio.Event()
+        options: dict[str, Any] = {"receive_maximum": spec.receive_maximum}
+        if spec.persistent:
+            options["session_expiry_interval"] = session_expiry_s
+        client = _HeldAcks(spec.client_id, clean_session=not spec.persistent, logger=log, **options)
+        client.on_connect = self._connected
+        client.on_subscribe = self._subscribed
+        client.on_disconnect = lambda *_: lost.set()
+        client.on_message = self._message
+        if url.username is not None:
+            client.set_auth_credentials(url.username, url.password)
+        self._pending.clear()  # acks of another connection mean nothing on this one
+        batches: asyncio.Task[None] | None = None
+        try:
+            async with asyncio.timeout(_BROKER_TIMEOUT_S):
+                await client.connect(
+                    url.host,
+                    url.port,
+                    ssl=url.tls_context() or False,
+                    keepalive=_KEEPALIVE_S,
+                    version=MQTTv50,
+                )
+            no_delay(client)  # an ack after a commit goes out at once
+            self.counts["connects"] += 1
+            batches = asyncio.create_task(self._batches(client), name=f"central-{spec.name}")
+            lost_wait = asyncio.create_task(lost.wait())
+            await asyncio.wait({batches, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+            lost_wait.cancel()
+            if batches.done():
+                batches.result()  # a bug: raise it
+        except Exception as exc:  # OSError, gmqtt's refusals, a bug: one failure for the loop
+            raise ConnectionError(f"{spec.name} stream: {exc!r}") from exc
+        finally:
+            self._set_subscribed(False)
+            if batches is not None:
+                batches.cancel()
+                await asyncio.gather(batches, return_exceptions=True)
+            self.busy = False
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await client.disconnect()
+        raise ConnectionError(f"{spec.name} stream: connection lost")
+
+    def _set_subscribed(self, up: bool) -> None:
+        self.subscribed = up
+        self._metrics.link_up.labels(self.spec.name).set(1 if up else 0)
+
+    def _connected(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        client.subscribe([gmqtt.Subscription(f, qos=1) for f in self.spec.filters])
+
+    def _subscribed(self, client: Any, mid: int, qos: list[int], properties: Any) -> None:
+        if any(granted >= _SUBACK_FAILURE for granted in qos):
+            log.error("gas company broker refused %s (ACL?)", ", ".join(self.spec.filters))
+            return
+        self.last_message = time.monotonic()
+        self._set_subscribed(True)
+        log.info("%s stream subscribed to %s", self.spec.name, ", ".join(self.spec.filters))
+
+    def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+        ack, client.held = client.held, None
+        self.last_message = time.monotonic()
+        self.counts["received"] += 1
+        message: Inbound | None = None
+        if self.spec.name == "retained" and not properties.get("retain"):
+            pass  # live: the shared stream of some instance takes it; acked in turn
+        else:
+            try:
+                message = parse(self._prefix, topic, payload)
+            except BadMessage as exc:
+                self._bad(exc)
+        self._pending.append((message, ack))
+        if len(self._pending) == 1 or len(self._pending) >= self.spec.batch_max:
+            self._wake.set()
+        return 0
+
+    def _bad(self, exc: BadMessage) -> None:
+        self.counts["bad"] += 1
+        self._metrics.bad.labels(exc.reason).inc()
+        self._metrics.messages.labels(self.spec.name, "bad").inc()
+        held = self._bad_log.admit(time.monotonic())
+        if held is not None:
+            more = f" ({held} more since the last such line)" if held else ""
+            log.warning("bad gasco/v1 message (%s): %s%s", exc.reason, exc, more)
+
+    async def _batches(self, client: _HeldAcks) -> None:
+        spec = self.spec
+        while True:
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            if spec.linger_s and len(self._pending) < spec.batch_max:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), spec.linger_s)
+            else:
+                await asyncio.sleep(0)  # the rest of this read joins the batch
+            taken = self._pending[: spec.batch_max]
+            del self._pending[: spec.batch_max]
+            self.busy = True
+            await self._apply([m for m, _ in taken if m is not None])
+            self.busy = False
+            client.send_acks(b"".join(a for _, a in taken if a is not None))
+            self.counts["acked"] += len(taken)
+
+    async def _apply(self, batch: list[Inbound]) -> None:
+        """Until it committed: a database outage holds the stream here, unacknowledged."""
+        if not batch:
+            return
+        name, delay = self.spec.name, _BACKOFF_START_S
+        while True:
+            started = time.perf_counter()
+            try:
+                applied = await self._ingest.apply(batch)
+            except Exception as exc:  # noqa: BLE001 (the database down, or a bug: never drop, never ack)
+                self._metrics.apply_failures.labels(name).inc()
+                self.counts["apply_failures"] += 1
+                wait, delay = backoff(delay)
+                if self._fail_log.admit(time.monotonic()) is not None:
+                    log.warning(
+                        "%s batch of %d not applied (%r); again in %.1f s, unacknowledged",
+                        name,
+                        len(batch),
+                        exc,
+                        wait,
+                    )
+                await asyncio.sleep(wait)
+                continue
+            self._metrics.apply_seconds.labels(name).observe(time.perf_counter() - started)
+            self._metrics.batches.labels(name).inc()
+            self._metrics.batch_size.labels(name).observe(len(batch))
+            self._metrics.applied(name, applied)
+            self.counts["applied"] += len(batch)
+            return
+
+
+class Link:
+    """The instance's streams; ``start`` returns at once, the connections come up (and come
+    back) by themselves. :meth:`ready` says which are subscribed (for ``/readyz``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str,
+        group: str,
+        prefix: str,
+        session_expiry_s: int,
+        ingest: Applier,
+        metrics: CentralMetrics,
+    ) -> None:
+        self._url_text = url
+        self._session_expiry_s = session_expiry_s
+        self.streams = {
+            name: _Stream(spec, prefix, ingest, metrics)
+            for name, spec in specs(instance, prefix, group).items()
+        }
+        self.retained_done = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        url = parse_mqtt_url(self._url_text)  # a bad URL fails the start, not a retry loop
+        self._tasks = [
+            asyncio.create_task(self._retained(url), name="central-retained"),
+            *(
+                asyncio.create_task(self._forever(self.streams[n], url), name=f"central-{n}")
+                for n in ("events", "state")
+            ),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def ready(self) -> dict[str, bool]:
+        return {f"{n}_link": self.streams[n].subscribed for n in ("events", "state")}
+
+    async def _forever(self, stream: _Stream, url: MqttUrl) -> None:
+        await _retry(stream, lambda: stream.session(url, self._session_expiry_s), url)
+
+    async def _retained(self, url: MqttUrl) -> None:
+        """Read the retained availability and summaries once, then leave."""
+        stream = self.streams["retained"]
+        started = time.monotonic()
+        session = asyncio.create_task(
+            _retry(stream, lambda: stream.session(url, 0), url), name="central-retained-session"
+        )
+        try:
+            while not session.done():
+                await asyncio.sleep(0.2)
+                quiet = time.monotonic() - stream.last_message >= _RETAINED_QUIET_S
+                if stream.subscribed and quiet and stream.idle:
+                    break
+                if time.monotonic() - started > _RETAINED_MAX_S:
+                    log.warning("retained messages still coming after %.0f s", _RETAINED_MAX_S)
+                    break
+        finally:
+            session.cancel()
+            await asyncio.gather(session, return_exceptions=True)
+        log.info(
+            "retained availability and summaries read: %d applied in %.1f s",
+            stream.counts["applied"],
+            time.monotonic() - started,
+        )
+        self.retained_done.set()
+
+
+async def _retry(stream: _Stream, session: Callable[[], Awaitable[None]], url: MqttUrl) -> None:
+    """``session`` again and again, forever, with backoff after each failure."""
+    delay = _BACKOFF_START_S
+    while True:
+        connects = stream.counts["connects"]
+        try:
+            await session()
+        except ConnectionError as exc:
+            stream.counts["disconnects"] += 1
+            if stream.counts["connects"] > connects:
+                delay = _BACKOFF_START_S  # it was up: a fresh outage starts the backoff again
+            wait, delay = backoff(delay)
+            log.warning("gas company broker %s: %s; retrying in %.1f s", url, exc, wait)
+            await asyncio.sleep(wait)
