@@ -19,6 +19,7 @@ the page; pages are not cached, not indexed and send no referrer (the URL is the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -65,6 +66,8 @@ _env = Environment(
     lstrip_blocks=True,
 )
 router = APIRouter(include_in_schema=False)
+_log = logging.getLogger(__name__)
+_DB_WAIT_S: Final = 5.0  # a frightened person does not wait 30 s for a page: say what to do
 
 
 class AnswerLimiter:
@@ -187,7 +190,11 @@ async def page_view(token: str, request: Request, page: Page) -> Response:
     if isinstance(grant, InvalidAlertLink):
         return _invalid(page, grant, request)
     lang = _lang(request, grant)
-    facts = await _facts(page.pool, grant.alarm_id)
+    try:
+        facts = await _facts(page.pool, grant.alarm_id)
+    except psycopg.Error as exc:  # what to do needs no database: never an error page
+        _log.warning("alert page without the database: %s", exc)
+        facts = Facts(None, [])
     thanks = request.query_params.get("thanks")
     return _html(
         "alert.html",
@@ -213,7 +220,11 @@ async def status_view(token: str, request: Request, page: Page) -> Response:
     grant = _grant(page, token)
     if isinstance(grant, InvalidAlertLink):
         return _json({"valid": False}, _invalid_code(grant))
-    facts = await _facts(page.pool, grant.alarm_id)
+    try:
+        facts = await _facts(page.pool, grant.alarm_id)
+    except psycopg.Error as exc:  # the page keeps what it shows and asks again
+        _log.warning("alert page status without the database: %s", exc)
+        return _json({"error": "try again"}, 503)
     return _json(asdict(_status(facts, _lang(request, grant), page.zone)))
 
 
@@ -237,7 +248,14 @@ async def answer_view(token: str, request: Request, page: Page) -> Response:
             return _json({"error": "too many answers", "retry_after_s": 600}, 429)
         body = say("busy_body", lang, call=_number(page.hotline))
         return _notice(lang, "busy_title", body, f"/a/{token}?{urlencode({'lang': lang})}", 429)
-    at_center = await record_answer(page.pool, grant, answer)
+    try:
+        at_center = await record_answer(page.pool, grant, answer)
+    except psycopg.Error as exc:
+        _log.warning("alert page answer not recorded: %s", exc)
+        if wants_json:
+            return _json({"error": "not recorded, call the gas company"}, 503)
+        body = say("not_sent_body", lang, call=_number(page.hotline))
+        return _notice(lang, "not_sent_title", body, f"/a/{token}?{urlencode({'lang': lang})}", 503)
     if wants_json:
         return _json({"received": True, "answer": answer, "at_center": at_center})
     target = f"/a/{token}?{urlencode({'lang': lang, 'thanks': answer})}"
@@ -272,7 +290,7 @@ RETURNING incident_id
 
 
 async def _facts(pool: AsyncConnectionPool[Any], alarm_id: str) -> Facts:
-    async with pool.connection() as conn:
+    async with pool.connection(timeout=_DB_WAIT_S) as conn:
         cur = await conn.cursor(row_factory=dict_row).execute(_FACTS_SQL, (alarm_id,))
         row = await cur.fetchone()
         incident = row["incident_id"] if row else None
@@ -290,7 +308,7 @@ async def record_answer(pool: AsyncConnectionPool[Any], grant: AlertGrant, answe
         "lang": grant.lang,
         "answer": answer,
     }
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection(timeout=_DB_WAIT_S) as conn, conn.transaction():
         incident = await _attach(conn, values)
         if incident is None:
             # The alarm's insert takes this lock too (its trigger): after it, either the alarm

@@ -92,6 +92,11 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
         "请稍后再发。如有危险，请立即拨打 {call}。",
         "Please wait a few minutes before sending more. If anyone is in danger, call {call} now.",
     ),
+    "not_sent_title": ("没能发送您的答复", "Your answer could not be sent"),
+    "not_sent_body": (
+        "请直接打电话告诉燃气公司：{call}。",
+        "Please phone the gas company instead: {call}.",
+    ),
     "back": ("返回", "Back"),
     "bad_answer": ("无法识别的答复", "Unknown answer"),
 }

@@ -477,6 +477,20 @@ async def test_an_answer_while_the_alarm_is_being_stored(
         assert conn.execute("SELECT count(*) FROM site_answers").fetchone() == (0,)
 
 
+async def test_without_the_database_the_page_still_says_what_to_do(dsn: str) -> None:
+    closed: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, open=False)  # never opened
+    transport = httpx.ASGITransport(app=app_for(closed))
+    async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
+        page = (await get(http, f"/a/{token()}")).text
+        assert "所有人立即离开" in page
+        assert "正在通知燃气公司" in page
+        assert (await get(http, f"/a/{token()}/status", 503)).json() == {"error": "try again"}
+        answered = await http.post(f"/a/{token()}/answer", data={"answer": "need_help"})
+        assert answered.status_code == 503
+        assert "没能发送您的答复" in answered.text
+        assert HOTLINE in answered.text
+
+
 # -- on a phone, in a real browser --------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
