@@ -81,6 +81,10 @@ _STAMPS: Final = {
     "on_site": ("on_site_at", "on_site_by"),
     "resolved": ("resolved_at", "resolved_by"),
 }
+_AGAIN: Final[dict[Action, tuple[str, ...]]] = {
+    "acknowledge": ("acknowledged", "dispatched", "on_site", "resolved"),
+    "resolve": ("resolved",),
+}
 _SEVERITY_ORDER: Final = (
     "CASE i.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
     " WHEN 'low' THEN 3 ELSE 4 END"
@@ -107,6 +111,7 @@ class IncidentView(BaseModel):
     title: dict[str, str]
     alarms: list[str]  # alarm ids, oldest first
     alarm_types: list[str]
+    unacknowledged: int  # alarms not (yet) acknowledged at the gateway
     opened_at: datetime
     raised_at: datetime | None
     updated_at: datetime
@@ -184,6 +189,9 @@ class IncidentDetail(IncidentView):
     alarm_details: list[AlarmView]
     sites: list[SiteRef]  # the site, or every site of a gateway gone offline
     contacts: list[Contact]
+    # Steps that may be taken again (acknowledge: alarms joined after the acknowledgement;
+    # resolve: alarms cleared after the resolve), with commands the gateway has not had yet.
+    again: list[str]
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -208,7 +216,8 @@ SELECT i.incident_id, i.kind, i.category, i.gateway_id, i.site_id, i.district, i
        i.closed_at,
        coalesce(nullif(s.name, ''), ev.site ->> 'name', '') AS site_name,
        coalesce(nullif(s.address, ''), ev.site ->> 'address', '') AS site_address,
-       coalesce(a.ids, '{}') AS alarms, coalesce(a.types, '{}') AS alarm_types
+       coalesce(a.ids, '{}') AS alarms, coalesce(a.types, '{}') AS alarm_types,
+       coalesce(a.unacked, 0) AS unacknowledged
 FROM incidents i
 LEFT JOIN sites s ON s.gateway_id = i.gateway_id AND s.site_id = i.site_id
 LEFT JOIN LATERAL (
@@ -217,7 +226,8 @@ LEFT JOIN LATERAL (
 ) ev ON true
 LEFT JOIN LATERAL (
     SELECT array_agg(x.alarm_id ORDER BY x.raised_at, x.alarm_id) AS ids,
-           array_agg(DISTINCT x.alarm_type) AS types
+           array_agg(DISTINCT x.alarm_type) AS types,
+           count(*) FILTER (WHERE x.state IN ('unack_active', 'unack_cleared')) AS unacked
     FROM alarms x WHERE x.incident_id = i.incident_id
 ) a ON true
 """
@@ -316,6 +326,11 @@ async def detail(
         )
         alarms = await cur.fetchall()
         sites = await _sites(cur, view)
+    again = [
+        action
+        for action, states in _AGAIN.items()
+        if view.state in states and await _to_command(conn, incident_id, action)
+    ]
     return IncidentDetail(
         **view.model_dump(),
         timeline=timeline,
@@ -323,6 +338,7 @@ async def detail(
         alarm_details=[AlarmView.model_validate(a) for a in alarms],
         sites=sites,
         contacts=_contacts(alarms[-1]["contacts"] if alarms else None, phones=phones),
+        again=again,
     )
 
 
@@ -475,9 +491,32 @@ async def _apply(
     now: datetime,
 ) -> list[str]:  # fmt: skip
     row = await _locked(conn, officer, incident_id)
+    alarms = await _to_command(conn, incident_id, step.action)
     refusal = _refusal(step.action, row)
-    if refusal is not None:
+    # Acknowledged or resolved already, but an alarm joined since (or cleared since) that the
+    # gateway has not been told about: the step is taken again for those alarms alone.
+    again = (
+        refusal is not None
+        and refusal.reason == "already"
+        and refusal.state == _TO[step.action]
+        and bool(alarms)
+    )
+    if refusal is not None and not again:
         raise refusal
+    if not again:
+        await _advance(conn, officer, incident_id, step, now)
+    said = _said(step, row["state"], row["state"] if again else _TO[step.action])
+    await _timeline(conn, incident_id, now, "transition", actor=officer.name, said=said)
+    commands = await _commands(conn, officer, incident_id, step, alarms, now)
+    await _notify(conn, incident_id, commands)
+    if step.action == "resolve":
+        await settle(conn, incident_id, now)
+    return commands
+
+
+async def _advance(
+    conn: AsyncConnection[Any], officer: Officer, incident_id: int, step: Step, now: datetime
+) -> None:
     to = _TO[step.action]
     at_column, by_column = _STAMPS[to]
     await conn.execute(
@@ -492,14 +531,6 @@ async def _apply(
             step.action == "resolve", step.note, incident_id,
         ),
     )  # fmt: skip
-    await _timeline(
-        conn, incident_id, now, "transition", actor=officer.name, said=_said(step, row["state"])
-    )
-    commands = await _commands(conn, officer, row, step, now)
-    await _notify(conn, incident_id, commands)
-    if step.action == "resolve":
-        await settle(conn, incident_id, now)
-    return commands
 
 
 async def _locked(conn: AsyncConnection[Any], officer: Officer, incident_id: int) -> dict[str, Any]:
@@ -541,8 +572,8 @@ def _refusal(action: Action, row: dict[str, Any]) -> Conflict | None:
     return Conflict("already", action, said, by=row[by_column], at=row[at_column])
 
 
-def _said(step: Step, before: str) -> dict[str, Any]:
-    detail: dict[str, Any] = {"transition": step.action, "from": before, "to": _TO[step.action]}
+def _said(step: Step, before: str, after: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {"transition": step.action, "from": before, "to": after}
     for name in ("note", "crew", "cause"):
         value = getattr(step, name)
         if value:
@@ -564,36 +595,47 @@ async def _timeline(
 
 # The alarms each step asks the gateway to change: acknowledge those not yet acknowledged;
 # resolve those whose condition cleared but that are not closed (a latched leak stays until
-# someone resolves it). Alarms still active are left: the gateway would refuse them.
+# someone resolves it). Alarms still active are left: the gateway would refuse them. An alarm
+# with the same command still unanswered is left too: it is on its way.
 _COMMANDED: Final[dict[str, str]] = {
-    "acknowledge": "state IN ('unack_active', 'unack_cleared')",
-    "resolve": "NOT active AND state <> 'normal'",
+    "acknowledge": "a.state IN ('unack_active', 'unack_cleared')",
+    "resolve": "NOT a.active AND a.state <> 'normal'",
 }
 
 
-async def _commands(
-    conn: AsyncConnection[Any], officer: Officer, row: dict[str, Any], step: Step,
-    now: datetime,
-) -> list[str]:  # fmt: skip
-    which = _COMMANDED.get(step.action)
+async def _to_command(
+    conn: AsyncConnection[Any], incident_id: int, action: Action
+) -> list[tuple[str, str]]:
+    """(alarm_id, gateway_id) of the alarms ``action`` changes at the gateway."""
+    which = _COMMANDED.get(action)
     if which is None:
         return []
     cur = await conn.execute(
-        sql.SQL("SELECT alarm_id, gateway_id FROM alarms WHERE incident_id = %s AND {}"
-                " ORDER BY raised_at, alarm_id").format(sql.SQL(which)),
-        (row["incident_id"],),
-    )  # fmt: skip
+        sql.SQL(
+            "SELECT a.alarm_id, a.gateway_id FROM alarms a WHERE a.incident_id = %s AND {}"
+            " AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.alarm_id = a.alarm_id"
+            " AND c.action = %s AND c.replied_at IS NULL) ORDER BY a.raised_at, a.alarm_id"
+        ).format(sql.SQL(which)),
+        (incident_id, action),
+    )
+    return [(str(a), str(g)) for a, g in await cur.fetchall()]
+
+
+async def _commands(  # noqa: PLR0917 - one step's facts
+    conn: AsyncConnection[Any], officer: Officer, incident_id: int, step: Step,
+    alarms: list[tuple[str, str]], now: datetime,
+) -> list[str]:  # fmt: skip
     ids = []
-    for alarm_id, gateway_id in await cur.fetchall():
+    for alarm_id, gateway_id in alarms:
         cmd_id = f"gc-{uuid.uuid4().hex}"  # fresh per command: the gateway applies an id once
         await conn.execute(
             "INSERT INTO commands (cmd_id, incident_id, gateway_id, alarm_id, officer, action,"
             " note, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (cmd_id, row["incident_id"], gateway_id, alarm_id, officer.name, step.action,
-             step.note, now),
+            (cmd_id, incident_id, gateway_id, alarm_id, officer.name, step.action, step.note,
+             now),
         )  # fmt: skip
         await _timeline(
-            conn, row["incident_id"], now, "command", actor=officer.name,
+            conn, incident_id, now, "command", actor=officer.name,
             said={"cmd_id": cmd_id, "alarm_id": alarm_id, "action": step.action},
         )  # fmt: skip
         ids.append(cmd_id)

@@ -77,9 +77,13 @@
   function showSteps() {
     const head = document.querySelector("#live-head [data-state]");
     const state = head ? head.dataset.state : "";
+    // A step taken again: alarms that joined after the acknowledgement, or cleared after the
+    // resolve, still to be told to the gateway.
+    const again = head ? head.dataset.again.split(" ") : [];
     document.querySelectorAll("form[data-from]").forEach((form) => {
       // The form a refused step came back in stays, with what was typed in it.
-      form.hidden = !form.dataset.from.split(" ").includes(state) && !("kept" in form.dataset);
+      form.hidden = !form.dataset.from.split(" ").includes(state) && !("kept" in form.dataset)
+        && !again.includes(form.dataset.action);
     });
   }
 

@@ -279,3 +279,50 @@ async def test_concurrent_acknowledgements_one_wins(city: City) -> None:
         answers = await asyncio.gather(*(wang.post(path, json={}) for _ in range(4)))
     assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
     assert city.rows("SELECT count(*) FROM commands") == [(2,)]
+
+
+async def test_an_alarm_joining_after_the_acknowledgement_is_acknowledged_again(
+    city: City,
+) -> None:
+    path = f"/api/incidents/{city.emergency}"
+    async with city.client("wang") as wang:
+        first = (await wang.post(f"{path}/acknowledge", json={})).json()
+        assert len(first["commands"]) == 2
+        city.rows(
+            "INSERT INTO alarms (alarm_id, gateway_id, site_id, incident_id, revision, alarm_type,"
+            " severity, state, active, valve_state, event, raised_at, updated_at) VALUES"
+            " ('gw1-a9', 'gw1', 'r1', %s, 1, 'valve_failed_to_close', 'critical', 'unack_active',"
+            " true, 'open', '{}', now(), now()) RETURNING 1",
+            city.emergency,
+        )
+        again = await wang.post(f"{path}/acknowledge", json={"note": "valve too"})
+        assert again.status_code == 200, again.text
+        body = again.json()
+        assert body["state"] == "acknowledged"
+        assert body["again"] == []
+        assert body["acknowledged_at"] == first["acknowledged_at"]  # the first one's time stays
+        assert [c["alarm_id"] for c in body["commands"][2:]] == ["gw1-a9"]
+        # every alarm now has its acknowledgement on the way: nothing more to send
+        assert (await wang.post(f"{path}/acknowledge", json={})).status_code == 409
+        assert (await wang.get(path)).json()["again"] == []
+
+
+async def test_an_alarm_clearing_after_the_resolve_is_resolved_again(city: City) -> None:
+    path = f"/api/incidents/{city.emergency}"
+    async with city.client("wang") as wang:
+        await wang.post(f"{path}/acknowledge", json={})
+        done = (await wang.post(f"{path}/resolve", json={"cause": "other"})).json()
+        assert [c["alarm_id"] for c in done["commands"] if c["action"] == "resolve"] == ["gw1-a1"]
+        assert (await wang.post(f"{path}/resolve", json={"cause": "other"})).status_code == 409
+        city.rows(
+            "UPDATE alarms SET active = false, state = 'ack_active' WHERE alarm_id = 'gw1-a2'"
+            " RETURNING 1"
+        )
+        assert (await wang.get(path)).json()["again"] == ["resolve"]
+        page = (await wang.get(f"/incidents/{city.emergency}")).text
+        assert 'data-again="resolve"' in page
+        again = await wang.post(f"{path}/resolve", json={"cause": "other"})
+        assert again.status_code == 200, again.text
+        resolves = [c["alarm_id"] for c in again.json()["commands"] if c["action"] == "resolve"]
+        assert resolves == ["gw1-a1", "gw1-a2"]
+        assert again.json()["state"] == "resolved"
