@@ -23,7 +23,7 @@ from central.db import notify
 __all__ = ["close_offline", "lock_keys", "open_offline", "sweep"]
 
 _BACK: Final = {"zh": "网关恢复在线", "en": "gateway back online"}
-_STATE = """
+_STATE: Final = """
 SELECT g.gateway_id, g.online, g.last_seen, i.incident_id
 FROM gateways g
 LEFT JOIN incidents i
@@ -53,10 +53,11 @@ async def open_offline(
     ids = sorted(why)
     await lock_keys(conn, [grouping.offline_key(g) for g in ids])
     sites = await _sites(conn, ids)
-    titles, districts = [], []
+    titles: dict[str, str] = {}
+    districts: list[str] = []
     for gateway_id in ids:
         names = [d for _, d in sites.get(gateway_id, [])]
-        titles.append(json.dumps(grouping.offline_title(gateway_id, len(names), names)))
+        titles[gateway_id] = json.dumps(grouping.offline_title(gateway_id, len(names), names))
         districts.append(next(iter(grouping.districts_by_size(names)), ""))
     cur = await conn.execute(
         "INSERT INTO incidents (kind, category, gateway_id, district, severity, title,"
@@ -65,12 +66,10 @@ async def open_offline(
         " FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(g, d, t) ORDER BY g"
         " ON CONFLICT (gateway_id) WHERE kind = 'gateway_offline' AND state <> 'closed'"
         " DO NOTHING RETURNING incident_id, gateway_id",
-        (now, now, ids, districts, titles),
+        (now, now, ids, districts, [titles[g] for g in ids]),
     )
     opened = [(int(i), str(g)) for i, g in await cur.fetchall()]
-    entries = [
-        (i, _offline_entry(why[g], sites.get(g, []), titles[ids.index(g)])) for i, g in opened
-    ]
+    entries = [(i, _offline_entry(why[g], sites.get(g, []), titles[g])) for i, g in opened]
     await _timeline(conn, now, entries)
     await notify(conn, incidents=[i for i, _ in opened], gateways=[g for _, g in opened])
     return [i for i, _ in opened]
