@@ -237,29 +237,46 @@ async def answer_view(token: str, request: Request, page: Page) -> Response:
             return _json({"valid": False}, _invalid_code(grant))
         return _invalid(page, grant, request)
     lang = _lang(request, grant)
+    back = f"/a/{token}?{urlencode({'lang': lang})}"
+    call = _number(page.hotline)
     answer = await _answer_of(request, wants_json)
     if answer not in ANSWERS:
-        if wants_json:
-            return _json({"error": "unknown answer", "answers": list(ANSWERS)}, 400)
-        return _notice(lang, "bad_answer", "", f"/a/{token}?{urlencode({'lang': lang})}", 400)
+        refusal = {"error": "unknown answer", "answers": list(ANSWERS)}
+        return _refused(
+            wants_json, refusal, lang=lang, words=("bad_answer", ""), back=back, status_code=400
+        )
     client = request.client.host if request.client else "unknown"
     if not page.limiter.allow(f"{grant.alarm_id}/{grant.contact}", client):
-        if wants_json:
-            return _json({"error": "too many answers", "retry_after_s": 600}, 429)
-        body = say("busy_body", lang, call=_number(page.hotline))
-        return _notice(lang, "busy_title", body, f"/a/{token}?{urlencode({'lang': lang})}", 429)
+        refusal = {"error": "too many answers", "retry_after_s": 600}
+        words = ("busy_title", say("busy_body", lang, call=call))
+        return _refused(wants_json, refusal, lang=lang, words=words, back=back, status_code=429)
     try:
         at_center = await record_answer(page.pool, grant, answer)
     except psycopg.Error as exc:
         _log.warning("alert page answer not recorded: %s", exc)
-        if wants_json:
-            return _json({"error": "not recorded, call the gas company"}, 503)
-        body = say("not_sent_body", lang, call=_number(page.hotline))
-        return _notice(lang, "not_sent_title", body, f"/a/{token}?{urlencode({'lang': lang})}", 503)
+        refusal = {"error": "not recorded, call the gas company"}
+        words = ("not_sent_title", say("not_sent_body", lang, call=call))
+        return _refused(wants_json, refusal, lang=lang, words=words, back=back, status_code=503)
     if wants_json:
         return _json({"received": True, "answer": answer, "at_center": at_center})
     target = f"/a/{token}?{urlencode({'lang': lang, 'thanks': answer})}"
     return _headers(RedirectResponse(target, status_code=303))
+
+
+def _refused(
+    wants_json: bool,
+    refusal: Mapping[str, object],
+    *,
+    lang: AlertLang,
+    words: tuple[str, str],
+    back: str,
+    status_code: int,
+) -> Response:
+    """An answer not taken: JSON for a script, else a page in the contact's language (its
+    title key and body) with the way back."""
+    if wants_json:
+        return _json(refusal, status_code)
+    return _notice(lang, words[0], words[1], back, status_code)
 
 
 # -- the database ---------------------------------------------------------------------------
