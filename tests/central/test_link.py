@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,8 @@ async def eventually(check: Callable[[], Any], within: float, what: str) -> Any:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = check()
+        if inspect.isawaitable(found):
+            found = await found
         if found:
             return found
         await asyncio.sleep(0.05)
@@ -107,7 +110,8 @@ async def test_acked_only_after_commit_and_a_database_outage_loses_and_doubles_n
         # The instance is gone with its batch unacknowledged; its session keeps them.
         cluster.start()
         async with running(link(own_mosquitto.url, pool, "one")) as again:
-            await eventually(lambda: again.streams["events"].counts["acked"] >= 150, 30, "redelivery")
+            redelivered = again.streams["events"]
+            await eventually(lambda: redelivered.counts["acked"] >= 150, 30, "redelivery")
             # An outage under a running link: the batch waits, then commits, once.
             cluster.stop()
             await publish(own_mosquitto.url, second)
@@ -117,7 +121,9 @@ async def test_acked_only_after_commit_and_a_database_outage_loses_and_doubles_n
             cluster.start()
             await eventually(lambda: again.streams["events"].counts["acked"] >= 300, 30, "acks")
         total = await count(pool, "SELECT count(*) FROM alarm_events")
-        distinct = await count(pool, "SELECT count(DISTINCT (alarm_id, revision)) FROM alarm_events")
+        distinct = await count(
+            pool, "SELECT count(DISTINCT (alarm_id, revision)) FROM alarm_events"
+        )
         assert (total, distinct) == (300, 300)
         assert await count(pool, "SELECT count(*) FROM alarms") == 300
     finally:
@@ -176,13 +182,11 @@ async def test_retained_summaries_present_before_the_start_are_read(
                 [(f"{PREFIX}/gw3/sites/r-new/summary", json.dumps(live).encode())],
             )
 
-            async def site_count() -> int:
-                return await count(pool, "SELECT count(*) FROM sites WHERE gateway_id = 'gw3'")
+            async def all_sites() -> bool:
+                sql = "SELECT count(*) FROM sites WHERE gateway_id = 'gw3'"
+                return await count(pool, sql) == 121
 
-            deadline = time.monotonic() + 10
-            while await site_count() < 121 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert await site_count() == 121
+            await eventually(all_sites, 10, "the live summary")
             assert one.streams["state"].counts["applied"] >= 1
     finally:
         await pool.close()
