@@ -241,7 +241,7 @@ async def answer_view(token: str, request: Request, page: Page) -> Response:
     call = _number(page.hotline)
     answer = await _answer_of(request, wants_json)
     if answer not in ANSWERS:
-        refusal = {"error": "unknown answer", "answers": list(ANSWERS)}
+        refusal: dict[str, object] = {"error": "unknown answer", "answers": list(ANSWERS)}
         return _refused(
             wants_json, refusal, lang=lang, words=("bad_answer", ""), back=back, status_code=400
         )

@@ -10,6 +10,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -489,6 +490,62 @@ async def test_without_the_database_the_page_still_says_what_to_do(dsn: str) -> 
         assert answered.status_code == 503
         assert "没能发送您的答复" in answered.text
         assert HOTLINE in answered.text
+
+
+class _Text(HTMLParser):
+    """What a person reads: text outside tags, scripts and styles, plus button labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._skip += tag in ("script", "style", "title")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("script", "style", "title")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip and data.strip():
+            self.parts.append(data.strip())
+
+
+def readable(html: str) -> str:
+    parser = _Text()
+    parser.feed(html)
+    return " ".join(parser.parts)
+
+
+@pytest.mark.parametrize(
+    ("alarm_type", "valve", "state", "category"),
+    [
+        ("leak_high", "closed", "dispatched", "emergency"),
+        ("valve_failed_to_close", "open", "new", "emergency"),
+        ("overflow", None, "on_site", "emergency"),
+        ("low_battery", None, "new", "maintenance"),
+        ("leak_low", "closed", "closed", "emergency"),
+    ],
+)
+async def test_every_word_in_its_language(
+    dsn: str, client: httpx.AsyncClient, alarm_type: str, valve: str | None, state: str,
+    category: str,
+) -> None:  # fmt: skip
+    """No raw code and no English in the Chinese page; no Chinese in the English one (the
+    site's own name and the other language's link apart)."""
+    seed(dsn, alarm_type=alarm_type, valve_state=valve, category=category, state=state,
+         acknowledged_at=local(9, 1), dispatched_at=local(9, 2), eta=local(9, 30),
+         on_site_at=local(9, 20), resolved_at=local(9, 40), cause="other",
+         closed_at=local(9, 45))  # fmt: skip
+    for url in (f"/a/{token()}", f"/a/{token()}?thanks=false_alarm", f"/a/{token()}xx"):
+        zh = readable((await client.get(url)).text).replace("老王饭店", "")
+        zh = zh.replace("English", "").replace("This link is no longer valid", "")
+        zh = zh.split("If you smell gas")[0]  # the invalid page says it in both languages
+        assert not re.findall(r"[A-Za-z_]{2,}", zh), zh
+    for url in (f"/a/{token(lang='en')}", f"/a/{token(lang='en')}?thanks=need_help"):
+        en = readable((await client.get(url)).text).replace("老王饭店", "").replace("中文", "")
+        assert not re.findall(r"[\u4e00-\u9fff]", en), en
+        assert not re.findall(r"\b[a-z]+_[a-z_]+\b", en), en  # no codes
 
 
 # -- on a phone, in a real browser --------------------------------------------------------------
