@@ -85,10 +85,6 @@ _AGAIN: Final[dict[Action, tuple[str, ...]]] = {
     "acknowledge": ("acknowledged", "dispatched", "on_site", "resolved"),
     "resolve": ("resolved",),
 }
-_SEVERITY_ORDER: Final = (
-    "CASE i.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
-    " WHEN 'low' THEN 3 ELSE 4 END"
-)
 _NOTIFY_IDS: Final = 100  # command ids per notification: well under PostgreSQL's 8,000 bytes
 _RETRIES: Final = 3
 
@@ -208,6 +204,14 @@ class Query:
     limit: int = 500
 
 
+# The incidents are chosen (filtered, ordered, limited) first, and only those get their alarms
+# and site looked up: a queue of 20,000 open incidents answers its first 500 in tens of ms.
+_CHOSEN_SQL: Final = """
+SELECT i.incident_id, CASE i.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1
+       WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END AS rank, i.opened_at
+FROM incidents i
+LEFT JOIN sites s ON s.gateway_id = i.gateway_id AND s.site_id = i.site_id
+"""
 _LIST_SQL: Final = """
 SELECT i.incident_id, i.kind, i.category, i.gateway_id, i.site_id, i.district, i.state,
        i.severity, i.valve_state, i.title, i.opened_at, i.raised_at, i.updated_at,
@@ -218,7 +222,8 @@ SELECT i.incident_id, i.kind, i.category, i.gateway_id, i.site_id, i.district, i
        coalesce(nullif(s.address, ''), ev.site ->> 'address', '') AS site_address,
        coalesce(a.ids, '{}') AS alarms, coalesce(a.types, '{}') AS alarm_types,
        coalesce(a.unacked, 0) AS unacknowledged
-FROM incidents i
+FROM chosen c
+JOIN incidents i USING (incident_id)
 LEFT JOIN sites s ON s.gateway_id = i.gateway_id AND s.site_id = i.site_id
 LEFT JOIN LATERAL (
     SELECT x.event -> 'site' AS site FROM alarms x
@@ -278,15 +283,15 @@ async def list_incidents(
 ) -> list[IncidentView]:
     """Open incidents most severe first, then oldest first; ``all``: newest first."""
     where, args = _conditions(query, officer)
-    order = (
-        f"{_SEVERITY_ORDER}, i.opened_at, i.incident_id"
-        if query.state == "open"
-        else "i.opened_at DESC, i.incident_id DESC"
-    )
-    statement = sql.SQL("{} {} ORDER BY {} LIMIT %s").format(
-        sql.SQL(_LIST_SQL),  # constant
+    newest = query.state != "open"
+    order = "opened_at DESC, incident_id DESC" if newest else "rank, opened_at, incident_id"
+    inner = "i.opened_at DESC, i.incident_id DESC" if newest else "rank, i.opened_at, i.incident_id"
+    statement = sql.SQL("WITH chosen AS ({} {} ORDER BY {} LIMIT %s) {} ORDER BY {}").format(
+        sql.SQL(_CHOSEN_SQL),  # constant
         sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
-        sql.SQL(order),  # constant
+        sql.SQL(inner),  # constant
+        sql.SQL(_LIST_SQL),  # constant
+        sql.SQL(", ".join(f"c.{part}" for part in order.split(", "))),  # constant
     )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(statement, [*args, query.limit])
