@@ -280,6 +280,7 @@ class Gateway:
             linkage=self.linkage,
             metrics=self.metrics,
             readiness=self.readiness,
+            timezone=self.settings.escalation.timezone,
         )
         return self.api
 

@@ -35,8 +35,6 @@ MATRIX: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ("GET", "/metrics", PUBLIC, True),
     ("GET", "/openapi.json", PUBLIC, True),
     ("GET", "/docs", PUBLIC, True),
-    ("GET", "/docs/oauth2-redirect", PUBLIC, True),
-    ("GET", "/redoc", PUBLIC, True),
     ("GET", "/", PUBLIC, False),
     ("GET", "/login", PUBLIC, True),
     ("POST", "/login", PUBLIC, False),
@@ -66,6 +64,7 @@ MATRIX: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ("GET", "/console/fleet", ALL, True),
     ("GET", "/console/sites/{site_id}", ALL, True),
     ("POST", "/console/alarms/{alarm_id}/{action}", ANSWER, False),
+    ("POST", "/console/incidents/acknowledge", ANSWER, False),
 ]
 BODIES = {
     "/shelve": {"reason": "test", "duration_s": 60},
@@ -162,6 +161,9 @@ async def test_site_user_cannot_read_another_site_by_guessing(world: World) -> N
             missing = await owner.get(path.replace(SITE, "no-such").replace(leak.alarm_id, "x")
                                       .replace(DETECTOR, "no-such"))  # fmt: skip
             assert theirs.status_code == missing.status_code == 404, path
+            if path.startswith("/console/"):  # a page, the same for both: nothing learnt
+                assert theirs.text == missing.text
+                continue
             assert theirs.json()["detail"].replace(SITE, "?").replace(DETECTOR, "?").replace(
                 leak.alarm_id, "?"
             ) == missing.json()["detail"].replace("no-such", "?").replace("'x'", "'?'")

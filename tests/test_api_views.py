@@ -38,14 +38,21 @@ async def test_gateway_did_lists_only_the_alarms_own_valve_commands(
             for alarm in (leak, tamper, failed):
                 answer = await officer.get(f"/api/alarms/{alarm.alarm_id}")
                 did[alarm.alarm_type] = [d for d in answer.json()["gateway_did"] if "→" in d]
-            queue = (await officer.get("/console/alarms/queue?lang=en")).text
+            failed_view = (await officer.get(f"/api/alarms/{failed.alarm_id}")).json()
+            queue = (await officer.get("/console/alarms/queue?lang=en&tab=maintenance")).text
     assert {d.split(" (")[0] for d in did["leak_high"]} == {f"close_valve → {v}" for v in VALVES}
     assert did["tamper"] == []  # the leak's commands are not the tamper alarm's
     assert [d.split(" (")[0] for d in did["valve_failed_to_close"]] == [
         f"close_valve → {VALVES[0]}"
     ] * 3  # the three tries to this valve, none to the other
     assert "try 3" in did["valve_failed_to_close"][-1]
+    assert "no answer" in did["valve_failed_to_close"][-1]  # never "ok" read as closed
+    # The valve that failed to close is the one its alarm shows (it showed none before).
+    assert [(v["valve_id"], v["state"], v["unanswered"]) for v in failed_view["valve_lines"]] == [
+        (VALVES[0], None, 3)
+    ]
     row = queue.split(f'data-alarm-id="{tamper.alarm_id}"')[1].split("</tr>")[0]
+    assert "close command" not in row  # the tamper incident shows none of the leak's commands
     assert "close_valve" not in row
 
 
@@ -71,7 +78,7 @@ async def test_a_device_not_heard_since_the_start_is_not_heard_yet(
     assert HOUSE_DETECTOR in {d["device_id"] for d in waiting.json()}
     assert DETECTOR not in {d["device_id"] for d in waiting.json()}
     assert [d["device_id"] for d in online.json()] == [DETECTOR]
-    row = fleet_en.split(f'<td data-label="ID">{HOUSE_DETECTOR}<')[1].split("</tr>")[0]
+    row = fleet_en.split(f'data-device="{HOUSE_DETECTOR}"')[1].split("</tr>")[0]
     assert "not heard yet" in row
     assert "1 online · 0 offline" in fleet_en
     assert "启动后尚未收到上报" in fleet_zh

@@ -68,7 +68,7 @@ async def test_chinese_by_default_english_on_request(world: World) -> None:
         zh = await client.get("/console/alarms")
         assert '<html lang="zh-CN">' in zh.text
         assert "确认" in zh.text  # acknowledge
-        en = await client.get("/console/alarms?lang=en")
+        en = await client.get("/console/alarms?lang=en&tab=maintenance")
         assert '<html lang="en">' in en.text
         assert "Acknowledge" in en.text
         assert "确认" not in en.text
@@ -83,7 +83,7 @@ async def test_site_and_fleet_pages(world: World) -> None:
     await world.leak()
     async with world.client("super") as client:
         site = (await client.get(f"/console/sites/{HOUSE}?lang=en")).text
-        assert "missing self_closing_regulator, metal_hose" in site
+        assert "missing self-closing regulator, metal-clad hose" in site  # words, not codes
         assert site.count("past service life") == 2  # the detector and the valve
         assert "CYL-OLD" in site
         assert "overdue" in site
@@ -91,5 +91,7 @@ async def test_site_and_fleet_pages(world: World) -> None:
         assert re.search(r"\d+ online · \d+ offline · \d+ not heard yet · 0 low battery", fleet)
         assert "det-a" in fleet
         queue = (await client.get("/console/alarms/queue?lang=en")).text
-        assert "leak_high" in queue
-        assert 'class="shelve"' in queue  # a supervisor may shelve the maintenance alarms
+        assert "Gas leak (high level)" in queue
+        assert "leak_high" not in queue
+        maintenance = (await client.get("/console/alarms/queue?lang=en&tab=maintenance")).text
+        assert 'class="shelve"' in maintenance  # a supervisor may shelve maintenance alarms

@@ -1,9 +1,10 @@
-"""The console: server-rendered pages (alarm queue, site, fleet) in zh-CN or English, live
+"""The console: server-rendered pages (incident queue, site, fleet) in zh-CN or English, live
 through the ``/api/events`` stream. Forms post with the session's CSRF token; the alarm
 operations are the API's (:func:`gateway.api.routes.answer_alarm`), recorded the same way.
 
 A page asked for without a session answers 401 with the login form, so the browser shows it
-in place and the login returns there.
+in place and the login returns there. A refused write answers with a page in the user's
+language saying why, with the way back and the typed note kept: never raw JSON.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gateway.api.auth import SESSION_COOKIE, Permission, allowed
 from gateway.api.context import ApiContext, context, current_user, forbidden, site_visible
-from gateway.api.i18n import LANGS, Lang, text
+from gateway.api.i18n import LANGS, Lang, Speaker
+from gateway.api.incidents import Filters, group, select
 from gateway.api.routes import Action, alarm_queue, answer_alarm, check_login, set_session_cookie
 from gateway.api.views import DeviceView, device_view, site_detail
+from gateway.model import AlarmState
 from gateway.users import User
+from gateway.words import catalogue
 
 __all__ = ["LOW_BATTERY_MV", "router"]
 
@@ -37,6 +41,7 @@ _ACTIONS: Final[dict[str, Action]] = {
     "resolve": "resolve",
     "shelve": "shelve",
 }
+_FILTERS: Final = ("district", "severity", "type", "state", "q")
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(default=True),
@@ -50,11 +55,15 @@ def _lang(request: Request) -> Lang:
     return next((lang for lang in LANGS if lang == asked), "zh-CN")
 
 
-def _page(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+def _page(
+    request: Request, ctx: ApiContext, template: str, status: int = 200, **values: Any
+) -> HTMLResponse:
     lang = _lang(request)
+    say = Speaker.of(lang, ctx.timezone)
     html = _env.get_template(template).render(
-        t=lambda key: text(key, lang), lang=lang, path=request.url.path, **values
-    )
+        say=say, t=say.t, w=say.w, lang=lang, path=request.url.path, now=ctx.clock.now(),
+        **values,
+    )  # fmt: skip
     response = HTMLResponse(html, status_code=status)
     if request.query_params.get("lang") == lang:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
@@ -68,8 +77,10 @@ async def _viewer(request: Request, ctx: ApiContext) -> User | None:
         return None
 
 
-def _login_page(request: Request, status: int = 401, error: str | None = None) -> HTMLResponse:
-    return _page(request, "login.html", status=status, error=error, user=None, csrf=None)
+def _login_page(
+    request: Request, ctx: ApiContext, status: int = 401, error: str | None = None
+) -> HTMLResponse:
+    return _page(request, ctx, "login.html", status=status, error=error, user=None, csrf=None)
 
 
 def _csrf(request: Request, ctx: ApiContext) -> str | None:
@@ -84,8 +95,8 @@ async def home() -> RedirectResponse:
 
 
 @router.get("/login")
-async def login_form(request: Request) -> HTMLResponse:
-    return _login_page(request, status=200)
+async def login_form(request: Request, ctx: Ctx) -> HTMLResponse:
+    return _login_page(request, ctx, status=200)
 
 
 @router.post("/login")
@@ -100,7 +111,7 @@ async def login(
         user = await check_login(ctx, name, password, request)
     except HTTPException as exc:
         key = "login_limited" if exc.status_code == 429 else "login_failed"
-        page = _login_page(request, status=exc.status_code, error=key)
+        page = _login_page(request, ctx, status=exc.status_code, error=key)
         page.headers.update(exc.headers or {})  # Retry-After on a 429
         return page
     session_id, _ = ctx.sessions.open(user, ctx.clock.monotonic())
@@ -126,10 +137,9 @@ async def logout(request: Request, ctx: Ctx) -> Response:
 async def alarms_page(request: Request, ctx: Ctx) -> HTMLResponse:
     user = await _viewer(request, ctx)
     if user is None:
-        return _login_page(request)
-    return _page(
-        request, "alarms.html", user=user, csrf=_csrf(request, ctx), **_queue_values(ctx, user)
-    )
+        return _login_page(request, ctx)
+    values = _queue_values(request, ctx, user)
+    return _page(request, ctx, "alarms.html", user=user, csrf=_csrf(request, ctx), **values)
 
 
 @router.get("/console/alarms/queue")
@@ -137,24 +147,65 @@ async def alarms_fragment(request: Request, ctx: Ctx) -> HTMLResponse:
     user = await _viewer(request, ctx)
     if user is None:
         return HTMLResponse("", status_code=401)
-    return _page(
-        request, "queue.html", user=user, csrf=_csrf(request, ctx), **_queue_values(ctx, user)
+    values = _queue_values(request, ctx, user)
+    return _page(request, ctx, "queue.html", user=user, csrf=_csrf(request, ctx), **values)
+
+
+def _filters(request: Request) -> Filters:
+    q = request.query_params
+    return Filters(
+        tab="maintenance" if q.get("tab") == "maintenance" else "emergency",
+        district=q.get("district", ""),
+        severity=q.get("severity", ""),
+        alarm_type=q.get("type", ""),
+        state=q.get("state", ""),
+        search=q.get("q", "")[:100],
     )
 
 
-def _queue_values(ctx: ApiContext, user: User) -> dict[str, Any]:
+def _queue_values(request: Request, ctx: ApiContext, user: User) -> dict[str, Any]:
+    filters = _filters(request)
+    incidents = group(alarm_queue(ctx, user))
+    kept = [i for i in incidents if filters.keeps(i)]
+    counts = Counter(i.category for i in kept)
+    asked = {k: v for k in _FILTERS if (v := request.query_params.get(k))}
     return {
-        "alarms": alarm_queue(ctx, user),
+        "incidents": select(incidents, filters),
+        "filters": filters,
+        "asked": asked,
+        "counts": counts,
+        "waiting": sum(1 for i in incidents if i.category == "emergency" and i.unacknowledged),
+        "districts": sorted({i.first.district for i in incidents if i.first.district}),
+        "types": sorted({t for i in incidents for t in i.types}),
+        "severities": catalogue("severity"),
+        "states": [s.value for s in AlarmState if s is not AlarmState.NORMAL],
         "can_answer": allowed(user, Permission.ANSWER),
         "can_suppress": allowed(user, Permission.SUPPRESS),
-        "age": _age,
     }
 
 
-def _age(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+@router.post("/console/incidents/acknowledge")
+async def acknowledge_incident(
+    request: Request,
+    ctx: Ctx,
+    note: Annotated[str, Form(max_length=1000)] = "",
+    alarm: Annotated[list[str] | None, Form(max_length=100)] = None,
+) -> Response:
+    """Acknowledge every unacknowledged alarm of an incident with one note."""
+    alarm = alarm or []
+    user = await _writer(request, ctx, Permission.ANSWER, ("acknowledge", ",".join(alarm)))
+    if not isinstance(user, User):
+        return _error_page(request, ctx, user, note, "acknowledge", alarm)
+    done, first_refusal = 0, None
+    for alarm_id in alarm:
+        try:
+            answer_alarm(ctx, user, alarm_id, "acknowledge", note.strip() or None)
+            done += 1
+        except HTTPException as exc:
+            first_refusal = first_refusal or (exc.status_code, _reason(ctx, alarm_id, exc))
+    if done == 0 and first_refusal is not None:
+        return _error_page(request, ctx, first_refusal, note, "acknowledge", alarm)
+    return RedirectResponse("/console/alarms", status_code=303)
 
 
 @router.post("/console/alarms/{alarm_id}/{action}")
@@ -166,28 +217,103 @@ async def act(  # noqa: PLR0917 - FastAPI passes form fields by name
     note: Annotated[str, Form(max_length=1000)] = "",
     minutes: Annotated[int, Form(ge=1, le=24 * 60)] = 60,
 ) -> Response:
-    user = await current_user(request, ctx)  # 401 without a session, 403 on a bad CSRF token
     chosen = _ACTIONS.get(action)
-    if chosen is None:
-        raise HTTPException(404, f"no action {action!r}")
     needed = Permission.SUPPRESS if chosen == "shelve" else Permission.ANSWER
-    if not allowed(user, needed):
-        raise forbidden(ctx, user, needed, (chosen, alarm_id))
-    answer_alarm(ctx, user, alarm_id, chosen, note.strip() or None, duration_s=minutes * 60.0)
+    user = await _writer(request, ctx, needed, (chosen or action, alarm_id))
+    if chosen is None and isinstance(user, User):
+        user = (404, ("err_no_action", {}))
+    if not isinstance(user, User) or chosen is None:
+        refusal = user if not isinstance(user, User) else (404, ("err_no_action", {}))
+        return _error_page(request, ctx, refusal, note, action, [alarm_id])
+    try:
+        answer_alarm(ctx, user, alarm_id, chosen, note.strip() or None, duration_s=minutes * 60.0)
+    except HTTPException as exc:
+        reason = (exc.status_code, _reason(ctx, alarm_id, exc))
+        return _error_page(request, ctx, reason, note, chosen, [alarm_id])
     return RedirectResponse("/console/alarms", status_code=303)
+
+
+_Reason = tuple[str, dict[str, str]]  # a word's key and its values
+
+
+async def _writer(
+    request: Request, ctx: ApiContext, needed: Permission, write: tuple[str, str]
+) -> User | tuple[int, _Reason]:
+    """The user allowed to write, or why not (a stale page's CSRF token, the role)."""
+    try:
+        user = await current_user(request, ctx)
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            raise  # no session: nothing of the console
+        return exc.status_code, ("err_csrf", {})
+    if not allowed(user, needed):
+        forbidden(ctx, user, needed, write)  # recorded
+        return 403, ("err_forbidden", {})
+    return user
+
+
+def _reason(ctx: ApiContext, alarm_id: str, exc: HTTPException) -> _Reason:
+    """Why the alarms room refused, in words a person can act on."""
+    alarm = ctx.alarms.get(alarm_id)
+    detail = str(exc.detail)
+    if alarm is None:
+        return "err_unknown_alarm", {}
+    if alarm.state is AlarmState.NORMAL:
+        by = alarm.closed_by or alarm.acked_by or "-"
+        return "err_closed", {"by": by, "at": _at(ctx, alarm.closed_at)}
+    if "already acknowledged" in detail:
+        return "err_already_acked", {"by": alarm.acked_by or "-", "at": _at(ctx, alarm.acked_at)}
+    if "still active" in detail:
+        return "err_still_active", {}
+    if "latched" in detail:
+        return "err_latched", {}
+    if "needs a reason" in detail:
+        return "err_need_reason", {}
+    if "not shelved" in detail:
+        return "err_not_shelved", {}
+    if exc.status_code == 503:
+        return "err_store", {}
+    return "err_other", {}
+
+
+def _at(ctx: ApiContext, at: datetime | None) -> str:
+    return Speaker.of("en", ctx.timezone).clock(at)  # digits and a zone label: any language
+
+
+def _error_page(  # noqa: PLR0917 - everything the page says back
+    request: Request,
+    ctx: ApiContext,
+    refusal: tuple[int, _Reason],
+    note: str,
+    action: str,
+    alarm_ids: list[str],
+) -> HTMLResponse:
+    status, (key, values) = refusal
+    user = ctx.sessions.get(request.cookies.get(SESSION_COOKIE, ""), ctx.clock.monotonic())
+    return _page(
+        request, ctx, "error.html", status=status, user=user.user if user else None,
+        csrf=_csrf(request, ctx), reason_key=key, reason_values=values, note=note,
+        action=action, alarm_ids=alarm_ids,
+    )  # fmt: skip
 
 
 @router.get("/console/sites/{site_id}")
 async def site_page(site_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
     user = await _viewer(request, ctx)
     if user is None:
-        return _login_page(request)
+        return _login_page(request, ctx)
     site = ctx.registry.site(site_id)
     if site is None or not site_visible(user, site_id):
-        raise HTTPException(404, f"no site {site_id!r}")
+        return _page(
+            request, ctx, "error.html", status=404, user=user, csrf=_csrf(request, ctx),
+            reason_key="not_found", reason_values={}, note="", action="", alarm_ids=[],
+        )  # fmt: skip
+    status = ctx.registry.kit_status(site_id)
+    missing = [[str(c) for c in str(m).split(" or ")] for m in status.missing] if status else []
     return _page(
-        request, "site.html", user=user, csrf=_csrf(request, ctx),
-        detail=site_detail(ctx, site, user), age=_age, stamp=_stamp,
+        request, ctx, "site.html", user=user, csrf=_csrf(request, ctx),
+        detail=site_detail(ctx, site, user), latitude=site.latitude, longitude=site.longitude,
+        missing=missing, incidents=group(a for a in alarm_queue(ctx, user, site=site_id)),
     )  # fmt: skip
 
 
@@ -195,7 +321,7 @@ async def site_page(site_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
 async def fleet_page(request: Request, ctx: Ctx) -> HTMLResponse:
     user = await _viewer(request, ctx)
     if user is None:
-        return _login_page(request)
+        return _login_page(request, ctx)
     views = [
         device_view(ctx, d.device_id)
         for d in ctx.registry.devices()
@@ -205,9 +331,9 @@ async def fleet_page(request: Request, ctx: Ctx) -> HTMLResponse:
     devices.sort(key=lambda v: (_FLEET_ORDER[v.availability], v.site_id, v.device_id))
     count = Counter(v.availability for v in devices)
     return _page(
-        request, "fleet.html", user=user, csrf=_csrf(request, ctx), devices=devices,
+        request, ctx, "fleet.html", user=user, csrf=_csrf(request, ctx), devices=devices,
         online=count["online"], offline=count["offline"], waiting=count["not_heard_yet"],
-        low=sum(_low(v) for v in devices), is_low=_low, stamp=_stamp,
+        low=sum(_low(v) for v in devices), is_low=_low,
     )  # fmt: skip
 
 
@@ -215,7 +341,3 @@ def _low(view: DeviceView) -> bool:
     return (
         view.battery_mv is not None and view.power == "battery" and view.battery_mv < LOW_BATTERY_MV
     )
-
-
-def _stamp(at: datetime | None) -> str:
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "-"

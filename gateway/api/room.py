@@ -52,6 +52,7 @@ class ApiRoom:
         linkage: Linkage,
         metrics: GatewayMetrics,
         readiness: Callable[[], Mapping[str, bool]],
+        timezone: str = "Asia/Shanghai",
     ) -> None:
         self._host = host
         self._port = port
@@ -69,6 +70,7 @@ class ApiRoom:
             users=self.users,
             devices=self.devices,
             readiness=readiness,
+            timezone=timezone,
         )
         self._http: HttpApi | None = None
         self._loading: asyncio.Task[None] | None = None

@@ -96,6 +96,7 @@ class ApiContext:
     users: Users
     devices: DeviceStates
     readiness: Callable[[], Mapping[str, bool]]
+    timezone: str = "Asia/Shanghai"  # the zone the console gives times in (escalation.timezone)
     sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     broadcaster: Broadcaster = field(default_factory=Broadcaster)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -16,22 +16,27 @@ from gateway.alarm_types import AlarmType
 from gateway.api.auth import Permission, allowed
 from gateway.api.context import ApiContext
 from gateway.escalation import trail
+from gateway.escalation.audit import AuditEntry
 from gateway.linkage import closes_valves
 from gateway.model import Alarm
 from gateway.registry import Component, Contact, Site
+from gateway.registry.model import ComponentType
 from gateway.users import User
 
 __all__ = [
     "AlarmView",
     "AuditEntryView",
     "Availability",
+    "CommandLine",
     "ComponentView",
     "ContactView",
     "CylinderView",
     "DeviceView",
     "HistoryView",
+    "NoticeLine",
     "SiteDetail",
     "SiteView",
+    "ValveLine",
     "alarm_view",
     "device_view",
     "site_detail",
@@ -98,6 +103,38 @@ class CylinderView(BaseModel):
     overdue: bool
 
 
+class ValveLine(BaseModel):
+    """One linked valve as the console says it first: its real state, when the gateway heard
+    it, and how many close commands it has not answered by reporting closed."""
+
+    valve_id: str
+    state: str | None  # the valve's last reported state (None: never heard from)
+    since: datetime | None  # when the gateway heard this state (None: not recorded)
+    unanswered: int  # close commands for this alarm while the valve is not closed
+
+
+class CommandLine(BaseModel):
+    """The close commands this alarm sent to one valve, by the device's answer: an ``ok``
+    answer means the device *received* the command, not that the valve closed."""
+
+    valve_id: str
+    sent: int
+    received: int
+    refused: int
+    no_answer: int
+    last_at: datetime
+
+
+class NoticeLine(BaseModel):
+    """One recipient's notification (or the gas company's event) and its latest result."""
+
+    kind: str  # "notification" or "event"
+    channel: str
+    recipient: str
+    result: str
+    at: datetime
+
+
 class AlarmView(BaseModel):
     alarm_id: str
     revision: int
@@ -127,6 +164,9 @@ class AlarmView(BaseModel):
     readings: dict[str, Any]
     valves: dict[str, str | None]  # linked valve → its last reported state (None: not heard)
     gateway_did: list[str]  # what the gateway did: valve commands, notifications
+    valve_lines: list[ValveLine]
+    commands: list[CommandLine]  # gateway_did's valve commands, one line per valve
+    notices: list[NoticeLine]  # gateway_did's notifications, one line per recipient
     escalation_step: int | None
     escalation_stopped: bool
     lel_trend: list[float]
@@ -228,10 +268,10 @@ def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
     entries = trail(ctx.store, alarm.alarm_id)
     steps = [i for i, e in enumerate(entries) if e.kind == "step" and e.result == "fired"]
     stops = [i for i, e in enumerate(entries) if e.kind == "escalation" and e.result == "stopped"]
-    did = _valve_commands(ctx, alarm) + [
-        " ".join(x for x in (e.kind, e.channel, e.recipient, e.result) if x)
-        for e in entries
-        if e.kind in ("notification", "event")
+    sent = _valve_commands(ctx, alarm)
+    notices = [e for e in entries if e.kind in ("notification", "event")]
+    did = [_said(c) for c in sent] + [
+        " ".join(x for x in (e.kind, e.channel, e.recipient, e.result) if x) for e in notices
     ]
     trend_source = ctx.devices.get(alarm.device_id) if alarm.device_id else None
     return AlarmView(
@@ -263,17 +303,79 @@ def alarm_view(ctx: ApiContext, alarm: Alarm, user: User) -> AlarmView:
         readings={k: list(v) if isinstance(v, tuple) else v for k, v in alarm.readings.items()},
         valves={v: _state(ctx, v) for v in valves},
         gateway_did=did,
+        valve_lines=[_valve_line(ctx, v, sent) for v in valves],
+        commands=_command_lines(sent),
+        notices=_notice_lines(notices),
         escalation_step=_step_index(entries[steps[-1]].detail) if steps else None,
         escalation_stopped=bool(stops) and (not steps or stops[-1] > steps[-1]),
         lel_trend=[v for _, v in trend_source.lel_trend] if trend_source else [],
     )
 
 
+class _Sent(NamedTuple):
+    """One row of the linkage's ``valve_command`` table."""
+
+    valve_id: str
+    cmd: str
+    tries: int
+    ack: str | None
+    at: datetime
+
+
+def _said(c: _Sent) -> str:
+    """A command for the API's ``gateway_did``: an ``ok`` answer is "received", no closure."""
+    answer = {None: "no answer", "ok": "received"}.get(c.ack, c.ack)
+    return f"{c.cmd} → {c.valve_id} (try {c.tries}, {answer})"
+
+
+def _valve_line(ctx: ApiContext, valve_id: str, sent: list[_Sent]) -> ValveLine:
+    state = _state(ctx, valve_id)
+    row = ctx.store.db.execute(
+        "SELECT state, at FROM valve_state WHERE valve_id = ?", (valve_id,)
+    ).fetchone()
+    since = datetime.fromisoformat(row[1]) if row and row[0] == state else None
+    closes = [c for c in sent if c.valve_id == valve_id and c.cmd == "close_valve"]
+    if state == "closed" and since is not None:
+        closes = [c for c in closes if c.at > since]  # sent again after it had closed
+    unanswered = 0 if state == "closed" else len(closes)
+    return ValveLine(valve_id=valve_id, state=state, since=since, unanswered=unanswered)
+
+
+def _command_lines(sent: list[_Sent]) -> list[CommandLine]:
+    lines: dict[str, CommandLine] = {}
+    for c in sent:
+        line = lines.setdefault(
+            c.valve_id,
+            CommandLine(
+                valve_id=c.valve_id, sent=0, received=0, refused=0, no_answer=0, last_at=c.at
+            ),
+        )
+        line.sent += 1
+        line.last_at = c.at
+        if c.ack is None:
+            line.no_answer += 1
+        elif c.ack == "ok":
+            line.received += 1
+        else:
+            line.refused += 1
+    return list(lines.values())
+
+
+def _notice_lines(entries: list[AuditEntry]) -> list[NoticeLine]:
+    """The latest result per (kind, channel, recipient): a queued SMS later sent is one line."""
+    latest: dict[tuple[str, str, str], NoticeLine] = {}
+    for e in entries:
+        latest[(e.kind, e.channel, e.recipient)] = NoticeLine(
+            kind=e.kind, channel=e.channel, recipient=e.recipient, result=e.result, at=e.at
+        )
+    return list(latest.values())
+
+
 _VALVE_CLOSERS: Final = tuple(t.value for t in AlarmType if closes_valves(t.value))
 _VALVE_CLOSERS_JSON: Final = json.dumps(_VALVE_CLOSERS)
 
 
-def _valve_commands(ctx: ApiContext, alarm: Alarm) -> list[str]:
+def _valve_commands(ctx: ApiContext, alarm: Alarm) -> list[_Sent]:
     """The commands the linkage recorded (its ``valve_command`` table) for this alarm, with
     what each valve answered: only what the gateway really sent, and only for this alarm.
 
@@ -285,28 +387,33 @@ def _valve_commands(ctx: ApiContext, alarm: Alarm) -> list[str]:
     if alarm.alarm_type == AlarmType.VALVE_FAILED_TO_CLOSE.value:
         closing = alarm.readings.get("alarm_id")
         rows = ctx.store.db.execute(
-            "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id IN (?, ?)"
+            "SELECT valve_id, cmd, try, ack, at FROM valve_command WHERE alarm_id IN (?, ?)"
             " AND valve_id = ? ORDER BY at",
             (alarm.alarm_id, str(closing), alarm.device_id),
         )
     elif alarm.alarm_type in _VALVE_CLOSERS:
         rows = ctx.store.db.execute(
-            "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id = ? OR alarm_id IN"
-            " (SELECT alarm_id FROM alarms WHERE source = ? AND is_open = 1 AND alarm_type IN"
-            " (SELECT value FROM json_each(?))) ORDER BY at",
+            "SELECT valve_id, cmd, try, ack, at FROM valve_command WHERE alarm_id = ?"
+            " OR alarm_id IN (SELECT alarm_id FROM alarms WHERE source = ? AND is_open = 1"
+            " AND alarm_type IN (SELECT value FROM json_each(?))) ORDER BY at",
             (alarm.alarm_id, alarm.source, _VALVE_CLOSERS_JSON),
         )
     else:
         rows = ctx.store.db.execute(
-            "SELECT valve_id, cmd, try, ack FROM valve_command WHERE alarm_id = ? ORDER BY at",
+            "SELECT valve_id, cmd, try, ack, at FROM valve_command WHERE alarm_id = ? ORDER BY at",
             (alarm.alarm_id,),
         )
-    return [f"{r[1]} → {r[0]} (try {r[2]}{', ' + r[3] if r[3] else ''})" for r in rows]
+    return [_Sent(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
 
 
 def _linked_valves(ctx: ApiContext, alarm: Alarm) -> tuple[str, ...]:
+    """The valves whose state this alarm is about: a detector's or regulator's linked
+    valves, or the valve itself (valve_failed_to_close, valve_fault)."""
     if alarm.device_id is None:
         return ()
+    device = ctx.registry.device(alarm.device_id)
+    if device is not None and device.component is ComponentType.SHUTOFF_VALVE:
+        return (alarm.device_id,)
     valves = ctx.registry.valves_for_detector(alarm.device_id)
     regulator_valve = ctx.registry.valve_for_regulator(alarm.device_id)
     return valves + ((regulator_valve,) if regulator_valve else ())
