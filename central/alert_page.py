@@ -166,7 +166,7 @@ class Status:
 
     known: bool  # the center has the alarm
     valve_closed: bool
-    valve: str
+    valve: str  # "" when there is nothing to shut off (maintenance, closed)
     valve_hint: str
     gas_gone: str
     steps: list[Step]
@@ -202,7 +202,7 @@ async def page_view(token: str, request: Request, page: Page) -> Response:
         what=_what(facts, lang, page.zone),
         phase=_phase(facts),
         todo=[pair[1] if lang == "en" else pair[0] for pair in _todo(facts)],
-        call=_call_line(page.hotline, lang),
+        call=_call_line(page.hotline, lang, outside=_phase(facts) == "emergency"),
         hotline=page.hotline,
         status=_status(facts, lang, page.zone),
         answers=[(a, word("site_answer", a, lang)) for a in _offered(facts)],
@@ -367,6 +367,8 @@ def _status(facts: Facts, lang: AlertLang, zone: ZoneInfo) -> Status:
             answers,
         )
     closed = row["valve_state"] == "closed"
+    if _phase(facts) != "emergency":  # nothing to shut off or to stay away from: not said
+        return Status(True, closed, "", "", "", _steps(row, lang, zone), answers)
     failed = row["alarm_type"] == AlarmType.VALVE_FAILED_TO_CLOSE
     valve = "valve_closed" if closed else ("valve_failed" if failed else "valve_open")
     return Status(
@@ -446,7 +448,9 @@ def _number(hotline: str) -> str:
     return hotline or "119"
 
 
-def _call_line(hotline: str, lang: AlertLang) -> str:
+def _call_line(hotline: str, lang: AlertLang, *, outside: bool = True) -> str:
+    if not outside:
+        return say("call_calm", lang, number=_number(hotline))
     return say("call", lang, hotline=hotline) if hotline else say("call_119", lang)
 
 

@@ -25,6 +25,7 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "todo_heading": ("现在请这样做", "What to do now"),
     "call": ("到室外后拨打燃气公司 {hotline}", "Once outside, call the gas company: {hotline}"),
     "call_119": ("到室外后拨打 119", "Once outside, call 119"),
+    "call_calm": ("拨打燃气公司电话 {number}", "Call the gas company: {number}"),
     "valve_closed": ("燃气已自动切断", "Gas supply shut off"),
     "valve_open": ("燃气还没有切断！", "Gas supply NOT shut off yet!"),
     "valve_failed": (

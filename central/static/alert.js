@@ -34,6 +34,7 @@
   function apply(s) {
     var valve = document.getElementById("valve");
     valve.className = "valve " + (s.valve_closed ? "ok" : "danger");
+    valve.hidden = !s.valve;
     document.getElementById("valve-text").textContent = s.valve;
     var hint = document.getElementById("valve-hint");
     hint.textContent = s.valve_hint;

@@ -402,6 +402,8 @@ async def test_a_maintenance_alarm_is_calm(dsn: str, client: httpx.AsyncClient) 
     assert "燃气设备需要检修" in page
     assert word("alarm_type", "low_battery", "zh") in page
     assert "请立即离开" not in page
+    assert "切断" not in page  # no valve to speak of: no red box
+    assert "拨打燃气公司电话 95158" in page
     assert "请给我回电话" in page
     assert "所有人已撤离" not in page
 
@@ -441,6 +443,9 @@ async def test_a_closed_alarm_does_not_send_people_running(
     assert "Leave now!" not in page
     assert "Dealt with by the gas company at 12:50: loose connection" in page
     assert "This alarm is closed" in page
+    assert "Call the gas company: 95158" in page
+    assert "NOT shut off" not in page
+    assert "no longer senses gas" not in page
     assert "Call me" in page
     assert "Everyone has left" not in page
 
