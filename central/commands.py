@@ -147,13 +147,30 @@ class CommandSender:
                 ) as client:
                     self.connected, delay = True, 0.5
                     log.info("command sender connected to %s", url)
-                    await self._loop(client)
+                    await self._session(client)
             except aiomqtt.MqttError as exc:
                 wait, delay = backoff(delay)
                 log.warning("command sender, broker %s: %s; again in %.1f s", url, exc, wait)
                 await asyncio.sleep(wait)
             finally:
                 self.connected = False
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """Send until the connection is lost: nothing is subscribed, so the message iteration
+        ends (raising) only when the link does, and the sender learns it before a publish."""
+        tasks = {
+            asyncio.create_task(self._loop(client), name="central-cmd-loop"),
+            asyncio.create_task(_watch(client), name="central-cmd-watch"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the MqttError that ended it
+        raise aiomqtt.MqttError("connection lost")
 
     async def _loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -207,3 +224,8 @@ class CommandSender:
             qos=1,
             retain=False,
         )
+
+
+async def _watch(client: aiomqtt.Client) -> None:
+    async for _ in client.messages:
+        pass
