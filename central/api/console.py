@@ -264,23 +264,33 @@ async def act(  # noqa: PLR0917 - FastAPI passes form fields by name
         return await _incident(
             request, ctx, officer, incident_id, status=409, error=error, kept=kept
         )
-    except ValueError as exc:
+    except _FormError as exc:
+        error = t(str(exc), _lang(request))
         return await _incident(
-            request, ctx, officer, incident_id, status=422, error=str(exc), kept=kept
+            request, ctx, officer, incident_id, status=422, error=error, kept=kept
         )
     return RedirectResponse(f"/incidents/{incident_id}", status_code=303)
+
+
+class _FormError(ValueError):
+    """A form field the step needs is missing or wrong: ``str()`` is the word's key."""
 
 
 def _step(  # noqa: PLR0917 - the form's fields
     action: inc.Action, note: str, crew: str, eta_minutes: str, cause: str, now: datetime
 ) -> inc.Step:
     eta = None
-    if action == "dispatch" and eta_minutes.strip():
-        minutes = int(eta_minutes)  # ValueError: answered as a 422 page
-        if not 0 <= minutes <= 24 * 60:
-            raise ValueError(f"{minutes}: 0-1440 minutes")
-        eta = now + timedelta(minutes=minutes)
+    if action == "dispatch":
+        if not crew.strip():
+            raise _FormError("need_crew")
+        if eta_minutes.strip():
+            minutes = int(eta_minutes) if eta_minutes.strip().isdigit() else -1
+            if not 0 <= minutes <= 24 * 60:
+                raise _FormError("bad_eta")
+            eta = now + timedelta(minutes=minutes)
+    if action == "resolve" and cause not in CAUSES:
+        raise _FormError("need_cause")
     return inc.Step(
         action, note=note.strip() or None, crew=crew.strip() or None, eta=eta,
-        cause=cause or None if action == "resolve" else None,
+        cause=cause if action == "resolve" else None,
     )  # fmt: skip

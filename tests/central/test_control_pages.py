@@ -99,6 +99,14 @@ async def test_the_officer_steps_from_the_incident_page(city: City) -> None:
         assert "接警" in again.text
         assert 'value="my note"' in again.text  # the note is kept
         assert 'href="/"' in again.text  # the way back
+        no_crew = await browser.post(f"{path}/dispatch", data={"csrf": csrf, "crew": " "})
+        assert no_crew.status_code == 422
+        assert "请填写处置人员" in no_crew.text
+        late = await browser.post(
+            f"{path}/dispatch", data={"csrf": csrf, "crew": "Team 3", "eta_minutes": "soon"}
+        )
+        assert late.status_code == 422
+        assert 'value="Team 3"' in late.text  # what was typed stays
         sent = await browser.post(
             f"{path}/dispatch", data={"csrf": csrf, "crew": "Team 3", "eta_minutes": "15"}
         )
