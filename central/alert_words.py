@@ -60,7 +60,7 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "closed": ("此次报警已结束", "This alarm is closed"),
     "answers_heading": ("告诉燃气公司您的情况", "Tell the gas company"),
     "answers_hint": ("点一下就会发给值班员", "One tap sends it to the duty officer"),
-    "told_heading": ("您已告诉燃气公司", "You told the gas company"),
+    "told_heading": ("已发给燃气公司的答复", "Answers sent to the gas company"),
     "thanks_left": (
         "已收到：所有人已撤离。谢谢！请留在室外，燃气公司说安全之前不要回去。",
         "Received: everyone has left. Thank you! "
