@@ -497,6 +497,40 @@ async def test_without_the_database_the_page_still_says_what_to_do(dsn: str) -> 
         assert HOTLINE in answered.text
 
 
+async def test_the_ingest_of_the_alarm_attaches_an_early_answer(
+    dsn: str, pool: AsyncConnectionPool[Any], client: httpx.AsyncClient
+) -> None:
+    """The real path: answered from the SMS link first, then the gateway's event is ingested."""
+    from central.inbound import parse  # noqa: PLC0415
+    from central.ingest import Ingest  # noqa: PLC0415
+
+    answered = await client.post(f"/a/{token()}/answer", json={"answer": "left"})
+    assert answered.json()["at_center"] is False
+    body = event("leak_high", "closed") | {
+        "schema": "gasgate/gasco/alarm-event/1", "gateway_id": "gw1", "revision": 1,
+        "alarm_revision": 1, "transition": "raised", "state": "unack_active", "active": True,
+        "latched": True, "severity": "critical", "message": "gas at 55 %LEL", "source": "d1",
+        "device_id": "d1", "rule_id": "leak.high", "readings": {"lel_pct": 55.0},
+        "valves": [{"device_id": "v1", "state": "closed"}], "escalation": None, "by": None,
+        "note": None, "suppressed": False,
+        "times": {"raised_at": "2026-11-28T10:00:00+00:00",
+                  "updated_at": "2026-11-28T10:00:00+00:00", "acked_at": None,
+                  "cleared_at": None, "closed_at": None,
+                  "event_at": "2026-11-28T10:00:00+00:00"},
+    }  # fmt: skip
+    inbound = parse("gasco/v1", "gasco/v1/gw1/alarms/events", json.dumps(body).encode())
+    await Ingest(pool, "test").apply([inbound])
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT t.actor, t.detail ->> 'answer' FROM timeline AS t"
+            " JOIN alarms AS a USING (incident_id) WHERE t.kind = 'site_answer'"
+        ).fetchall()
+    assert rows == [(f"site contact #1 {NAMES[0]}", "left")]
+    status = (await get(client, f"/a/{token()}/status")).json()
+    assert status["valve_closed"] is True
+    assert [a[-6:] for a in status["answers"]] == ["所有人已撤离"]
+
+
 class _Text(HTMLParser):
     """What a person reads: text outside tags, scripts and styles, plus button labels."""
 
