@@ -248,6 +248,13 @@ async def test_operations_endpoints(city: City) -> None:
         metrics = (await anyone.get("/metrics")).text
         assert "gasgate_central_officer_steps" in metrics
         assert "gasgate_central_live_consoles 0.0" in metrics
+        docs = await anyone.get("/docs")
+        assert "/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text  # no CDN
+        assert "unsafe-inline" in docs.headers["content-security-policy"]
+        assert (await anyone.get("/vendor/swagger-ui/swagger-ui.css")).status_code == 200
+        assert (await anyone.get("/openapi.json")).json()["info"]["title"] == "gasgate central"
+        page_csp = (await anyone.get("/login")).headers["content-security-policy"]
+        assert "script-src" not in page_csp  # pages run only their own script file
         await city.hub.stop()
         assert (await anyone.get("/readyz")).status_code == 503
 
