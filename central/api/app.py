@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
@@ -46,6 +46,7 @@ _DOCS_HEADERS: Final = _SECURITY_HEADERS | {
 }
 _SWAGGER_DIR: Final = Path(gateway.api.__file__).parent / "static" / "vendor" / "swagger-ui"
 _SWAGGER: Final = "/vendor/swagger-ui"
+_SOUND: Final = Path(gateway.api.__file__).parent / "static" / "alarm.wav"  # the console's own
 
 
 async def _security_headers(
@@ -67,6 +68,10 @@ async def _docs() -> HTMLResponse:
         swagger_favicon_url=f"{_SWAGGER}/favicon-32x32.png",
         swagger_ui_parameters={"validatorUrl": None},  # its default asks a public validator
     )
+
+
+async def _sound() -> FileResponse:
+    return FileResponse(_SOUND, media_type="audio/wav")
 
 
 async def _refused(_request: Request, exc: Any) -> Response:
@@ -93,6 +98,7 @@ def create_app(
     app.middleware("http")(_security_headers)
     app.add_exception_handler(routes.StepRefused, _refused)
     app.get("/docs", include_in_schema=False)(_docs)
+    app.get("/sound/alarm.wav", include_in_schema=False)(_sound)
     app.include_router(routes.router)
     app.include_router(ops.router)
     app.include_router(console.router)

@@ -63,6 +63,11 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "role_installer": ("安装人员", "installer"),
     "live_down": ("实时更新已断开，正在重连", "live updates lost, reconnecting"),  # noqa: RUF001
     "choose": ("请选择", "choose"),
+    "enable_sound": (
+        "点击此处开启报警声音和桌面通知",
+        "Click here to turn on the alarm sound and notifications",
+    ),
+    "new_emergency": ("新的紧急事件", "New emergency"),
     "need_crew": ("请填写处置人员", "Name the crew or technician sent"),
     "need_cause": ("请选择原因", "Choose a cause"),
     "bad_eta": ("预计到达请填 0 到 1440 分钟", "Arrival: 0 to 1440 minutes"),

@@ -31,15 +31,59 @@
     body.appendChild(row);
   }
 
+  // A new emergency is impossible to miss: a sound (once the page was clicked, as browsers
+  // require), a count in the tab title, a desktop notification (permission asked once); its row
+  // stays lit until every alarm in it is acknowledged at the gateway.
+  const banner = document.getElementById("sound-banner");
+  const sound = queue ? new Audio("/sound/alarm.wav") : null;
+  let armed = false;
+  let known = null; // unacknowledged emergencies already announced
+
+  function unacked() {
+    const rows = document.querySelectorAll("#rows-emergency tr.unacked");
+    return new Map(Array.from(rows, (row) => [row.dataset.id, row.dataset.title]));
+  }
+
+  function ring() {
+    if (!armed) return;
+    sound.currentTime = 0;
+    sound.play().catch(() => { banner.hidden = false; armed = false; });
+  }
+
+  function announce() {
+    const now = unacked();
+    document.title = (now.size ? "(" + now.size + ") " : "") + baseTitle;
+    if (known !== null) {
+      const fresh = [...now.keys()].filter((id) => !known.has(id));
+      if (fresh.length) {
+        ring();
+        if ("Notification" in window && Notification.permission === "granted") {
+          new Notification(banner.dataset.fresh, { body: now.get(fresh[0]), tag: "incident-" + fresh[0] });
+        }
+      }
+    }
+    known = new Set(now.keys());
+  }
+
+  function arm() {
+    if (armed || !queue) return;
+    armed = true;
+    banner.hidden = true;
+    if ("Notification" in window && Notification.permission === "default" && !localStorage.getItem("gasgate-central-asked")) {
+      localStorage.setItem("gasgate-central-asked", "1");
+      Notification.requestPermission();
+    }
+    if (unacked().size) ring(); // the officer hears what is waiting, and that the sound works
+  }
+  document.addEventListener("click", arm);
+
   function counts() {
-    let fresh = 0;
     for (const category of ["emergency", "maintenance"]) {
       const body = document.getElementById("rows-" + category);
       document.getElementById("count-" + category).textContent = body.rows.length;
       body.closest("section").querySelector(".empty").hidden = body.rows.length > 0;
-      if (category === "emergency") fresh = body.querySelectorAll("tr.unacked").length;
     }
-    document.title = (fresh ? "(" + fresh + ") " : "") + baseTitle;
+    announce();
   }
 
   async function patchQueue(ids) {

@@ -62,6 +62,10 @@ async def test_the_queue_in_two_tabs_with_words_not_codes(city: City) -> None:
         assert "closed" in english
         again = (await browser.get("/")).text  # the choice is kept in a cookie
         assert "Emergencies" in again
+        assert 'id="sound-banner"' in again
+        sound = await browser.get("/sound/alarm.wav")
+        assert sound.status_code == 200
+        assert sound.headers["content-type"] == "audio/wav"
 
 
 async def test_accept_language_picks_english(city: City) -> None:
