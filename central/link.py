@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import gmqtt  # type: ignore[import-untyped]
+import psycopg
 from gmqtt.mqtt.constants import MQTTCommands, MQTTv50  # type: ignore[import-untyped]
 
 from central.inbound import BadMessage, Inbound, parse, subscriptions
@@ -57,6 +58,8 @@ _PUBACK: Final = bytes((0x40, 0x02))
 _BACKOFF_START_S: Final = 0.5
 _BACKOFF_MAX_S: Final = 5.0
 _LOG_EVERY_S: Final = 10.0
+_REFUSALS: Final = 3  # a batch the database refuses this often is split
+_REFUSED_AGAIN_S: Final = 0.1
 _RETAINED_QUIET_S: Final = 1.0  # the retained burst is over when nothing came for this long
 _RETAINED_MAX_S: Final = 300.0  # ... or after this long (a broker that never falls quiet)
 
@@ -261,18 +264,28 @@ class _Stream:
             self.counts["acked"] += len(taken)
 
     async def _apply(self, batch: list[Inbound]) -> None:
-        """Until it committed: a database outage holds the stream here, unacknowledged."""
+        """Until it committed: a database outage holds the stream here, unacknowledged, for as
+        long as it lasts. A batch the database *answers* with an error (it refuses something in
+        it) is tried ``_REFUSALS`` times, then split in halves, so that one message it can never
+        take does not hold every alarm of the city behind it; that one alone is counted
+        (``refused_by_database``), logged and acknowledged."""
         if not batch:
             return
-        name, delay = self.spec.name, _BACKOFF_START_S
+        name, delay, refusals = self.spec.name, _BACKOFF_START_S, 0
         while True:
             started = time.perf_counter()
             try:
                 applied = await self._ingest.apply(batch)
-            except Exception as exc:  # noqa: BLE001 (the database down, or a bug: never drop, never ack)
+            except Exception as exc:  # noqa: BLE001 (never dropped for an outage, never acked)
                 self._metrics.apply_failures.labels(name).inc()
                 self.counts["apply_failures"] += 1
-                wait, delay = backoff(delay)
+                if _unavailable(exc):
+                    wait, delay = backoff(delay)
+                else:  # a refusal is no outage: tried again soon, then split
+                    refusals, wait = refusals + 1, _REFUSED_AGAIN_S
+                    if refusals >= _REFUSALS:
+                        await self._isolate(batch, exc)
+                        return
                 if self._fail_log.admit(time.monotonic()) is not None:
                     log.warning(
                         "%s batch of %d not applied (%r); again in %.1f s, unacknowledged",
@@ -289,6 +302,24 @@ class _Stream:
             self._metrics.applied(name, applied)
             self.counts["applied"] += len(batch)
             return
+
+    async def _isolate(self, batch: list[Inbound], exc: Exception) -> None:
+        if len(batch) > 1:  # in order: the first half commits (and is acked) before the second
+            half = len(batch) // 2
+            await self._apply(batch[:half])
+            await self._apply(batch[half:])
+            return
+        self.counts["refused"] += 1
+        self._metrics.bad.labels("refused_by_database").inc()
+        self._metrics.messages.labels(self.spec.name, "refused_by_database").inc()
+        log.error("the database refuses this %s message, acknowledged: %r (%r)", self.spec.name,
+                  batch[0], exc)  # fmt: skip
+
+
+def _unavailable(exc: Exception) -> bool:
+    """The database away or overloaded (retry for ever), not refusing what it was given.
+    (Serialization failures and deadlocks are OperationalErrors too: retried.)"""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
 
 
 class Link:

@@ -9,17 +9,19 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
 from central.db import open_pool, upgrade
-from central.ingest import Ingest
+from central.inbound import AlarmEvent, Inbound
+from central.ingest import Applied, Ingest
 from central.link import Link
 from central.metrics import CentralMetrics
 from tests.central.ingest_messages import PREFIX, event, rows, summary
@@ -209,3 +211,42 @@ async def test_bad_messages_are_counted_and_acknowledged(
         assert await count(pool, "SELECT count(*) FROM alarm_events") == 1
     finally:
         await pool.close()
+
+
+class _Refusing:
+    """An ingest whose database refuses every batch holding alarm ``poison`` (as PostgreSQL
+    refuses a value it cannot store), and takes every other batch."""
+
+    def __init__(self) -> None:
+        self.taken: list[str] = []
+
+    async def apply(self, batch: Sequence[Inbound]) -> Applied:
+        ids = [m.alarm_id for m in batch if isinstance(m, AlarmEvent)]
+        if "poison" in ids:
+            raise psycopg.errors.DataError("invalid input syntax")
+        self.taken += ids
+        return Applied(events_new=len(ids))
+
+
+async def test_a_message_the_database_refuses_is_set_apart_and_the_rest_goes_on(
+    own_mosquitto: Mosquitto,
+) -> None:
+    ingest = _Refusing()
+    one = Link(
+        own_mosquitto.url,
+        instance="poison",
+        group=GROUP,
+        prefix=PREFIX,
+        session_expiry_s=3600,
+        ingest=ingest,
+        metrics=CentralMetrics(CollectorRegistry()),
+    )
+    names = [f"p{i}" for i in range(40)]
+    names.insert(17, "poison")
+    async with running(one):
+        events = one.streams["events"]
+        # Whatever batches they arrive in, the one holding the poison is split until it is alone.
+        await publish(own_mosquitto.url, [event_payload("gw5", n, 1) for n in names])
+        await eventually(lambda: events.counts["acked"] >= 41, 20, "every message acked")
+    assert ingest.taken == [n for n in names if n != "poison"]  # in order, each once
+    assert events.counts["refused"] == 1
