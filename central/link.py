@@ -219,12 +219,12 @@ class _Stream:
 
     def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
         ack, client.held = client.held, None
-        self.last_message = time.monotonic()
         self.counts["received"] += 1
         message: Inbound | None = None
         if self.spec.name == "retained" and not properties.get("retain"):
-            pass  # live: the shared stream of some instance takes it; acked in turn
+            pass  # live (a storm keeps them coming): a shared stream takes it; acked in turn
         else:
+            self.last_message = time.monotonic()  # the retained burst: not over yet
             try:
                 message = parse(self._prefix, topic, payload)
             except BadMessage as exc:
