@@ -173,6 +173,9 @@ async def test_retained_summaries_present_before_the_start_are_read(
         await publish(own_mosquitto.url, [(f"{PREFIX}/gw3/availability", b"online")], retain=True)
         async with running(link(own_mosquitto.url, pool, "r")) as one:
             await asyncio.wait_for(one.retained_done.wait(), 30)
+            # The shared subscription got none of them (MQTT 5); the plain one all of them.
+            assert one.streams["state"].counts["received"] == 0
+            assert one.streams["retained"].counts["applied"] == 121
             assert await count(pool, "SELECT count(*) FROM sites WHERE gateway_id = 'gw3'") == 120
             assert (await rows(pool, "SELECT online FROM gateways WHERE gateway_id = 'gw3'")) == [
                 (True,)
