@@ -50,6 +50,7 @@ __all__ = [
     "SiteRef",
     "Step",
     "TimelineEntry",
+    "ValveView",
     "detail",
     "list_incidents",
     "transition",
@@ -150,6 +151,11 @@ class CommandView(BaseModel):
     status: Literal["pending", "sent", "accepted", "refused"]
 
 
+class ValveView(BaseModel):
+    device_id: str
+    state: str | None  # its last reported state; None: not heard
+
+
 class AlarmView(BaseModel):
     alarm_id: str
     alarm_type: str
@@ -159,6 +165,7 @@ class AlarmView(BaseModel):
     valve_state: str | None
     device_id: str | None
     message: str | None
+    valves: list[ValveView]  # the alarm's linked shut-off valves, as its latest event said
     revision: int
     raised_at: datetime
     updated_at: datetime
@@ -325,7 +332,8 @@ async def detail(
         await cur.execute(
             "SELECT alarm_id, alarm_type, severity, state, active, valve_state, revision,"
             " raised_at, updated_at, event ->> 'device_id' AS device_id,"
-            " event ->> 'message' AS message, event -> 'site' -> 'contacts' AS contacts"
+            " event ->> 'message' AS message, event -> 'valves' AS valves,"
+            " event -> 'site' -> 'contacts' AS contacts"
             " FROM alarms WHERE incident_id = %s ORDER BY raised_at, alarm_id",
             (incident_id,),
         )
@@ -340,7 +348,9 @@ async def detail(
         **view.model_dump(),
         timeline=timeline,
         commands=commands,
-        alarm_details=[AlarmView.model_validate(a) for a in alarms],
+        alarm_details=[
+            AlarmView.model_validate(a | {"valves": _valves(a["valves"])}) for a in alarms
+        ],
         sites=sites,
         contacts=_contacts(alarms[-1]["contacts"] if alarms else None, phones=phones),
         again=again,
@@ -371,6 +381,24 @@ async def _sites(cur: psycopg.AsyncCursor[dict[str, Any]], view: IncidentView) -
             district=view.district, site_type="other",
         )
     ]  # fmt: skip
+
+
+def _valves(raw: Any) -> list[ValveView]:
+    """The event's ``valves``, read defensively (the gateway's schema may grow)."""
+    if not isinstance(raw, list):
+        return []
+    return [
+        ValveView(
+            device_id=str(v["device_id"]),
+            state=v.get("state") if isinstance(v.get("state"), str) else None,
+        )
+        for v in raw
+        if isinstance(v, dict) and v.get("device_id")
+    ]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _status(row: dict[str, Any]) -> Literal["pending", "sent", "accepted", "refused"]:

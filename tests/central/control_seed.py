@@ -64,6 +64,7 @@ def _event(alarm_id: str, alarm_type: str, state: str, *, site: dict[str, Any]) 
     return json.dumps({
         "alarm_id": alarm_id, "alarm_type": alarm_type, "state": state, "device_id": "det-1",
         "message": f"{alarm_type} at the kitchen", "site": site,
+        "valves": [{"device_id": "valve-1", "state": "closed"}, {"device_id": "bad"}, "junk"],
     })  # fmt: skip
 
 

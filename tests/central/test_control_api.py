@@ -46,6 +46,10 @@ async def test_a_regulator_reads_without_phones_but_may_not_acknowledge(city: Ci
     async with city.client("wang") as wang:
         detail = (await wang.get(f"/api/incidents/{city.emergency}")).json()
         assert detail["contacts"][0]["phone"] == "13800000001"
+        assert detail["alarm_details"][0]["valves"] == [
+            {"device_id": "valve-1", "state": "closed"},
+            {"device_id": "bad", "state": None},
+        ]
 
 
 async def test_a_session_writes_only_with_its_csrf_token(city: City) -> None:
