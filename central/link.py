@@ -207,7 +207,16 @@ class _Stream:
         self._metrics.link_up.labels(self.spec.name).set(1 if up else 0)
 
     def _connected(self, client: Any, flags: int, rc: int, properties: Any) -> None:
-        client.subscribe([gmqtt.Subscription(f, qos=1) for f in self.spec.filters])
+        # Retain Handling 2 on the shared streams: no stored messages when subscribing. MQTT 5
+        # says a shared subscription gets none anyway, but Mosquitto 2.0 sends them to every
+        # member (and again at each reconnect); the retained read is what takes them in.
+        handling = 0 if self.spec.name == "retained" else 2
+        client.subscribe(
+            [
+                gmqtt.Subscription(f, qos=1, retain_handling_options=handling)
+                for f in self.spec.filters
+            ]
+        )
 
     def _subscribed(self, client: Any, mid: int, qos: list[int], properties: Any) -> None:
         if any(granted >= _SUBACK_FAILURE for granted in qos):
