@@ -334,6 +334,7 @@ async def fleet_page(request: Request, ctx: Ctx) -> HTMLResponse:
         request, ctx, "fleet.html", user=user, csrf=_csrf(request, ctx), devices=devices,
         online=count["online"], offline=count["offline"], waiting=count["not_heard_yet"],
         low=sum(_low(v) for v in devices), is_low=_low,
+        site_names={s.site_id: s.name for s in ctx.registry.sites()},
     )  # fmt: skip
 
 

@@ -99,6 +99,7 @@ class DeviceState:
     event: str | None = None
     lel_pct: float | None = None
     valve_state: str | None = None
+    valve_since: datetime | None = None  # heard live in this state since (None: retained)
     pressure_pa: int | None = None
     lel_trend: Trend = _NO_TREND
     persisted_mono: float | None = None
@@ -157,6 +158,8 @@ class DeviceStates:
             state.lel_trend.append(event.received_at, r.detector.lel_pct)
         if r.valve is not None and r.valve.state.value != state.valve_state:
             state.valve_state = r.valve.state.value
+            # A retained report is old news: the console says no "confirmed at" for it.
+            state.valve_since = None if event.retained else event.received_at
             self._on_valve(event.device_id)
         if r.regulator is not None:
             state.pressure_pa = r.regulator.pressure_pa

@@ -36,6 +36,7 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "severity": ("级别", "Severity"),
     "age": ("已过", "Age"),
     "site": ("地点", "Site"),
+    "incident": ("事件", "Incident"),
     "contact": ("联系人", "Contact"),
     "did": ("网关已做", "Gateway did"),
     "valves": ("阀门", "Valve"),
@@ -122,6 +123,12 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "notify_line": ("{channel} → {recipient}：{result}", "{channel} → {recipient}: {result}"),
     "gasco_line": ("已报告燃气公司：{result}", "reported to the gas company: {result}"),
     "nothing_done": ("尚无动作", "nothing yet"),
+    "nobody_line": (
+        "通知已跳过：未配置接收人",
+        "notification skipped: nobody configured to receive it",
+    ),
+    "why_no_channel": ("（该通道未配置）", "(channel not configured)"),
+    "why_no_address": ("（没有该通道的地址）", "(no address for this channel)"),
     # Alerting
     "sound_banner": (
         "点击此处开启报警声音和桌面通知",

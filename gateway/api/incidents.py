@@ -113,6 +113,8 @@ class Incident:
         lines: dict[str, ValveLine] = {}
         for a in self.alarms:
             for v in a.valve_lines:
+                if self.category == "maintenance" and v.valve_id != a.device_id:
+                    continue  # a detector's tamper is not about its valves: no red "OPEN"
                 old = lines.get(v.valve_id)
                 if old is None or v.unanswered > old.unanswered:
                     lines[v.valve_id] = v

@@ -133,6 +133,7 @@ class NoticeLine(BaseModel):
     recipient: str
     result: str
     at: datetime
+    detail: str  # why, for a skipped one ("channel 'sms' not configured", ...)
 
 
 class AlarmView(BaseModel):
@@ -330,15 +331,24 @@ def _said(c: _Sent) -> str:
 
 def _valve_line(ctx: ApiContext, valve_id: str, sent: list[_Sent]) -> ValveLine:
     state = _state(ctx, valve_id)
-    row = ctx.store.db.execute(
-        "SELECT state, at FROM valve_state WHERE valve_id = ?", (valve_id,)
-    ).fetchone()
-    since = datetime.fromisoformat(row[1]) if row and row[0] == state else None
+    since = _state_since(ctx, valve_id, state)
     closes = [c for c in sent if c.valve_id == valve_id and c.cmd == "close_valve"]
     if state == "closed" and since is not None:
         closes = [c for c in closes if c.at > since]  # sent again after it had closed
     unanswered = 0 if state == "closed" else len(closes)
     return ValveLine(valve_id=valve_id, state=state, since=since, unanswered=unanswered)
+
+
+def _state_since(ctx: ApiContext, valve_id: str, state: str | None) -> datetime | None:
+    """When the valve was heard (live) in ``state``: this run's reports, else the linkage's
+    stored state (after a restart); None when neither says so."""
+    heard = ctx.devices.get(valve_id)
+    if heard is not None and heard.valve_state == state and heard.valve_since is not None:
+        return heard.valve_since
+    row = ctx.store.db.execute(
+        "SELECT state, at FROM valve_state WHERE valve_id = ?", (valve_id,)
+    ).fetchone()
+    return datetime.fromisoformat(row[1]) if row and row[0] == state else None
 
 
 def _command_lines(sent: list[_Sent]) -> list[CommandLine]:
@@ -366,7 +376,12 @@ def _notice_lines(entries: list[AuditEntry]) -> list[NoticeLine]:
     latest: dict[tuple[str, str, str], NoticeLine] = {}
     for e in entries:
         latest[(e.kind, e.channel, e.recipient)] = NoticeLine(
-            kind=e.kind, channel=e.channel, recipient=e.recipient, result=e.result, at=e.at
+            kind=e.kind,
+            channel=e.channel,
+            recipient=e.recipient,
+            result=e.result,
+            at=e.at,
+            detail=e.detail,
         )
     return list(latest.values())
 
