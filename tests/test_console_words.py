@@ -17,6 +17,7 @@ with closed" for the other."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -140,15 +141,25 @@ async def log_in(browser: Browser, world: World, lang: str, **context: object) -
 
 
 def _registry_words(world: World) -> set[str]:
-    """Every ASCII word of the registry's files (names, addresses, ids, models), and the
-    users' names: proper names a Chinese page may show as they are."""
+    """The ASCII words of the registry's proper names (site names, districts, addresses,
+    contacts, device and cylinder ids, models) and the users' names: a Chinese page may show
+    them as they are. Not its codes (site type, kit, component, language)."""
     directory = world.gateway.settings.registry
     assert directory is not None
     words: set[str] = set(ROLES)
-    for table in Path(directory).glob("*.csv"):
-        for line in table.read_text(encoding="utf-8").splitlines()[1:]:
-            words.update(re.findall(r"[A-Za-z][A-Za-z0-9_\-'.]*", line))
+    for table, columns in _NAMES.items():
+        with (Path(directory) / table).open(encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                for column in columns:
+                    words.update(re.findall(r"[A-Za-z][A-Za-z0-9_\-'.]*", row.get(column) or ""))
     return words
+
+
+_NAMES: Final = {
+    "sites.csv": ("name", "district", "address", "contact_name"),
+    "components.csv": ("device_id", "model"),
+    "cylinders.csv": ("cylinder_id",),
+}
 
 
 def _raw_codes(text: str) -> list[str]:
