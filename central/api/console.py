@@ -11,6 +11,7 @@ A page asked for without a session answers 401 with the login form in place.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from psycopg import AsyncConnection
 
 from central import incidents as inc
 from central.api.context import CentralContext, Ctx, current_officer
@@ -168,13 +170,25 @@ def _query(request: Request, ids: list[int] | None = None) -> inc.Query:
     )
 
 
+async def _queue(
+    conn: AsyncConnection[Any], officer: Officer, request: Request
+) -> tuple[list[inc.IncidentView], list[inc.IncidentView]]:
+    """Emergencies and maintenance, each up to the page's limit: a flood of one never pushes
+    the other off the page."""
+    query = _query(request)
+    return (
+        await inc.list_incidents(conn, officer, replace(query, category="emergency")),
+        await inc.list_incidents(conn, officer, replace(query, category="maintenance")),
+    )
+
+
 @router.get("/")
 async def queue_page(request: Request, ctx: Ctx) -> HTMLResponse:
     officer = await _viewer(request, ctx)
     if officer is None:
         return _login_page(request, ctx)
     async with ctx.pool.connection() as conn:
-        found = await inc.list_incidents(conn, officer, _query(request))
+        emergencies, maintenance = await _queue(conn, officer, request)
         cur = await conn.execute(
             "SELECT district FROM sites UNION SELECT district FROM incidents"
             " WHERE state <> 'closed' ORDER BY 1"
@@ -182,8 +196,7 @@ async def queue_page(request: Request, ctx: Ctx) -> HTMLResponse:
         districts = [r[0] for r in await cur.fetchall() if officer.sees(r[0])]
     return _page(
         request, ctx, "console_queue.html", user=officer, districts=districts,
-        emergencies=[i for i in found if i.category == "emergency"],
-        maintenance=[i for i in found if i.category == "maintenance"],
+        emergencies=emergencies, maintenance=maintenance, limit=_ROWS_MAX,
         params=request.query_params, tab=request.query_params.get("tab", "emergency"),
     )  # fmt: skip
 
@@ -196,9 +209,13 @@ async def queue_rows(request: Request, ctx: Ctx) -> HTMLResponse:
     if officer is None:
         return HTMLResponse("", status_code=401)
     raw = request.query_params.get("ids")
-    ids = [int(i) for i in raw.split(",") if i.isdigit()][:_ROWS_MAX] if raw else None
     async with ctx.pool.connection() as conn:
-        found = await inc.list_incidents(conn, officer, _query(request, ids))
+        if raw:
+            ids = [int(i) for i in raw.split(",") if i.isdigit()][:_ROWS_MAX]
+            found = await inc.list_incidents(conn, officer, _query(request, ids))
+        else:
+            emergencies, maintenance = await _queue(conn, officer, request)
+            found = emergencies + maintenance
     return _page(request, ctx, "console_rows.html", user=officer, incidents=found)
 
 

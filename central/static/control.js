@@ -80,7 +80,8 @@
   function counts() {
     for (const category of ["emergency", "maintenance"]) {
       const body = document.getElementById("rows-" + category);
-      document.getElementById("count-" + category).textContent = body.rows.length;
+      const count = document.getElementById("count-" + category);
+      count.textContent = body.rows.length + (count.dataset.more || ""); // "+": more than shown
       body.closest("section").querySelector(".empty").hidden = body.rows.length > 0;
     }
     announce();
