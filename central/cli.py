@@ -7,7 +7,7 @@ import click
 from central.audit_cli import audit_command
 from central.db import db
 from central.fleet import simulate_command
-from central.run_cli import run_command
+from central.run_cli import retire_command, run_command
 from central.users import user
 
 __all__ = ["central"]
@@ -23,3 +23,4 @@ central.add_command(simulate_command)
 central.add_command(db)
 central.add_command(audit_command)
 central.add_command(run_command)
+central.add_command(retire_command)

@@ -150,6 +150,7 @@ class _Stream:
         self.subscribed = False
         self.last_message = time.monotonic()
         self.busy = False  # a batch is being applied
+        self.retiring = False  # unsubscribe, take in what the session holds, end the session
         self.counts: Counter[str] = Counter()
 
     @property
@@ -166,6 +167,7 @@ class _Stream:
         client = _HeldAcks(spec.client_id, clean_session=not spec.persistent, logger=log, **options)
         client.on_connect = self._connected
         client.on_subscribe = self._subscribed
+        client.on_unsubscribe = self._unsubscribed
         client.on_disconnect = lambda *_: lost.set()
         client.on_message = self._message
         if url.username is not None:
@@ -192,6 +194,8 @@ class _Stream:
         except Exception as exc:  # OSError, gmqtt's refusals, a bug: one failure for the loop
             raise ConnectionError(f"{spec.name} stream: {exc!r}") from exc
         finally:
+            # Retiring and idle (nothing taken but unacknowledged): the session may end.
+            ending = {"session_expiry_interval": 0} if self.retiring and self.idle else {}
             self._set_subscribed(False)
             if batches is not None:
                 batches.cancel()
@@ -199,7 +203,7 @@ class _Stream:
             self.busy = False
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
-                    await client.disconnect()
+                    await client.disconnect(**ending)
         raise ConnectionError(f"{spec.name} stream: connection lost")
 
     def _set_subscribed(self, up: bool) -> None:
@@ -207,6 +211,9 @@ class _Stream:
         self._metrics.link_up.labels(self.spec.name).set(1 if up else 0)
 
     def _connected(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        if self.retiring:  # no new messages dealt to us; the session's queue still comes
+            client.unsubscribe(list(self.spec.filters))
+            return
         # Retain Handling 2 on the shared streams: no stored messages when subscribing. MQTT 5
         # says a shared subscription gets none anyway, but Mosquitto 2.0 sends them to every
         # member (and again at each reconnect); the retained read is what takes them in.
@@ -225,6 +232,11 @@ class _Stream:
         self.last_message = time.monotonic()
         self._set_subscribed(True)
         log.info("%s stream subscribed to %s", self.spec.name, ", ".join(self.spec.filters))
+
+    def _unsubscribed(self, client: Any, mid: int, codes: Any) -> None:
+        self.last_message = time.monotonic()
+        self._set_subscribed(True)  # retiring: settled
+        log.info("%s stream unsubscribed (retiring)", self.spec.name)
 
     def _message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
         ack, client.held = client.held, None
@@ -373,6 +385,34 @@ class Link:
 
     def ready(self) -> dict[str, bool]:
         return {f"{n}_link": self.streams[n].subscribed for n in ("events", "state")}
+
+    async def retire(self, quiet_s: float = 2.0, within_s: float = 600.0) -> int:
+        """End this instance's broker sessions for good, without losing what they hold: the
+        shared filters are unsubscribed (no new messages dealt to it), what the sessions had
+        queued is taken in as usual, and once both have been quiet for ``quiet_s`` they are
+        closed with session expiry 0. Returns the messages taken in. (A broker such as
+        Mosquitto keeps dealing a share to an absent member's session until it expires.)"""
+        url = parse_mqtt_url(self._url_text)
+        streams = [self.streams["events"], self.streams["state"]]
+        for stream in streams:
+            stream.retiring = True
+        tasks = [asyncio.create_task(self._forever(s, url)) for s in streams]
+        deadline = time.monotonic() + within_s
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                now = time.monotonic()
+                if all(
+                    s.subscribed and s.idle and now - s.last_message >= quiet_s for s in streams
+                ):
+                    break
+            else:
+                raise TimeoutError(f"sessions still busy after {within_s:.0f} s; not ended")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return sum(s.counts["received"] for s in streams)
 
     async def _forever(self, stream: _Stream, url: MqttUrl) -> None:
         await _retry(stream, lambda: stream.session(url, self._session_expiry_s), url)

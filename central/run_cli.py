@@ -11,14 +11,19 @@ import asyncio
 import importlib
 
 import click
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from central.db import open_pool
+from central.ingest import Ingest
+from central.link import Link
+from central.metrics import CentralMetrics
 from central.settings import CentralSettings
 from gateway.errors import GasgateError
 from gateway.logs import setup_logging
 from gateway.settings import refuse_placeholder_secrets
 
-__all__ = ["run_command"]
+__all__ = ["retire_command", "run_command"]
 
 
 @click.command("run")
@@ -43,3 +48,40 @@ def run_command(**flags: str | int | None) -> None:
         raise click.ClickException(f"settings: {exc}") from None
     except GasgateError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@click.command("retire")
+@click.option("--db", help="PostgreSQL DSN [env GASGATE_CENTRAL_DB].")
+@click.option("--gasco-mqtt", help="Gas company broker URL [env GASGATE_CENTRAL_GASCO_MQTT].")
+@click.option("--instance", required=True, help="The name of the instance to retire.")
+@click.option("--group", help="Its $share group [env GASGATE_CENTRAL_GROUP].")
+def retire_command(**flags: str | None) -> None:
+    """End a stopped instance's broker sessions for good, after taking in what they hold (a
+    broker may keep dealing messages to an absent member until its session expires). Run it
+    once an instance is stopped and will not come back under its name."""
+    try:
+        settings = CentralSettings.load(flags)
+        setup_logging(settings.log_level, settings.log_format)
+        taken = asyncio.run(_retire(settings))
+    except ValidationError as exc:
+        raise click.ClickException(f"settings: {exc}") from None
+    except (GasgateError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"instance {settings.instance}: {taken} message(s) taken in; its sessions ended")
+
+
+async def _retire(settings: CentralSettings) -> int:
+    pool = await open_pool(settings.db)
+    try:
+        link = Link(
+            settings.gasco_mqtt,
+            instance=settings.instance,
+            group=settings.group,
+            prefix=settings.topic_prefix,
+            session_expiry_s=settings.session_expiry_s,
+            ingest=Ingest(pool, settings.instance),
+            metrics=CentralMetrics(CollectorRegistry()),
+        )
+        return await link.retire()
+    finally:
+        await pool.close()

@@ -253,3 +253,28 @@ async def test_a_message_the_database_refuses_is_set_apart_and_the_rest_goes_on(
         await eventually(lambda: events.counts["acked"] >= 41, 20, "every message acked")
     assert ingest.taken == [n for n in names if n != "poison"]  # in order, each once
     assert events.counts["refused"] == 1
+
+
+async def test_a_retired_instance_hands_over_its_share_and_is_dealt_nothing_more(
+    pg_dsn: str, own_mosquitto: Mosquitto
+) -> None:
+    upgrade(pg_dsn)
+    pool = await open_pool(pg_dsn)
+    try:
+        async with running(link(own_mosquitto.url, pool, "stays")) as stays:
+            async with running(link(own_mosquitto.url, pool, "goes")):
+                pass  # it joined the group, and left with its session kept
+            await publish(own_mosquitto.url, [event_payload("gw6", f"e{i}", 1) for i in range(100)])
+            await asyncio.sleep(1)
+            held = 100 - stays.streams["events"].counts["received"]
+            assert held > 0  # the broker keeps dealing to the absent member (Mosquitto 2.0)
+            taken = await link(own_mosquitto.url, pool, "goes").retire(quiet_s=0.5, within_s=30)
+            assert taken == held
+            await publish(own_mosquitto.url, [event_payload("gw6", f"f{i}", 1) for i in range(50)])
+            events = stays.streams["events"]
+            await eventually(lambda: events.counts["acked"] >= 100 - held + 50, 10, "the rest")
+        assert await count(pool, "SELECT count(*) FROM alarm_events") == 150
+        again = link(own_mosquitto.url, pool, "goes")
+        assert await again.retire(quiet_s=0.5, within_s=30) == 0  # its sessions are gone
+    finally:
+        await pool.close()
