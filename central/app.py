@@ -193,8 +193,8 @@ class Central:
     async def _check_schema(self) -> None:
         """Say it plainly when the schema is behind (the ingest would fail batch after batch)."""
         try:
-            status = await asyncio.to_thread(db.status, self.settings.db)
-        except psycopg.Error as exc:
+            status = await asyncio.wait_for(asyncio.to_thread(db.status, self.settings.db), 10)
+        except (psycopg.Error, TimeoutError) as exc:
             log.warning("database not reachable at start (%s); waiting for it", exc)
             return
         if status.pending:
