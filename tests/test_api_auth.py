@@ -161,8 +161,8 @@ async def test_site_user_cannot_read_another_site_by_guessing(world: World) -> N
             missing = await owner.get(path.replace(SITE, "no-such").replace(leak.alarm_id, "x")
                                       .replace(DETECTOR, "no-such"))  # fmt: skip
             assert theirs.status_code == missing.status_code == 404, path
-            if path.startswith("/console/"):  # a page, the same for both: nothing learnt
-                assert theirs.text == missing.text
+            if path.startswith("/console/"):  # a page, the same for both but its own path
+                assert theirs.text.replace(SITE, "?") == missing.text.replace("no-such", "?")
                 continue
             assert theirs.json()["detail"].replace(SITE, "?").replace(DETECTOR, "?").replace(
                 leak.alarm_id, "?"
