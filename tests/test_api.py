@@ -166,7 +166,7 @@ async def test_closed_alarms_are_listed_since_a_date(tmp_path: Path, mosquitto: 
             closed = [a for a in since if a["alarm_id"] == leak.alarm_id]
             assert [(a["state"], a["closed_by"]) for a in closed] == [("normal", "officer")]
             site = (await client.get(f"/console/sites/{SITE}?lang=en")).text
-            assert "leak_high · closed (officer)" in site
+            assert "Gas leak (high level) · closed (officer)" in site  # words, not leak_high
             bad = await client.get("/api/alarms", params={"since": "later"})
             assert bad.status_code == 422
 
