@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import re
 import shutil
+import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -317,6 +319,9 @@ async def test_a_new_emergency_rings_counts_and_stays_lit_while_a_note_is_typed(
     browser: Browser, world: World
 ) -> None:
     page = await log_in(browser, world, "zh-CN", viewport=DESKTOP)
+    sound = await page.request.get(f"{world.url}/static/alarm.wav")
+    with wave.open(io.BytesIO(await sound.body())) as wav:  # shipped, short
+        assert 0.3 < wav.getnframes() / wav.getframerate() < 2.0
     await page.add_init_script(HOOKS)
     await page.reload()
     banner = page.locator("#sound-banner")

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -205,7 +206,7 @@ async def acknowledge_incident(
             first_refusal = first_refusal or (exc.status_code, _reason(ctx, alarm_id, exc))
     if done == 0 and first_refusal is not None:
         return _error_page(request, ctx, first_refusal, note, "acknowledge", alarm)
-    return RedirectResponse("/console/alarms", status_code=303)
+    return RedirectResponse(_back(request), status_code=303)
 
 
 @router.post("/console/alarms/{alarm_id}/{action}")
@@ -230,7 +231,14 @@ async def act(  # noqa: PLR0917 - FastAPI passes form fields by name
     except HTTPException as exc:
         reason = (exc.status_code, _reason(ctx, alarm_id, exc))
         return _error_page(request, ctx, reason, note, chosen, [alarm_id])
-    return RedirectResponse("/console/alarms", status_code=303)
+    return RedirectResponse(_back(request), status_code=303)
+
+
+def _back(request: Request) -> str:
+    """The queue as the officer had it (its tab and filters), from the form's own page."""
+    came = urlsplit(request.headers.get("referer", ""))
+    same = came.netloc == request.url.netloc and came.path == "/console/alarms"
+    return f"/console/alarms?{came.query}" if same and came.query else "/console/alarms"
 
 
 _Reason = tuple[str, dict[str, str]]  # a word's key and its values
@@ -313,6 +321,7 @@ async def site_page(site_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
     return _page(
         request, ctx, "site.html", user=user, csrf=_csrf(request, ctx),
         detail=site_detail(ctx, site, user), latitude=site.latitude, longitude=site.longitude,
+        history=ctx.alarms.history,
         missing=missing, incidents=group(a for a in alarm_queue(ctx, user, site=site_id)),
     )  # fmt: skip
 
