@@ -6,15 +6,16 @@ tests' cluster runs without it), a private Mosquitto configured as deploy/centra
 messages in flight, 200,000 queued per session), and ``gasgate central run`` instances in one
 ``$share`` group. The fleet simulator (:mod:`central.fleet`) plays the gateways.
 
-1. **Absorbed, one instance then two**: a burst of alarm events (real alarm_id / revision
-   sequences) published as fast as the broker takes them; the clock stops when the last is a
-   row of ``alarm_events``. The same for site summaries (rows of ``sites``). The ratio two ÷ one
-   is the goal (≥ 1.6).
-2. **Idle**: one new leak at a time (a ``raised`` event of a new alarm); the time from its
-   publication until ``GET /api/incidents`` (instance A; polled every 10 ms) lists an incident
-   with its alarm id, and until instance A's ``GET /api/stream`` (SSE) pushes it. Events are
-   shared between the instances, so half of them are ingested by B and reach A's console
-   through PostgreSQL's NOTIFY.
+1. **Absorbed, one instance then two** (each in a world of its own: a fresh database and
+   broker): a burst of alarm events (real alarm_id / revision sequences) published as fast as
+   the broker takes them; the clock stops when the last is a row of ``alarm_events``. The same
+   for site summaries (rows of ``sites``). The ratio two ÷ one is the goal (≥ 1.6). CPU seconds
+   of the centers and of PostgreSQL over each burst say who worked.
+2. **Idle**: one new leak at a time (a ``raised`` event of a new alarm), alternately timed from
+   its publication until ``GET /api/incidents`` (instance A, polled every 10 ms) lists an
+   incident with its alarm id, and until instance A's ``GET /api/stream`` (SSE) pushes it (no
+   polling then: a poll is work for the instance that pushes). Events are shared between the
+   instances, so half are ingested by B and reach A's console through PostgreSQL's NOTIFY.
 3. **Storm**: 1,000 gateways x 100 sites come back at once: 100,000 retained summaries (and
    1,000 availabilities) as fast as the broker takes them; the clock stops when all 100,000
    are rows of ``sites``. Leaks are probed as in 2 all through it.
@@ -154,7 +155,24 @@ class World:
     dsn: str
     broker: Mosquitto
     token: str
+    cluster: PostgreSQL
     centers: list[Center] = field(default_factory=list)
+
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds so far: the centers', PostgreSQL's (its postmaster, the backends that
+        ended, whose time it collected, and those alive)."""
+        centers = sum(c.cpu_s() for c in self.centers)
+        assert self.cluster.workdir is not None
+        pid = (self.cluster.workdir / "data" / "postmaster.pid").read_text().split()[0]
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if stat.parent.name == pid:
+                    ticks += sum(int(f) for f in fields[11:15])
+                elif fields[1] == pid:
+                    ticks += int(fields[11]) + int(fields[12])
+        return centers, ticks / os.sysconf("SC_CLK_TCK")
 
     async def start_center(self) -> Center:
         name = f"bench-{'abcdefgh'[len(self.centers)]}"
@@ -195,7 +213,7 @@ async def world() -> AsyncIterator[World]:
             )  # fmt: skip
             token = _gasgate("central", "user", "token", "bench", "--db", dsn).splitlines()[-1]
             broker.start()
-            the_world = World(work, dsn, broker, token)
+            the_world = World(work, dsn, broker, token, cluster)
             yield the_world
         finally:
             for center in the_world.centers if the_world else ():
@@ -213,6 +231,21 @@ async def _count(conn: psycopg.AsyncConnection[Any], sql: str, like: str) -> int
     return int(row[0]) if row else 0
 
 
+@dataclass(frozen=True, slots=True)
+class Absorbed:
+    took: float | None  # seconds until every row was there (None: not within the time allowed)
+    published: float  # seconds the publishing took (every PUBACK)
+    centers_cpu: float  # CPU seconds meanwhile
+    pg_cpu: float
+
+    def rate(self, rows: int) -> float | None:
+        return rows / self.took if self.took else None
+
+    @property
+    def cpu(self) -> str:
+        return f"CPU: centers {self.centers_cpu:.1f} s, PostgreSQL {self.pg_cpu:.1f} s"
+
+
 async def absorb(
     world: World,
     publisher: Publisher,
@@ -222,11 +255,10 @@ async def absorb(
     *,
     rows: int,
     retain: bool,
-) -> tuple[float | None, float, float]:
+) -> Absorbed:
     """Publish ``messages`` as fast as the broker takes them (retained unless they are alarm
-    events, as the gateways do); (seconds until ``sql`` counts ``rows`` or None, seconds the
-    publishing took, the centers' CPU seconds meanwhile)."""
-    cpu = sum(c.cpu_s() for c in world.centers)
+    events, as the gateways do) and wait until ``sql`` counts ``rows``."""
+    centers, pg = world.cpu_s()
     async with await psycopg.AsyncConnection.connect(world.dsn, autocommit=True) as conn:
         started = time.perf_counter()
         sending = asyncio.create_task(publisher.publish(messages, retain=retain))
@@ -238,7 +270,8 @@ async def absorb(
                 break
             await asyncio.sleep(ABSORB_POLL_S)
         published = await sending
-    return took, published, sum(c.cpu_s() for c in world.centers) - cpu
+    centers_after, pg_after = world.cpu_s()
+    return Absorbed(took, published, centers_after - centers, pg_after - pg)
 
 
 EVENTS_SQL: Final = "SELECT count(*) FROM alarm_events WHERE gateway_id LIKE %s"
@@ -258,31 +291,25 @@ def _summaries(name: str, gateways: int, sites: int) -> list[Message]:
 
 async def throughput(
     world: World, publisher: Publisher, sizes: Sizes, instances: int
-) -> dict[str, float | None]:
-    """Events/s and summaries/s absorbed (None: not all within the time allowed), as rows."""
-    rates: dict[str, float | None] = {}
+) -> dict[str, Absorbed]:
+    """A burst of events, then one of summaries (with their gateways' availabilities, as they
+    come back)."""
     events = _events(f"ev{instances}", sizes.events)
-    took, _published, cpu = await absorb(
+    by_events = await absorb(
         world, publisher, events, EVENTS_SQL, f"ev{instances}-%", rows=len(events), retain=False
     )
-    rates["events"] = len(events) / took if took else None
-    rates["events_cpu"] = cpu
-    # with the gateways' availabilities, as they come back; summaries/s counts the summaries
     batch = _summaries(f"su{instances}", sizes.summaries // 100, 100)
-    count = sizes.summaries
-    took, _published, cpu = await absorb(
-        world, publisher, batch, SITES_SQL, f"su{instances}-%", rows=count, retain=True
+    by_summaries = await absorb(
+        world, publisher, batch, SITES_SQL, f"su{instances}-%", rows=sizes.summaries, retain=True
     )
-    rates["summaries"] = count / took if took else None
-    rates["summaries_cpu"] = cpu
-    return rates
+    return {"events": by_events, "summaries": by_summaries}
 
 
 # --- probes: an alarm's way to the console -----------------------------------------------------
 
 
 class Probes:
-    """New leaks one at a time, each timed to instance A's API and to its SSE stream."""
+    """New leaks one at a time, each timed to instance A's API or to its SSE stream."""
 
     def __init__(self, world: World, publisher: Publisher) -> None:
         self._world = world
@@ -293,6 +320,8 @@ class Probes:
         self._arrived = asyncio.Event()
         self._headers = {"Authorization": f"Bearer {world.token}"}
         self._client = httpx.AsyncClient(headers=self._headers, timeout=PROBE_TIMEOUT_S)
+        self.api: list[float | None] = []  # ms to the API; None: not within PROBE_TIMEOUT_S
+        self.console: list[float | None] = []  # ms to the SSE push
         self.polls: list[float] = []  # ms each GET /api/incidents took: what bounds the API figure
         self.asked: list[float] = []  # ms after publishing the request that found it was sent
         self._task: asyncio.Task[None] | None = None
@@ -322,8 +351,12 @@ class Probes:
                     self._pushed.append((time.perf_counter(), line))
                     self._arrived.set()
 
-    async def one(self) -> tuple[float | None, float | None]:
-        """(ms to the API, ms to the console); None: not within PROBE_TIMEOUT_S."""
+    def reset(self) -> None:
+        self.api, self.console, self.polls, self.asked = [], [], [], []
+
+    async def one(self, *, api: bool) -> None:
+        """One leak, timed to the API (``api``: polled) or to the console (nothing polled: a
+        poll of ``GET /api/incidents`` is work for the instance that pushes the console)."""
         s, self._next = self._next % self._spec.sites, self._next + 1
         story = Story.begin(self._spec, 0, s, datetime.now(UTC))
         message = story.next(datetime.now(UTC))
@@ -331,10 +364,10 @@ class Probes:
         seen_before = len(self._pushed)
         started = time.perf_counter()
         await self._publisher.send([message])
-        api, console = await asyncio.gather(
-            self._api(story, started), self._console(story.alarm_id, started, seen_before)
-        )
-        return api, console
+        if api:
+            self.api.append(await self._api(story, started))
+        else:
+            self.console.append(await self._console(story.alarm_id, started, seen_before))
 
     async def _api(self, story: Story, started: float) -> float | None:
         url = f"{self._world.centers[0].url}/api/incidents"
@@ -360,46 +393,43 @@ class Probes:
                 await asyncio.wait_for(self._arrived.wait(), 0.1)
         return None
 
-    async def run(self, count: int, gap_s: float = 0.05) -> list[tuple[float | None, float | None]]:
-        out, self.polls, self.asked = [], [], []
-        for _ in range(count):
-            out.append(await self.one())
+    async def run(self, count: int, gap_s: float = 0.05) -> None:
+        """``count`` probes of each kind, alternating."""
+        self.reset()
+        for i in range(2 * count):
+            await self.one(api=bool(i % 2))
             await asyncio.sleep(gap_s)
-        return out
 
-    async def until(self, done: asyncio.Task[Any], gap_s: float = 0.05) -> list[Any]:
-        out, self.polls, self.asked = [], [], []
+    async def until(self, done: asyncio.Task[Any], gap_s: float = 0.05) -> None:
+        self.reset()
+        i = 0
         while not done.done():
-            out.append(await self.one())
+            await self.one(api=bool(i % 2))
+            i += 1
             await asyncio.sleep(gap_s)
-        return out
 
 
-def _latency_rows(
-    case: str,
-    probes: list[tuple[float | None, float | None]],
-    goal_ms: float,
-    polls: tuple[list[float], list[float]],
-) -> list[dict[str, object]]:
-    """``polls``: how long each API poll took, and when the one that found it was sent."""
+def _latency_rows(case: str, probes: Probes, goal_ms: float) -> list[dict[str, object]]:
     rows = []
-    for i, measure in enumerate(("alarm -> API (incidents)", "alarm -> console (SSE)")):
-        samples = [x for p in probes if (x := p[i]) is not None]
-        missing = len(probes) - len(samples)
-        note = f"{missing} of {len(probes)} not within {PROBE_TIMEOUT_S:g} s" if missing else "-"
-        if i == 0:
-            took, asked = polls
-            how = (
-                f"; a poll takes p50 {statistics.median(took):.0f} ms, the one that found it"
-                f" was sent at p50 {statistics.median(asked):.0f} ms"
-                if took and asked
-                else ""
+    for measure, timed in (
+        ("alarm -> API (incidents)", probes.api),
+        ("alarm -> console (SSE)", probes.console),
+    ):
+        samples = [x for x in timed if x is not None]
+        missing = len(timed) - len(samples)
+        notes = [f"{missing} of {len(timed)} not within {PROBE_TIMEOUT_S:g} s"] if missing else []
+        if timed is probes.api and probes.polls and probes.asked:
+            notes.insert(
+                0,
+                f"polled every {POLL_S * 1000:g} ms; a poll takes p50"
+                f" {statistics.median(probes.polls):.0f} ms, the one that found it was sent at"
+                f" p50 {statistics.median(probes.asked):.0f} ms",
             )
-            note = f"polled every {POLL_S * 1000:g} ms{how}" + (f"; {note}" if missing else "")
+        goal = f"p99 <= {goal_ms:g} ms"
         if not samples:
-            rows.append(_row(measure, case, 2, goal=f"p99 <= {goal_ms:g} ms", ok=False, note=note))
+            rows.append(_row(measure, case, 2, goal=goal, ok=False, note="; ".join(notes)))
             continue
-        p50, p99 = statistics.median(samples), _p99(samples)
+        p99 = _p99(samples)
         rows.append(
             _row(
                 measure,
@@ -407,11 +437,11 @@ def _latency_rows(
                 2,
                 value=len(samples),
                 unit="probes",
-                p50_ms=round(p50, 1),
+                p50_ms=round(statistics.median(samples), 1),
                 p99_ms=round(p99, 1),
-                goal=f"p99 <= {goal_ms:g} ms",
+                goal=goal,
                 ok=p99 <= goal_ms and not missing,
-                note=note,
+                note="; ".join(notes) or "-",
             )
         )
     return rows
@@ -420,40 +450,32 @@ def _latency_rows(
 # --- the suite ---------------------------------------------------------------------------------
 
 
-async def _storm(
-    world: World, publisher: Publisher, sizes: Sizes
-) -> tuple[
-    float | None,
-    float,
-    float,
-    list[tuple[float | None, float | None]],
-    tuple[list[float], list[float]],
-]:
+async def _storm(world: World, publisher: Publisher, probes: Probes, sizes: Sizes) -> Absorbed:
     messages = _summaries("storm", sizes.storm_gateways, sizes.storm_sites)
-    async with Probes(world, publisher) as probes:
-        storm = asyncio.create_task(
-            absorb(
-                world,
-                publisher,
-                messages,
-                SITES_SQL,
-                "storm-%",
-                rows=sizes.storm_gateways * sizes.storm_sites,
-                retain=True,
-            )
+    storm = asyncio.create_task(
+        absorb(
+            world,
+            publisher,
+            messages,
+            SITES_SQL,
+            "storm-%",
+            rows=sizes.storm_gateways * sizes.storm_sites,
+            retain=True,
         )
-        samples = await probes.until(storm)
-        took, published, cpu = await storm
-    return took, published, cpu, samples, (probes.polls, probes.asked)
+    )
+    await probes.until(storm)
+    return await storm
 
 
 def _rate_rows(
-    one: dict[str, float | None], two: dict[str, float | None], sizes: Sizes
+    one: dict[str, Absorbed], two: dict[str, Absorbed], sizes: Sizes
 ) -> list[dict[str, object]]:
     rows = []
     for kind, n in (("events", sizes.events), ("summaries", sizes.summaries)):
-        for instances, rates in ((1, one), (2, two)):
-            rate = rates[kind]
+        rates = []
+        for instances, measured in ((1, one[kind]), (2, two[kind])):
+            rate = measured.rate(n)
+            rates.append(rate)
             rows.append(
                 _row(
                     f"{kind} absorbed",
@@ -461,12 +483,12 @@ def _rate_rows(
                     instances,
                     value=round(rate) if rate else "-",
                     unit=f"{kind}/s",
-                    note=f"centers' CPU {rates[f'{kind}_cpu']:.1f} s"
+                    note=f"{measured.cpu}; published in {measured.published:.1f} s"
                     if rate
                     else "not all within the time allowed",
                 )
             )
-        a, b = one[kind], two[kind]
+        a, b = rates
         ratio = b / a if a and b else None
         rows.append(
             _row(
@@ -482,35 +504,40 @@ def _rate_rows(
     return rows
 
 
+def _storm_row(storm: Absorbed, sizes: Sizes) -> dict[str, object]:
+    n = sizes.storm_gateways * sizes.storm_sites
+    return _row(
+        "storm absorbed",
+        f"{sizes.storm_gateways:,} x {sizes.storm_sites} summaries",
+        2,
+        value=round(storm.took, 2) if storm.took else "-",
+        unit="s",
+        goal=f"<= {GOAL_STORM_S:g} s",
+        ok=storm.took is not None and storm.took <= GOAL_STORM_S,
+        note=f"{n / storm.took:,.0f}/s; published in {storm.published:.1f} s; {storm.cpu}"
+        if storm.took
+        else "not all within the time allowed",
+    )
+
+
 async def _suite(sizes: Sizes) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+    """Each instance count in a world of its own (a fresh database and broker): the second
+    burst must not pay for the rows the first left."""
     async with world() as w, Publisher(w.broker.url, name="bench-fleet") as publisher:
         await w.start_center()
         one = await throughput(w, publisher, sizes, 1)
+    async with world() as w, Publisher(w.broker.url, name="bench-fleet") as publisher:
+        await w.start_center()
         await w.start_center()
         two = await throughput(w, publisher, sizes, 2)
-        rows += _rate_rows(one, two, sizes)
+        rows = _rate_rows(one, two, sizes)
         async with Probes(w, publisher) as probes:
             await probes.run(3)  # warm-up: first connections and queries
-            idle = await probes.run(sizes.idle_probes)
-        rows += _latency_rows("idle", idle, GOAL_IDLE_P99_MS, (probes.polls, probes.asked))
-        took, published, cpu, during, polls = await _storm(w, publisher, sizes)
-        n = sizes.storm_gateways * sizes.storm_sites
-        rows.append(
-            _row(
-                "storm absorbed",
-                f"{sizes.storm_gateways:,} x {sizes.storm_sites} summaries",
-                2,
-                value=round(took, 2) if took else "-",
-                unit="s",
-                goal=f"<= {GOAL_STORM_S:g} s",
-                ok=took is not None and took <= GOAL_STORM_S,
-                note=f"{n / took:,.0f}/s; published in {published:.1f} s; centers' CPU {cpu:.0f} s"
-                if took
-                else "not all within the time allowed",
-            )
-        )
-        rows += _latency_rows("during the storm", during, GOAL_STORM_P99_MS, polls)
+            await probes.run(sizes.idle_probes)
+            rows += _latency_rows("idle", probes, GOAL_IDLE_P99_MS)
+            storm = await _storm(w, publisher, probes, sizes)
+            rows.append(_storm_row(storm, sizes))
+            rows += _latency_rows("during the storm", probes, GOAL_STORM_P99_MS)
     return rows
 
 
