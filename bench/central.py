@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,9 @@ GOAL_IDLE_P99_MS: Final = 50.0
 PROBE_TIMEOUT_S: Final = 5.0
 POLL_S: Final = 0.01  # the API poll: a probe's API figure is late by half of it on average
 ABSORB_POLL_S: Final = 0.05
+#: By case: (seconds since the probes began, "api" | "console", ms or None) of every probe,
+#: written to central-samples.json: when in a storm the slow ones came.
+SAMPLES: dict[str, list[tuple[float, str, float | None]]] = {}
 BROKER: Final = "max_inflight_messages 1000\nmax_queued_messages 200000\n"  # deploy/central
 GASGATE: Final = str(Path(sys.executable).with_name("gasgate"))
 
@@ -325,6 +329,8 @@ class Probes:
         self.console: list[float | None] = []  # ms to the SSE push
         self.polls: list[float] = []  # ms each GET /api/incidents took: what bounds the API figure
         self.asked: list[float] = []  # ms after publishing the request that found it was sent
+        self.since = time.perf_counter()  # the probes' time 0 (the storm's start)
+        self.case = "idle"
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Probes:
@@ -354,6 +360,7 @@ class Probes:
 
     def reset(self) -> None:
         self.api, self.console, self.polls, self.asked = [], [], [], []
+        self.since = time.perf_counter()
 
     async def one(self, *, api: bool) -> None:
         """One leak, timed to the API (``api``: polled) or to the console (nothing polled: a
@@ -365,10 +372,13 @@ class Probes:
         seen_before = len(self._pushed)
         started = time.perf_counter()
         await self._publisher.send([message])
-        if api:
-            self.api.append(await self._api(story, started))
-        else:
-            self.console.append(await self._console(story.alarm_id, started, seen_before))
+        kind, ms = (
+            ("api", await self._api(story, started))
+            if api
+            else ("console", await self._console(story.alarm_id, started, seen_before))
+        )
+        (self.api if api else self.console).append(ms)
+        SAMPLES.setdefault(self.case, []).append((round(started - self.since, 3), kind, ms))
 
     async def _api(self, story: Story, started: float) -> float | None:
         url = f"{self._world.centers[0].url}/api/incidents"
@@ -537,13 +547,23 @@ async def _suite(sizes: Sizes) -> list[dict[str, object]]:
         two = await throughput(w, publisher, sizes, 2)
         rows = _rate_rows(one, two, sizes)
         async with Probes(w, publisher) as probes:
-            await probes.run(3)  # warm-up: first connections and queries
+            probes.case = "warm-up"  # first connections and queries
+            await probes.run(3)
+            probes.case = "idle"
             await probes.run(sizes.idle_probes)
             rows += _latency_rows("idle", probes, GOAL_IDLE_P99_MS)
+            probes.case = "storm"
             storm = await _storm(w, publisher, probes, sizes)
             rows.append(_storm_row(storm, sizes))
             rows += _latency_rows("during the storm", probes, GOAL_STORM_P99_MS)
     return rows
+
+
+def write_artifacts(out_dir: Path) -> Iterator[Path]:
+    """Every probe with its time (seconds since the idle run's or the storm's start)."""
+    samples = out_dir / "central-samples.json"
+    samples.write_text(json.dumps(SAMPLES) + "\n")
+    yield samples
 
 
 def run(quick: bool) -> list[dict[str, object]]:
