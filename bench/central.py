@@ -316,9 +316,11 @@ async def throughput(
 class Probes:
     """New leaks one at a time, each timed to instance A's API or to its SSE stream."""
 
-    def __init__(self, world: World, publisher: Publisher) -> None:
+    def __init__(self, world: World) -> None:
         self._world = world
-        self._publisher = publisher
+        # The probed gateway's own connection, as a real gateway has: on the fleet's, a leak
+        # would queue behind the storm's packets in the same socket.
+        self._publisher = Publisher(world.broker.url, connections=1, name="bench-probe")
         self._spec = FleetSpec(1, 1000, name="probe")
         self._next = 0
         self._pushed: list[tuple[float, str]] = []  # (arrival, SSE data) of every push
@@ -334,6 +336,7 @@ class Probes:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Probes:
+        await self._publisher.__aenter__()
         connected = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._listen(connected))
         await asyncio.wait_for(connected.wait(), 10)
@@ -344,6 +347,7 @@ class Probes:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._client.aclose()
+        await self._publisher.__aexit__()
 
     async def _listen(self, connected: asyncio.Event) -> None:
         url = f"{self._world.centers[0].url}/api/stream"
@@ -546,7 +550,7 @@ async def _suite(sizes: Sizes) -> list[dict[str, object]]:
         await w.start_center()
         two = await throughput(w, publisher, sizes, 2)
         rows = _rate_rows(one, two, sizes)
-        async with Probes(w, publisher) as probes:
+        async with Probes(w) as probes:
             probes.case = "warm-up"  # first connections and queries
             await probes.run(3)
             probes.case = "idle"
