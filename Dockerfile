@@ -1,5 +1,5 @@
 # gasgate: one image for the gateway (gasgate run), the serial bridge (gasgate bridge) and the
-# simulator (gasgate simulate). Build: docker build -t gasgate .   See docs/deployment.md.
+# simulator (gasgate simulate), and the monitoring center (gasgate central run). Build: docker build -t gasgate .   See docs/deployment.md.
 
 # --- build: install gasgate and its dependencies into a venv that the runtime stage copies ---
 FROM python:3.11-slim AS build
@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY firmware_bridge ./firmware_bridge
 COPY rules ./rules
+COPY central ./central
 RUN /opt/gasgate/bin/pip install .
 
 # --- runtime: no compiler, no pip cache, no source tree; a non-root user ---

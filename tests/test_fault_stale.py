@@ -52,6 +52,6 @@ async def test_a_silent_detector_is_shown_offline_with_its_last_report_time(
         assert datetime.fromisoformat(stale["last_report_at"]) == last  # not refreshed
         async with world.client("officer") as officer:
             fleet = (await officer.get("/console/fleet?lang=en")).text
-        row = re.search(rf'<tr class="([^"]*)"><td data-label="ID">{HOUSE_DETECTOR}<', fleet)
+        row = re.search(rf'<tr class="([^"]*)"><td [^>]*data-device="{HOUSE_DETECTOR}"', fleet)
         assert row is not None
         assert row.group(1) == "offline"
