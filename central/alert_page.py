@@ -46,8 +46,9 @@ from gateway.words import catalogue, word
 __all__ = ["ANSWERS", "AlertPage", "AnswerLimiter", "Status", "alert_page", "router"]
 
 ANSWERS: Final = ("left", "false_alarm", "call_me", "need_help")
-# Two-key advisory lock class of "is this alarm here yet?" (the same as the trigger's).
-_LOCK_CLASS: Final = 1935765107
+# The two-key advisory lock of "is this alarm here yet?": the alarms' insert trigger takes it
+# shared (migration 0004), an answer for an alarm not here yet takes it exclusive.
+_ARRIVAL_LOCK: Final = (1935765107, 0)
 _ANSWERS_SHOWN: Final = 10
 _HEADERS: Final = {
     "Cache-Control": "no-store",
@@ -328,11 +329,9 @@ async def record_answer(pool: AsyncConnectionPool[Any], grant: AlertGrant, answe
     async with pool.connection(timeout=_DB_WAIT_S) as conn, conn.transaction():
         incident = await _attach(conn, values)
         if incident is None:
-            # The alarm's insert takes this lock too (its trigger): after it, either the alarm
-            # is committed and seen here, or the trigger will see the answer kept below.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, grant.alarm_id)
-            )
+            # Every alarm insert takes this lock shared (its trigger): after it, either the
+            # alarm is committed and seen here, or the trigger will see the answer kept below.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _ARRIVAL_LOCK)
             incident = await _attach(conn, values)
         if incident is None:
             await conn.execute(
