@@ -16,7 +16,6 @@ an incident of another district.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -28,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
+from central import outbox
 from central.grouping import CAUSES
 from central.ingest import settle
 from central.users import Officer
@@ -342,7 +342,7 @@ async def detail(
     again = [
         action
         for action, states in _AGAIN.items()
-        if view.state in states and await _to_command(conn, incident_id, action)
+        if view.state in states and await outbox.commandable(conn, incident_id, action)
     ]
     return IncidentDetail(
         **view.model_dump(),
@@ -524,7 +524,7 @@ async def _apply(
     now: datetime,
 ) -> list[str]:  # fmt: skip
     row = await _locked(conn, officer, incident_id)
-    alarms = await _to_command(conn, incident_id, step.action)
+    alarms = await outbox.commandable(conn, incident_id, step.action)
     refusal = _refusal(step.action, row)
     # Acknowledged or resolved already, but an alarm joined since (or cleared since) that the
     # gateway has not been told about: the step is taken again for those alarms alone.
@@ -540,7 +540,9 @@ async def _apply(
         await _advance(conn, officer, incident_id, step, now)
     said = _said(step, row["state"], row["state"] if again else _TO[step.action])
     await _timeline(conn, incident_id, now, "transition", actor=officer.name, said=said)
-    commands = await _commands(conn, officer, incident_id, step, alarms, now)
+    commands = await outbox.queue(
+        conn, incident_id, officer.name, step.action, step.note, alarms, now
+    )
     await _notify(conn, incident_id, commands)
     if step.action == "resolve":
         await settle(conn, incident_id, now)
@@ -626,60 +628,9 @@ async def _timeline(
     )
 
 
-# The alarms each step asks the gateway to change: acknowledge those not yet acknowledged;
-# resolve those whose condition cleared but that are not closed (a latched leak stays until
-# someone resolves it). Alarms still active are left: the gateway would refuse them. An alarm
-# with the same command still unanswered is left too: it is on its way.
-_COMMANDED: Final[dict[str, str]] = {
-    "acknowledge": "a.state IN ('unack_active', 'unack_cleared')",
-    "resolve": "NOT a.active AND a.state <> 'normal'",
-}
-
-
-async def _to_command(
-    conn: AsyncConnection[Any], incident_id: int, action: Action
-) -> list[tuple[str, str]]:
-    """(alarm_id, gateway_id) of the alarms ``action`` changes at the gateway."""
-    which = _COMMANDED.get(action)
-    if which is None:
-        return []
-    cur = await conn.execute(
-        sql.SQL(
-            "SELECT a.alarm_id, a.gateway_id FROM alarms a WHERE a.incident_id = %s AND {}"
-            " AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.alarm_id = a.alarm_id"
-            " AND c.action = %s AND c.replied_at IS NULL) ORDER BY a.raised_at, a.alarm_id"
-        ).format(sql.SQL(which)),
-        (incident_id, action),
-    )
-    return [(str(a), str(g)) for a, g in await cur.fetchall()]
-
-
-async def _commands(  # noqa: PLR0917 - one step's facts
-    conn: AsyncConnection[Any], officer: Officer, incident_id: int, step: Step,
-    alarms: list[tuple[str, str]], now: datetime,
-) -> list[str]:  # fmt: skip
-    ids = []
-    for alarm_id, gateway_id in alarms:
-        cmd_id = f"gc-{uuid.uuid4().hex}"  # fresh per command: the gateway applies an id once
-        await conn.execute(
-            "INSERT INTO commands (cmd_id, incident_id, gateway_id, alarm_id, officer, action,"
-            " note, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (cmd_id, incident_id, gateway_id, alarm_id, officer.name, step.action, step.note,
-             now),
-        )  # fmt: skip
-        await _timeline(
-            conn, incident_id, now, "command", actor=officer.name,
-            said={"cmd_id": cmd_id, "alarm_id": alarm_id, "action": step.action},
-        )  # fmt: skip
-        ids.append(cmd_id)
-    return ids
-
-
 async def _notify(conn: AsyncConnection[Any], incident_id: int, commands: list[str]) -> None:
-    """Delivered on commit: every instance's consoles, and the link's command sender."""
+    """Delivered on commit: every instance's consoles (``outbox.queue`` woke the senders)."""
     chunks = [commands[i : i + _NOTIFY_IDS] for i in range(0, len(commands), _NOTIFY_IDS)]
     for chunk in chunks or [[]]:
         payload = {"incidents": [incident_id], "gateways": [], "commands": chunk}
         await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
-    for cmd_id in commands:
-        await conn.execute("SELECT pg_notify(%s, %s)", (CMD_CHANNEL, cmd_id))

@@ -33,7 +33,7 @@ from typing import Any, Final
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from central import grouping, watch
+from central import grouping, outbox, watch
 from central.db import notify
 from central.inbound import AlarmEvent, Availability, CommandReply, Inbound, SiteSummary
 
@@ -466,11 +466,11 @@ class _Batch:
         """Severity, valve state, title and raise time of the incidents whose alarms changed."""
         ids = sorted(incident_ids)
         cur = await self.conn.execute(
-            "SELECT incident_id, state, category FROM incidents WHERE incident_id = ANY(%s)"
-            " ORDER BY incident_id FOR NO KEY UPDATE",
+            "SELECT incident_id, state, category, resolved_by, resolution_note FROM incidents"
+            " WHERE incident_id = ANY(%s) ORDER BY incident_id FOR NO KEY UPDATE",
             (ids,),
         )
-        locked = {int(i): (str(s), str(c)) for i, s, c in await cur.fetchall()}
+        locked = {int(row[0]): row[1:] for row in await cur.fetchall()}
         cur = await self.conn.execute(
             "SELECT incident_id, alarm_type, severity, valve_state, event->'title',"
             " coalesce(event->'site'->>'name', ''), raised_at FROM alarms"
@@ -498,8 +498,20 @@ class _Batch:
         )
         self.incidents.update(ids)
         for incident_id in ids:
-            if locked[incident_id][0] == "resolved":
+            state, _, officer, note = locked[incident_id]
+            if state == "resolved":
+                await self._resolve_cleared(incident_id, officer, note)
                 await settle(self.conn, incident_id, self.now)
+
+    async def _resolve_cleared(self, incident_id: int, officer: str, note: str | None) -> None:
+        """An incident resolved while an alarm of it was still active (the gateway refuses to
+        resolve that): once the alarm has cleared, the officer's resolve is sent for it, as
+        the officer would have had it sent then."""
+        alarms = await outbox.commandable(self.conn, incident_id, "resolve")
+        if alarms:
+            self.commands += await outbox.queue(
+                self.conn, incident_id, officer, "resolve", note, alarms, self.now
+            )
 
     # -- command replies -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from central.inbound import Inbound
 from central.ingest import Ingest
 from tests.central import ingest_messages as msg
 from tests.central.control_seed import City, city_app
@@ -91,3 +92,42 @@ async def test_resolved_then_closed_when_the_gateway_closes_the_alarms(city: Cit
         page = (await wang.get(f"/incidents/{leak['incident_id']}")).text
         assert "已结案" in page
         assert "软管老化或破损" in page
+
+
+async def test_an_alarm_clearing_after_the_resolve_gets_the_officers_resolve(city: City) -> None:
+    """Resolved while the high alarm still sensed gas (the gateway would refuse to resolve it):
+    when it clears, the center sends wang's resolve for it, and the incident can close."""
+    leak = await _leak(city)
+    path = f"/api/incidents/{leak['incident_id']}"
+    ingest = _ingest(city.pool)
+
+    def low(revision: int, transition: str, state: str) -> Inbound:
+        return msg.event("gw9", "gw9-low", revision, transition=transition, state=state, at=5)
+
+    def high(revision: int, transition: str, state: str) -> Inbound:
+        return msg.event(
+            "gw9", "gw9-high", revision, alarm_type="leak_high", severity="critical",
+            transition=transition, state=state, at=5,
+        )  # fmt: skip
+
+    async with city.client("wang") as wang:
+        await wang.post(f"{path}/acknowledge", json={})
+        await ingest.apply([low(2, "cleared", "ack_cleared")])
+        resolve = {"cause": "aged_or_damaged_hose", "note": "hose changed"}
+        done = (await wang.post(f"{path}/resolve", json=resolve)).json()
+        sent = [c["alarm_id"] for c in done["commands"] if c["action"] == "resolve"]
+        assert sent == ["gw9-low"]  # the high alarm is still active: not yet
+        await ingest.apply([high(2, "cleared", "ack_cleared")])
+        detail = (await wang.get(path)).json()
+    assert detail["state"] == "resolved"
+    assert detail["again"] == []  # nothing left for an officer to do again
+    queued = city.rows(
+        "SELECT officer, note, gateway_id FROM commands WHERE alarm_id = 'gw9-high'"
+        " AND action = 'resolve'"
+    )
+    assert queued == [("wang", "hose changed", "gw9")]
+    entries = [e for e in detail["timeline"] if e["kind"] == "command"]
+    assert (entries[-1]["actor"], entries[-1]["detail"]["alarm_id"]) == ("wang", "gw9-high")
+    await ingest.apply([low(3, "resolved", "normal"), high(3, "resolved", "normal")])
+    closed = city.rows("SELECT state FROM incidents WHERE incident_id = %s", leak["incident_id"])
+    assert closed == [("closed",)]
