@@ -343,7 +343,7 @@ async def _acknowledged_at_gateway(gateway: Gateway) -> dict[str, Any]:
         ]
 
     (leak,) = await eventually(acked, 15, "leak_high acknowledged at gateway 2")
-    return leak
+    return dict(leak)
 
 
 async def test_a_killed_gateway_is_an_offline_incident_naming_its_sites(city: City) -> None:
@@ -404,7 +404,7 @@ async def test_an_instance_killed_mid_flow_loses_and_doubles_nothing(city: City)
         ((count,),) = city.rows(
             "SELECT count(*) FROM alarm_events WHERE gateway_id = %s", gateway_id
         )
-        return count >= total
+        return bool(count >= total)
 
     await eventually(all_in, 60, f"{total} events in the database")
     await asyncio.sleep(1.0)  # anything redelivered late would land now
