@@ -189,7 +189,7 @@ class Linkage:
         self._valve_states: dict[str, ValveState] = {}
         self._closed_mono: dict[str, float] = {}  # when a valve last reported closed, live
         self._failed: set[str] = set()  # valves whose valve_failed_to_close is raised
-        self._unsaved: list[tuple[str, str, str]] = []  # first states not yet stored
+        self._unsaved: dict[str, tuple[str, str, str]] = {}  # first states not yet stored
         self._flush_timer: Timer | None = None
         self._ack_log = LogGate(ACK_LOG_EVERY_S)
         self.counts: Counter[str] = Counter()
@@ -370,14 +370,15 @@ class Linkage:
         hold a leak behind thousands of them. Losing a batch (a crash) loses only first
         states, which a restart reads as "never heard from": no valve is then taken for closed
         (that would settle a close command at once), the safe direction. A change of a known
-        state is stored at once."""
-        self._unsaved.append(row)
+        state is stored at once, and the first state it replaces leaves the batch: stored after
+        it, the older state would overwrite the newer one."""
+        self._unsaved[row[0]] = row
         if self._flush_timer is None:
             self._flush_timer = self._clock.call_later(FIRST_STATES_S, self._flush_first_states)
 
     def _flush_first_states(self) -> None:
         self._flush_timer = None
-        rows, self._unsaved = self._unsaved, []
+        rows, self._unsaved = list(self._unsaved.values()), {}
         if not rows:
             return
         try:
@@ -519,6 +520,7 @@ class Linkage:
             if known is None:
                 self._first_state(row)
             else:
+                self._unsaved.pop(event.device_id, None)
                 self._persist(f"valve {event.device_id} state {state}", _SAVE_VALVE_STATE, row)
             self._changed(event, state, known)
         f = self._follow_ups.get(event.device_id)

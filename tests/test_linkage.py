@@ -203,6 +203,25 @@ async def test_first_valve_states_are_stored_together_and_changes_at_once(gw: Ga
     assert stored_valve_states(gw.store)[VALVES[0]] == "closed"  # a change: no waiting
 
 
+async def test_a_first_state_still_waiting_never_overwrites_a_newer_change(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Open first (waiting for the batch), then closed (stored at once): the batch that comes
+    after must not put the older "open" back, here or after a restart."""
+    first = Gateway(tmp_path, registry)
+    await first.start()
+    await first.valve_reports(VALVES[0], ValveState.OPEN)
+    await first.advance(FIRST_STATES_S / 2)
+    await first.valve_reports(VALVES[0], ValveState.CLOSED)
+    await first.advance(FIRST_STATES_S)  # the batch's time has come
+    assert stored_valve_states(first.store) == {VALVES[0]: "closed"}
+    await first.stop()
+    second = Gateway(tmp_path, registry)
+    await second.start()
+    assert second.linkage.valve_state(VALVES[0]) is ValveState.CLOSED
+    await second.stop()
+
+
 async def test_first_states_lost_in_a_crash_read_as_unknown_not_closed(
     tmp_path: Path, registry: Registry
 ) -> None:
