@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
-from gateway.alarm_types import AlarmType
+from gateway.alarm_types import EMERGENCY_TYPES, SEVERITIES, Category, category
 
 __all__ = [
     "CAUSES",
@@ -26,29 +26,7 @@ __all__ = [
     "valve_summary",
 ]
 
-Category: TypeAlias = Literal["emergency", "maintenance"]
-
 GATEWAY_OFFLINE: Final = "gateway_offline"
-# Call-outs: gas may be escaping, or nobody would know if it were. Everything else (battery,
-# service life, inspection, one device offline, sensor fault, tamper, ...) is maintenance: a
-# coverage gap handled by a work order.
-EMERGENCY_TYPES: Final = frozenset(
-    {
-        "leak_low",
-        "leak_high",
-        "gas_rising",
-        "overflow",
-        "valve_failed_to_close",
-        "leak_not_isolated",
-        "over_pressure",
-        "receiver_offline",
-        "interlock_closed_unrecorded",
-        GATEWAY_OFFLINE,
-    }
-)
-# Every other type the gateway knows is maintenance; a type in neither is judged by severity.
-_KNOWN_TYPES: Final = frozenset(t.value for t in AlarmType)
-SEVERITIES: Final = ("critical", "high", "medium", "low", "info")  # most urgent first
 _RANK: Final = {s: len(SEVERITIES) - i for i, s in enumerate(SEVERITIES)}
 # Resolution causes an officer picks from (gateway/words.py names them in zh-CN and en).
 CAUSES: Final = (
@@ -62,15 +40,6 @@ CAUSES: Final = (
 )
 # An incident's valve state is its least safe alarm's: gas still flowing beats everything.
 _VALVE_DANGER: Final = ("open", "mixed", "fault", "moving", "unknown", "closed")
-
-
-def category(alarm_type: str, severity: str) -> Category:
-    """``emergency`` or ``maintenance``; a type this code does not know goes by its severity."""
-    if alarm_type in EMERGENCY_TYPES:
-        return "emergency"
-    if alarm_type in _KNOWN_TYPES:
-        return "maintenance"
-    return "emergency" if severity_rank(severity) >= _RANK["high"] else "maintenance"
 
 
 def severity_rank(severity: str) -> int:

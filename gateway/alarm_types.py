@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final, Literal, TypeAlias
 
 from gateway.events import Severity
 
-__all__ = ["AlarmType", "AlarmTypeInfo", "info"]
+__all__ = [
+    "EMERGENCY_TYPES",
+    "SEVERITIES",
+    "AlarmType",
+    "AlarmTypeInfo",
+    "Category",
+    "category",
+    "info",
+]
 
 
 class AlarmType(StrEnum):
@@ -96,3 +105,35 @@ _CATALOGUE: dict[AlarmType, AlarmTypeInfo] = {
 
 def info(alarm_type: AlarmType) -> AlarmTypeInfo:
     return _CATALOGUE[alarm_type]
+
+
+# How a queue sorts alarms, at the gateway's console and at the center alike (one meaning).
+Category: TypeAlias = Literal["emergency", "maintenance"]
+SEVERITIES: Final = ("critical", "high", "medium", "low", "info")  # most urgent first
+# Call-outs: gas may be escaping, or nobody would know if it were. Every other type (battery,
+# service life, inspection, one device offline, sensor fault, tamper, ...) is maintenance: a
+# coverage gap handled by a work order. ``gateway_offline`` is the center's own incident.
+EMERGENCY_TYPES: Final = frozenset(
+    {
+        AlarmType.LEAK_LOW,
+        AlarmType.LEAK_HIGH,
+        AlarmType.GAS_RISING,
+        AlarmType.OVERFLOW,
+        AlarmType.VALVE_FAILED_TO_CLOSE,
+        AlarmType.LEAK_NOT_ISOLATED,
+        AlarmType.OVER_PRESSURE,
+        AlarmType.RECEIVER_OFFLINE,
+        AlarmType.INTERLOCK_CLOSED_UNRECORDED,
+        "gateway_offline",
+    }
+)
+_KNOWN: Final = frozenset(AlarmType)
+
+
+def category(alarm_type: str, severity: str) -> Category:
+    """``emergency`` or ``maintenance``; a rule file's own type goes by its severity."""
+    if alarm_type in EMERGENCY_TYPES:
+        return "emergency"
+    if alarm_type in _KNOWN:
+        return "maintenance"
+    return "emergency" if severity in ("critical", "high") else "maintenance"

@@ -7,8 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from central import grouping
-from gateway.alarm_types import AlarmType
+from gateway.alarm_types import SEVERITIES, AlarmType
 from gateway.api.i18n import Speaker, zone_label
 from gateway.api.incidents import EMERGENCY_TYPES, Filters, category, group, select
 from gateway.api.views import AlarmView, ContactView, ValveLine
@@ -33,11 +32,14 @@ def _alarm(alarm_id: str, alarm_type: str, severity: str, minutes: int, **more: 
     return AlarmView(**(values | more))
 
 
-def test_the_same_emergencies_as_the_center() -> None:
-    assert grouping.EMERGENCY_TYPES == EMERGENCY_TYPES
-    for t in [*AlarmType, "gateway_offline", "rule_file_own"]:
-        for severity in grouping.SEVERITIES:
-            assert category(t, severity) == grouping.category(t, severity), (t, severity)
+def test_call_outs_are_emergencies_and_a_rule_files_own_type_goes_by_severity() -> None:
+    assert category("leak_low", "low") == category("gateway_offline", "info") == "emergency"
+    assert category("low_battery", "critical") == category("device_offline", "high")
+    assert category("device_offline", "high") == "maintenance"
+    assert [category("rule_file_own", s) for s in SEVERITIES] == [
+        "emergency", "emergency", "maintenance", "maintenance", "maintenance",
+    ]  # fmt: skip
+    assert {t for t in AlarmType if category(t, "info") == "emergency"} < EMERGENCY_TYPES
 
 
 def test_a_sites_leak_is_one_row_and_maintenance_apart() -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
+from gateway.alarm_types import EMERGENCY_TYPES, SEVERITIES, Category, category
 from gateway.api.views import AlarmView, CommandLine, ContactView, NoticeLine, ValveLine
 
 __all__ = [
@@ -22,49 +23,10 @@ __all__ = [
     "select",
 ]
 
-Category = Literal["emergency", "maintenance"]
-# The same call-out types as the center's (central/grouping.py): a queue means one thing.
-EMERGENCY_TYPES: Final = frozenset(
-    {
-        "leak_low",
-        "leak_high",
-        "gas_rising",
-        "overflow",
-        "valve_failed_to_close",
-        "leak_not_isolated",
-        "over_pressure",
-        "receiver_offline",
-        "interlock_closed_unrecorded",
-        "gateway_offline",
-    }
-)
-_KNOWN: Final = frozenset(
-    {
-        "valve_fault",
-        "device_offline",
-        "sensor_fault",
-        "end_of_life",
-        "tamper",
-        "low_battery",
-        "past_service_life",
-        "inspection_overdue",
-        "unregistered_device",
-    }
-)
-SEVERITIES: Final = ("critical", "high", "medium", "low", "info")  # most urgent first
 # An incident's state is its least handled alarm's: an unacknowledged one beats the rest.
 _STATE_ORDER: Final = ("unack_active", "unack_cleared", "ack_active", "normal")
 # The valve's state that matters most first: gas still flowing beats everything.
 _VALVE_DANGER: Final = ("open", "fault", "moving", None, "closed")
-
-
-def category(alarm_type: str, severity: str) -> Category:
-    """``emergency`` or ``maintenance``; a type of a rule file's own goes by its severity."""
-    if alarm_type in EMERGENCY_TYPES:
-        return "emergency"
-    if alarm_type in _KNOWN:
-        return "maintenance"
-    return "emergency" if severity in ("critical", "high") else "maintenance"
 
 
 def _rank(severity: str) -> int:
