@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Final
 
-__all__ = ["Bar", "Series", "grouped_bars", "share_bars"]
+__all__ = ["Bar", "Series", "grouped_bars", "share_bars", "svg_open", "svg_text"]
 
 # Colours that stay apart in greyscale print too: dark green, orange, mid grey (hatched).
 PROTECTED: Final = "#1b7a3d"
@@ -47,7 +47,7 @@ class Series:
     colour: str
 
 
-def _text(
+def svg_text(
     x: float, y: float, text: str, *, size: float = 11, anchor: str = "start", **kw: str
 ) -> str:
     extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in kw.items())
@@ -61,7 +61,7 @@ def _legend(x: float, y: float, items: Sequence[tuple[str, str]]) -> str:
     out = []
     for name, fill in items:
         out.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="12" height="12" fill="{fill}"/>')
-        out.append(_text(x + 16, y + 1, name))
+        out.append(svg_text(x + 16, y + 1, name))
         x += 28 + 11 * _width(name)
     return "".join(out)
 
@@ -87,16 +87,16 @@ def share_bars(
     height = top + row_h * max(len(bars), 1) + 10
     width = label_w + bar_w + right
     out = [
-        _svg_open(width, height, title),
+        svg_open(width, height, title),
         _HATCH,
-        _text(0, 14, title, size=13, font_weight="bold"),
+        svg_text(0, 14, title, size=13, font_weight="bold"),
     ]
     out.append(
         _legend(0, 34, list(zip(legend, (PROTECTED, UNPROTECTED, "url(#hatch)"), strict=True)))
     )
     for i, bar in enumerate(bars):
         y = top + i * row_h
-        out.append(_text(label_w - 8, y + 15, bar.label, anchor="end"))
+        out.append(svg_text(label_w - 8, y + 15, bar.label, anchor="end"))
         out.append(
             f'<rect x="{label_w:.1f}" y="{y + 3}" width="{bar_w}" height="16" fill="none"'
             ' stroke="#bbb" stroke-width="0.6"/>'
@@ -114,7 +114,7 @@ def share_bars(
                     f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="16" fill="{fill}"/>'
                 )
                 x += w
-        out.append(_text(label_w + bar_w + 8, y + 15, share_label(bar), size=10.5))
+        out.append(svg_text(label_w + bar_w + 8, y + 15, share_label(bar), size=10.5))
     out.append("</svg>")
     return "".join(out)
 
@@ -139,7 +139,7 @@ def grouped_bars(
     left, bottom, head = 58.0, 36.0, 44.0
     plot_w, plot_h = width - left - 8, height - head - bottom
     values = [v for s in series for v in s.values if v is not None]
-    out = [_svg_open(width, height, title), _text(0, 14, title, size=12.5, font_weight="bold")]
+    out = [svg_open(width, height, title), svg_text(0, 14, title, size=12.5, font_weight="bold")]
     out.append(_legend(0, 32, [(s.name, s.colour) for s in series]))
     high = top if top is not None else _round_up(max(values, default=0.0))
     for k in range(5):
@@ -148,9 +148,11 @@ def grouped_bars(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}" stroke="#ddd"'
             ' stroke-width="0.6"/>'
         )
-        out.append(_text(left - 4, y + 3.5, axis(high * k / 4), size=9.5, anchor="end"))
+        out.append(svg_text(left - 4, y + 3.5, axis(high * k / 4), size=9.5, anchor="end"))
     if not values:
-        out.append(_text(left + plot_w / 2, head + plot_h / 2, empty, anchor="middle", fill="#555"))
+        out.append(
+            svg_text(left + plot_w / 2, head + plot_h / 2, empty, anchor="middle", fill="#555")
+        )
     group_w = plot_w / max(len(categories), 1)
     bar_w = min(22.0, group_w * 0.8 / max(len(series), 1))
     for i, name in enumerate(categories):
@@ -168,13 +170,13 @@ def grouped_bars(
             )
             if label is not None and len(categories) * len(series) <= _LABELLED_BARS:
                 out.append(
-                    _text(
+                    svg_text(
                         x + bar_w / 2, head + plot_h - h - 3, label(value), size=8, anchor="middle"
                     )
                 )
         out.append(
             "".join(
-                _text(
+                svg_text(
                     left + group_w * (i + 0.5),
                     height - bottom + 14 + 10 * k,
                     line,
@@ -201,7 +203,7 @@ def _round_up(value: float) -> float:
     return next(m * power for m in (1, 2, 4, 6, 8, 10) if m * power >= value)
 
 
-def _svg_open(width: float, height: float, title: str) -> str:
+def svg_open(width: float, height: float, title: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" role="img"'
         f' aria-label="{escape(title)}"><title>{escape(title)}</title>'

@@ -35,6 +35,11 @@ __all__ = ["retire_command", "run_command"]
 )
 @click.option("--instance", help="This instance's name, default the host name [env ..._INSTANCE].")
 @click.option("--group", help="The instances' $share group [env GASGATE_CENTRAL_GROUP].")
+@click.option(
+    "--map-tile-url",
+    help="Tiles for the control room's map, http(s)://host/{z}/{x}/{y}.png; default none "
+    "[env GASGATE_CENTRAL_MAP_TILE_URL].",
+)
 def run_command(**flags: str | int | None) -> None:
     """Run one monitoring center instance: the gateways' streams into PostgreSQL, officer
     commands out, the API and the control room."""

@@ -61,6 +61,11 @@ class CentralSettings(BaseSettings):
     )
     hotline: str = Field("", description="The gas company's number, shown on the alert page.")
     timezone: str = Field("Asia/Shanghai", description="IANA time zone of pages and reports.")
+    map_tile_url: str = Field(
+        "",
+        description="A tile server for the control room's map, as http(s)://host/{z}/{x}/{y}.png "
+        "({s} for a subdomain); empty: no tiles, the map needs no internet.",
+    )
     log_level: str = Field(
         "INFO", validation_alias=AliasChoices("log_level", "gasgate_central_log_level")
     )
@@ -78,6 +83,17 @@ class CentralSettings(BaseSettings):
             parse_mqtt_url(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tiles(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (
+            re.match(r"^https?://[^/\s]+/", value)
+            and all(k in value for k in ("{z}", "{x}", "{y}"))
+        ):
+            raise ValueError("map_tile_url: http(s)://host/.../{z}/{x}/{y}.png, or empty")
         return value
 
     @field_validator("topic_prefix")

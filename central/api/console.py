@@ -11,16 +11,20 @@ A page asked for without a session answers 401 with the login form in place.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from psycopg import AsyncConnection
 
+from central import gas_level, site_map
 from central import incidents as inc
 from central.api.context import CentralContext, Ctx, current_officer
 from central.api.routes import StepRefused, check_login, set_session_cookie, step
@@ -48,6 +52,9 @@ _FORM_ACTIONS: Final[dict[str, inc.Action]] = {
     "resolve": "resolve",
 }
 _ROWS_MAX: Final = 1000
+_MAP_LIST_MAX: Final = 500  # sites listed under the map (the map itself shows them all)
+# The pages a login may go on to (a path of this console only: never another site).
+_NEXT_PAGES: Final = ("/incidents/", "/console/incidents/", "/console/map")
 
 
 def _lang(request: Request) -> Lang:
@@ -137,7 +144,7 @@ async def login(
         return page
     session_id, _ = await ctx.users.open_session(officer, ctx.now())
     # Only a page of this console: never redirect a login to another site.
-    target = next_path if next_path == "/" or next_path.startswith("/incidents/") else "/"
+    target = next_path if next_path.startswith(_NEXT_PAGES) else "/"
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, session_id)
     return response
@@ -228,12 +235,33 @@ async def _incident(
 ) -> HTMLResponse:  # fmt: skip
     async with ctx.pool.connection() as conn:
         found = await inc.detail(conn, officer, incident_id)
+        gas = await _gas(conn, found, ctx, _lang(request)) if found else None
     if found is None:
         return _page(request, ctx, "console_missing.html", status=404, user=officer)
+    values.setdefault("here", f"/incidents/{incident_id}")  # a refused form's page: its GET
     return _page(
-        request, ctx, template, status=status, user=officer, i=found,
-        can_answer=officer.may(Permission.ANSWER), here=f"/incidents/{incident_id}", **values,
+        request, ctx, template, status=status, user=officer, i=found, gas=gas,
+        thresholds=gas_level.THRESHOLDS, can_answer=officer.may(Permission.ANSWER), **values,
     )  # fmt: skip
+
+
+async def _gas(
+    conn: AsyncConnection[Any], found: inc.IncidentDetail, ctx: CentralContext, lang: Lang
+) -> Markup | None:
+    """The gas level plot (inline SVG); an empty one when a gas incident has no reading yet;
+    None for an incident that is not about gas."""
+    points = await gas_level.readings(conn, found.incident_id)
+    if not points:
+        return Markup("") if gas_level.GAS_TYPES.intersection(found.alarm_types) else None
+    words = gas_level.PlotWords(
+        title=t("gas_level", lang), low=t("gas_low_line", lang), high=t("gas_high_line", lang),
+        reading=t("gas_point", lang),
+    )  # fmt: skip
+    end = found.closed_at or found.resolved_at or ctx.now()
+    svg = gas_level.level_plot(
+        points, start=found.raised_at or found.opened_at, end=end, zone=ctx.zone, words=words
+    )
+    return Markup(svg)  # noqa: S704 - every label is escaped in gas_level
 
 
 @router.get("/incidents/{incident_id}")
@@ -252,6 +280,24 @@ async def incident_live(incident_id: int, request: Request, ctx: Ctx) -> HTMLRes
         return HTMLResponse("", status_code=401)
     return await _incident(
         request, ctx, officer, incident_id, template="console_incident_live.html"
+    )
+
+
+@router.get("/console/incidents/{incident_id}/record")
+async def incident_record(incident_id: int, request: Request, ctx: Ctx) -> HTMLResponse:
+    """The incident on one printable A4 record: the site, the valve, who did what when, the
+    cause, the gas level and the whole timeline, in the center's local time."""
+    officer = await _viewer(request, ctx)
+    if officer is None:
+        return _login_page(request, ctx)
+    return await _incident(
+        request,
+        ctx,
+        officer,
+        incident_id,
+        template="console_record.html",
+        now=ctx.now(),
+        here=request.url.path,
     )
 
 
@@ -311,3 +357,63 @@ def _step(  # noqa: PLR0917 - the form's fields
         action, note=note.strip() or None, crew=crew.strip() or None, eta=eta,
         cause=cause if action == "resolve" else None,
     )  # fmt: skip
+
+
+# --- the map --------------------------------------------------------------------------------
+
+
+@router.get("/console/map")
+async def map_page(request: Request, ctx: Ctx) -> HTMLResponse:
+    """The sites with coordinates as markers in the colour of their state, clustered (an
+    emergency never: it stands alone), on a blank background unless a tile server is set."""
+    officer = await _viewer(request, ctx)
+    if officer is None:
+        return _login_page(request, ctx)
+    async with ctx.pool.connection() as conn:
+        placed, unplaced = await site_map.sites(conn, officer)
+    lang = _lang(request)
+    tiles = ctx.settings.map_tile_url
+    rank = {state: k for k, state in enumerate(site_map.STATES)}
+    listed = sorted((s for s in placed if s.state != "none"), key=lambda s: rank[s.state])
+    data = {  # read by map.js; compact rows: a city has tens of thousands of sites
+        "sites": [
+            [s.lat, s.lon, rank[s.state], s.incident_id, s.name or s.site_id, s.address]
+            for s in placed
+        ],
+        "districts": _centres(placed),
+        "states": [t(f"map_state_{state}", lang) for state in site_map.STATES],
+        "open": t("map_open_incident", lang),
+        "tiles": tiles,
+    }
+    counts = Counter(s.state for s in placed)
+    page = _page(
+        request, ctx, "console_map.html", user=officer, data=data, states=site_map.STATES,
+        counts=counts, listed=listed[:_MAP_LIST_MAX], more=len(listed) > _MAP_LIST_MAX,
+        unplaced=unplaced, tiles=bool(tiles),
+    )  # fmt: skip
+    page.headers["Content-Security-Policy"] = _map_policy(tiles)
+    return page
+
+
+def _centres(placed: list[site_map.MapSite]) -> list[tuple[str, float, float]]:
+    """Each district's name at the middle of its sites: the blank map's only geography."""
+    points: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
+    for s in placed:
+        if s.district:
+            points[s.district].append((s.lat, s.lon))
+    return [
+        (name, sum(p[0] for p in ps) / len(ps), sum(p[1] for p in ps) / len(ps))
+        for name, ps in sorted(points.items())
+    ]
+
+
+def _map_policy(tiles: str) -> str:
+    """The app's policy, with the tile server's images allowed when one is set."""
+    source = ""
+    if tiles:
+        parts = urlsplit(tiles)
+        source = f" {parts.scheme}://{parts.netloc.replace('{s}', '*')}"
+    return (
+        f"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:{source}; "
+        "frame-ancestors 'none'"
+    )

@@ -48,6 +48,9 @@ class ApiSettings(Protocol):
     @property
     def timezone(self) -> str: ...
 
+    @property
+    def map_tile_url(self) -> str: ...
+
 
 @dataclass(slots=True)
 class CentralContext:

@@ -70,6 +70,47 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "new_emergency": ("新的紧急事件", "New emergency"),
     "need_crew": ("请填写处置人员", "Name the crew or technician sent"),
     "need_cause": ("请选择原因", "Choose a cause"),
+    "gas_level": ("燃气浓度", "Gas level"),
+    "gas_low_line": ("低报 {pct} %LEL", "low alarm {pct} %LEL"),
+    "gas_high_line": ("高报 {pct} %LEL", "high alarm {pct} %LEL"),
+    "gas_point": ("探测器 {device}：{pct} %LEL", "detector {device}: {pct} %LEL"),  # noqa: RUF001
+    "gas_points_note": (
+        "图中每个点是网关随报警事件发来的一次读数，不是连续记录：两点之间的浓度中心没有收到，"  # noqa: RUF001
+        "连线只为便于看清先后。虚线是规则的默认报警值（低报 {low}、高报 {high} %LEL），"  # noqa: RUF001
+        "某个地点的规则可能另有设置。时间：{zone}。",  # noqa: RUF001
+        "Each point is one reading the gateway sent with an alarm event, not a continuous "
+        "record: the center received no level between the points, and the line only joins them "
+        "in time order. The dashed lines are the rules' default alarm levels (low {low}, high "
+        "{high} %LEL); a site's own rules may set others. Times: {zone}.",
+    ),
+    "gas_none": (
+        "中心没有收到本事件的燃气浓度读数。",
+        "The center has received no gas reading for this incident.",
+    ),
+    "record": ("事件记录", "Incident record"),
+    "record_link": ("打印事件记录", "Printable incident record"),
+    "print": ("打印", "Print"),
+    "printed_at": ("打印时间", "Printed"),
+    "address": ("地址", "Address"),
+    "valve_now": ("阀门（当前）", "Valve (now)"),  # noqa: RUF001
+    "incident_no": ("事件编号", "Incident number"),
+    "map": ("地图", "Map"),
+    "map_state_emergency": ("紧急事件", "Emergency"),
+    "map_state_offline": ("网关离线，状态不明", "Gateway offline: state unknown"),  # noqa: RUF001
+    "map_state_maintenance": ("维护事项", "Maintenance"),
+    "map_state_none": ("无未结案事件", "No open incident"),
+    "map_no_coords": (
+        "{n} 个地点在登记信息中没有坐标，不在地图上。",  # noqa: RUF001
+        "{n} sites have no coordinates in the registry and are not on the map.",
+    ),
+    "map_no_sites": ("没有带坐标的地点", "No site with coordinates"),
+    "map_blank": (
+        "未配置底图：只显示地点和区域名称。",  # noqa: RUF001
+        "No base map configured: sites and district names only.",
+    ),
+    "map_open_sites": ("有未结案事件的地点", "Sites with an open incident"),
+    "map_open_incident": ("打开事件", "Open the incident"),
+    "map_sites": ("地点数", "Sites"),
     "bad_eta": ("预计到达请填 0 到 1440 分钟", "Arrival: 0 to 1440 minutes"),
 }
 

@@ -36,6 +36,7 @@ PASSWORD = "a long enough password"
 class Settings:
     silent_after_s: float = 900.0
     timezone: str = "Asia/Shanghai"
+    map_tile_url: str = ""
 
 
 @dataclass

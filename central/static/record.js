@@ -1,0 +1,2 @@
+// The printable incident record: its Print button (the page allows no inline script).
+document.getElementById("print").addEventListener("click", () => window.print());
