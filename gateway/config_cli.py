@@ -3,6 +3,7 @@ show the effective settings (defaults < file < env), documented from the setting
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from gateway.errors import ConfigError, GasgateError
 from gateway.escalation import load_policies
 from gateway.logs import redact
 from gateway.registry import import_dir
-from gateway.settings import PLACEHOLDER, InvalidSettings, placeholder_secrets
+from gateway.settings import PLACEHOLDER, InvalidSettings, is_placeholder, placeholder_secrets
 from rules.schema import check_rules, rule_files
 
 __all__ = ["config"]
@@ -99,6 +100,18 @@ def check(config_file: Path | None) -> None:
     if problems or settings is None:
         raise click.ClickException(f"{len(problems)} problem(s)")
     click.echo(f"settings ok: gateway {settings.gateway_id}, data in {settings.data_dir}")
+
+
+@config.command("placeholders")
+@click.argument("variables", nargs=-1, required=True)
+def placeholders(variables: tuple[str, ...]) -> None:
+    """Exit 1 naming every environment variable of VARIABLES that is unset, empty or a
+    placeholder such as change-me: the stack's pre-flight for services that would take any
+    password given (InfluxDB's and Grafana's admin passwords)."""
+    bad = [name for name in variables if is_placeholder(os.environ.get(name, ""))]
+    if bad:
+        raise click.ClickException(f"refusing to start: {', '.join(bad)}: {PLACEHOLDER}")
+    click.echo(f"no placeholder in {', '.join(variables)}")
 
 
 @config.command("show")

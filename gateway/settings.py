@@ -27,6 +27,7 @@ __all__ = [
     "PLACEHOLDER_SECRETS",
     "GasgateSettings",
     "InvalidSettings",
+    "is_placeholder",
     "placeholder_secrets",
     "read_config_file",
     "refuse_placeholder_secrets",
@@ -88,11 +89,12 @@ PLACEHOLDER = "a placeholder or empty secret: set a real one (openssl rand -hex 
 def placeholder_secrets(settings: BaseModel) -> list[str]:
     """The settings whose password, token or secret is a placeholder or empty (dotted names,
     ``mqtt`` for the password in its URL): a gateway must not start on them."""
-    return [
-        name
-        for name, secret in _secrets(settings, "")
-        if not secret.strip() or secret.strip().lower() in PLACEHOLDER_SECRETS
-    ]
+    return [name for name, secret in _secrets(settings, "") if is_placeholder(secret)]
+
+
+def is_placeholder(secret: str) -> bool:
+    """Empty, or a value the example files ship with."""
+    return not secret.strip() or secret.strip().lower() in PLACEHOLDER_SECRETS
 
 
 def refuse_placeholder_secrets(settings: BaseModel) -> None:

@@ -24,7 +24,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 ENV_EXAMPLE = DEPLOY / ".env.example"
-SERVICES = {"mosquitto", "gateway", "interlock", "bridge", "simulator", "influxdb", "grafana"}
+SERVICES = {
+    "mosquitto",
+    "gateway",
+    "interlock",
+    "bridge",
+    "simulator",
+    "influxdb",
+    "grafana",
+    "secrets-check",
+}
 
 
 def installed(tool: str) -> str:
@@ -85,7 +94,7 @@ def test_compose_is_valid_and_every_mounted_file_is_in_the_repo(compose: dict[st
     for path in mounted:
         assert path.is_relative_to(REPO), f"{path} is outside the repository"
         assert tracked(path), f"{path} is mounted but not in the repository"
-    for name in ("gateway", "interlock", "bridge", "simulator"):
+    for name in ("gateway", "interlock", "bridge", "simulator", "secrets-check"):
         assert Path(services[name]["build"]["context"]) == REPO
     assert tracked(REPO / "Dockerfile")
 
@@ -265,6 +274,32 @@ def test_the_stack_as_shipped_refuses_to_start_on_its_placeholders(
     stderr = refused_start(compose["services"]["gateway"]["environment"], tmp_path)
     for setting in ("mqtt", "influx_token", "gasco_mqtt"):
         assert setting in stderr
+
+
+def test_influxdb_and_grafana_start_only_after_their_passwords_are_not_placeholders(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    check = services["secrets-check"]
+    for service in ("influxdb", "grafana"):
+        wait = services[service]["depends_on"]["secrets-check"]
+        assert wait["condition"] == "service_completed_successfully"
+    assert check["restart"] == "no"  # a one-shot: restarted, it would never complete
+    gasgate = str(Path(sys.executable).with_name("gasgate"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFLUXDB_", "GRAFANA_"))}
+
+    def run(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [gasgate, *check["command"]], env=env | environment, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    shipped = run(check["environment"])
+    assert shipped.returncode == 1
+    for name in ("INFLUXDB_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+        assert name in shipped.stderr
+    real = run(dict.fromkeys(check["environment"], "k3Q9-w2xT7"))
+    assert real.returncode == 0, real.stderr
 
 
 def test_the_systemd_gateway_env_as_shipped_refuses_to_start(tmp_path: Path) -> None:
