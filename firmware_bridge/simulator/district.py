@@ -35,6 +35,7 @@ from gateway.registry.files import TABLES
 __all__ = [
     "COMPONENTS_HEADER",
     "CYLINDERS_HEADER",
+    "LOCATION_COLUMNS",
     "MODELS_HEADER",
     "SITES_HEADER",
     "ComponentName",
@@ -46,8 +47,10 @@ __all__ = [
 ]
 
 # The columns the registry importer reads (gateway/registry/files.py is the one definition);
-# the district fills the required ones and the optional report interval.
+# the district fills the required ones, the optional report interval and, when its sites have
+# one, their location.
 SITES_HEADER = TABLES["sites"].required
+LOCATION_COLUMNS = TABLES["sites"].optional  # latitude, longitude
 COMPONENTS_HEADER = TABLES["components"].columns
 CYLINDERS_HEADER = TABLES["cylinders"].required
 MODELS_HEADER = TABLES["models"].required
@@ -126,6 +129,10 @@ class Cylinder:
         return [self.site_id, self.cylinder_id, str(self.capacity_kg), due]
 
 
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.5f}"
+
+
 @dataclass(slots=True)
 class SimSite:
     site_id: str
@@ -141,12 +148,16 @@ class SimSite:
     cylinders: list[Cylinder] = field(default_factory=list)
     devices: dict[str, SimDevice] = field(default_factory=dict)  # registry device_id → device
     mqtt_native: bool = False  # every electronic part is MQTT-native (no radio device)
+    latitude: float | None = None  # the registry's optional location (a map at the center)
+    longitude: float | None = None
 
     @property
     def radio_devices(self) -> list[SimDevice]:
         return [d for ident, d in self.devices.items() if _RADIO_ID.fullmatch(ident)]
 
-    def csv_row(self) -> list[str]:
+    def csv_row(self, located: bool = False) -> list[str]:
+        """The ``sites.csv`` row; ``located``: with the location columns (empty if unknown)."""
+        where = [_cell(self.latitude), _cell(self.longitude)] if located else []
         return [
             self.site_id,
             self.name,
@@ -157,6 +168,7 @@ class SimSite:
             self.contact_name,
             self.contact_phone,
             self.contact_lang,
+            *where,
         ]
 
     @property
@@ -377,8 +389,12 @@ class District:
         """``sites.csv``, ``components.csv``, ``cylinders.csv`` (and ``models.csv``, the
         models they use) in ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
+        located = any(s.latitude is not None for s in self.sites)
         tables: dict[str, tuple[tuple[str, ...], list[list[str]]]] = {
-            "sites.csv": (SITES_HEADER, [s.csv_row() for s in self.sites]),
+            "sites.csv": (
+                SITES_HEADER + (LOCATION_COLUMNS if located else ()),
+                [s.csv_row(located) for s in self.sites],
+            ),
             "components.csv": (
                 COMPONENTS_HEADER,
                 [c.csv_row() for s in self.sites for c in s.components],
