@@ -55,3 +55,26 @@ def test_user_add_without_a_terminal_names_password_stdin(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert "--password-stdin" in result.output
     assert "Aborted" not in result.output
+
+
+REPO = Path(__file__).resolve().parent.parent
+# The commands that read a gateway's store and must never create one where they stand.
+STORE_READERS = ("gasgate user", "gasgate audit", "gasgate registry show", "gasgate escalation")
+
+
+def readme_lines() -> list[str]:
+    """The lines of the README's code blocks, as a newcomer would copy them."""
+    blocks = (REPO / "README.md").read_text(encoding="utf-8").split("```")[1::2]
+    return [line.strip() for block in blocks for line in block.splitlines()]
+
+
+def test_the_readmes_store_commands_name_their_data_dir_and_the_examples_are_used() -> None:
+    lines = readme_lines()
+    readers = [line for line in lines if line.startswith(STORE_READERS)]
+    assert readers, "the README shows how to add a user and run the audit"
+    for command in readers:
+        assert "--data-dir" in command.split("#")[0], command
+    assert any(line.startswith("gasgate registry check examples/registry") for line in lines)
+    assert any(line.startswith("cp gasgate.example.yaml ") for line in lines)
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "gasgate-data/" in ignored  # the default data dir never lands in a commit
