@@ -62,7 +62,7 @@ class PlotWords:
     """The plot's labels, translated by the caller."""
 
     title: str
-    low: str  # "low alarm {pct} %LEL": formatted here
+    low: str  # the low threshold's name ("low alarm"); its level is written under it
     high: str
     reading: str  # a point's hover text: "{device} {pct} %LEL"
 
@@ -117,9 +117,9 @@ def _event_time(times: object, received_at: datetime) -> datetime:
 
 # --- the plot -------------------------------------------------------------------------------
 
-_W: Final = 640.0
-_H: Final = 250.0
-_LEFT, _RIGHT, _TOP, _BOTTOM = 40.0, 130.0, 28.0, 30.0
+_W: Final = 480.0  # narrow: a phone shows it at about 3/4 size, its labels still legible
+_H: Final = 240.0
+_LEFT, _RIGHT, _TOP, _BOTTOM = 30.0, 64.0, 40.0, 24.0
 _PLOT_W: Final = _W - _LEFT - _RIGHT
 _PLOT_H: Final = _H - _TOP - _BOTTOM
 
@@ -144,7 +144,7 @@ def level_plot(
 
     out = [
         svg_open(_W, _H, words.title),
-        svg_text(0, 14, words.title, size=12.5, font_weight="bold"),
+        svg_text(0, 15, words.title, size=14, font_weight="bold"),
     ]
     out.append(_bands(thresholds, words))
     out.append(_axes(first, span, zone))
@@ -154,7 +154,7 @@ def level_plot(
         mine = [p for p in points if p.device_id == device]
         out.append(_series(mine, x, colour, zone, words))
         # the detectors named top right, one a line, in their points' colour
-        out.append(svg_text(_W - 4, 14 + 13 * k, device, size=10, anchor="end", fill=colour))
+        out.append(svg_text(_W - 4, 15 + 13 * k, device, size=11, anchor="end", fill=colour))
     out.append("</svg>")
     return "".join(out)
 
@@ -185,7 +185,9 @@ def _bands(thresholds: Thresholds, words: PlotWords) -> str:
             f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="{colour}"'
             ' stroke-width="1.2" stroke-dasharray="5 3"/>'
         )
-        out.append(svg_text(right + 6, y + 4, label.format(pct=f"{pct:g}"), size=10, fill=colour))
+        # right of the plot, where no point can hide it: the name, its level under it
+        out.append(svg_text(right + 4, y - 2, label, size=10.5, fill=colour))
+        out.append(svg_text(right + 4, y + 11, f"{pct:g} %LEL", size=10.5, fill=colour))
     return "".join(out)
 
 
@@ -198,14 +200,15 @@ def _axes(first: datetime, span: float, zone: ZoneInfo) -> str:
             f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#ddd"'
             ' stroke-width="0.6"/>'
         )
-        out.append(svg_text(_LEFT - 4, y + 3.5, f"{pct}", size=9.5, anchor="end"))
-    out.append(svg_text(_LEFT - 4, _TOP - 8, "%LEL", size=9.5, anchor="end"))
+        out.append(svg_text(_LEFT - 4, y + 3.5, f"{pct}", size=10.5, anchor="end"))
+    out.append(svg_text(0, _TOP - 10, "%LEL", size=10.5))
     days = span > 86400
     for k in range(5):
         at = (first + timedelta(seconds=span * k / 4)).astimezone(zone)
         label = at.strftime("%m-%d %H:%M" if days else "%H:%M:%S" if span < 600 else "%H:%M")
         tx = _LEFT + _PLOT_W * k / 4
-        out.append(svg_text(tx, bottom + 14, label, size=9.5, anchor="middle"))
+        anchor = "start" if k == 0 else "end" if k == 4 else "middle"  # inside the frame
+        out.append(svg_text(tx, bottom + 16, label, size=11, anchor=anchor))
     out.append(
         f'<line x1="{_LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#555"'
         ' stroke-width="0.8"/>'

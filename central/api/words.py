@@ -71,8 +71,8 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "need_crew": ("请填写处置人员", "Name the crew or technician sent"),
     "need_cause": ("请选择原因", "Choose a cause"),
     "gas_level": ("燃气浓度", "Gas level"),
-    "gas_low_line": ("低报 {pct} %LEL", "low alarm {pct} %LEL"),
-    "gas_high_line": ("高报 {pct} %LEL", "high alarm {pct} %LEL"),
+    "gas_low_line": ("低报", "low alarm"),
+    "gas_high_line": ("高报", "high alarm"),
     "gas_point": ("探测器 {device}：{pct} %LEL", "detector {device}: {pct} %LEL"),  # noqa: RUF001
     "gas_points_note": (
         "图中每个点是网关随报警事件发来的一次读数，不是连续记录：两点之间的浓度中心没有收到，"  # noqa: RUF001
@@ -101,7 +101,7 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "map_state_none": ("无未结案事件", "No open incident"),
     "map_no_coords": (
         "{n} 个地点在登记信息中没有坐标，不在地图上。",  # noqa: RUF001
-        "{n} sites have no coordinates in the registry and are not on the map.",
+        "Sites with no coordinates in the registry, so not on the map: {n}.",
     ),
     "map_no_sites": ("没有带坐标的地点", "No site with coordinates"),
     "map_blank": (

@@ -34,7 +34,8 @@
   }
 
   function pin(rank) {
-    return L.divIcon({ className: "pin pin-" + STATES[rank], iconSize: [16, 16] });
+    const size = rank === 0 ? 24 : 16; // an emergency stands out
+    return L.divIcon({ className: "pin pin-" + STATES[rank], iconSize: [size, size] });
   }
 
   const lone = L.layerGroup();
@@ -63,10 +64,12 @@
   map.addLayer(clusters);
   map.addLayer(lone);
   if (!data.tiles) {
+    // The districts' names in a pane of their own, under every marker.
+    map.createPane("districts").style.zIndex = 350;
     for (const [name, lat, lon] of data.districts) {
       L.marker([lat, lon], {
         icon: L.divIcon({ className: "district", html: "", iconSize: null }),
-        interactive: false, keyboard: false, zIndexOffset: -1000,
+        interactive: false, keyboard: false, pane: "districts",
       }).addTo(map).getElement().append(text("span", name));
     }
   }
