@@ -23,32 +23,21 @@ import re
 import shutil
 import wave
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
 
 import pytest
-from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright
+from playwright.async_api import Browser, Page, Request, ViewportSize
 
 from firmware_bridge import ksp
-from firmware_bridge.simulator.devices import SimDetector, SimValve
-from firmware_bridge.simulator.mqtt_device import MqttDevice
 from gateway.words import catalogue
 from tests.support import api_world
 from tests.support.api_world import HOUSE, PARTIAL, PASSWORD, ROLES, World, running_world
-from tests.support.kit_site import DETECTOR, SITE, VALVES
+from tests.support.browser import HOOKS, chromium
+from tests.support.kit_site import SITE, VALVES, kit_devices
+from tests.support.page_words import WORD, chinese_in_english, english_in_chinese, raw_codes
 from tests.support.services import Mosquitto
 
-CHROMIUM: Final = "/usr/bin/chromium"
-ARGS: Final = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS: Final = 20_000
 LATITUDE, LONGITUDE = 22.54321, 114.05789
 DESKTOP: Final[ViewportSize] = {"width": 1366, "height": 900}
@@ -56,29 +45,12 @@ PHONE: Final[ViewportSize] = {"width": 390, "height": 844}
 # Codes that must never reach a page as text (in either language).
 CODE_KINDS: Final = ("alarm_type", "component", "kit", "alarm_state", "transition")
 CODES: Final = frozenset(c for kind in CODE_KINDS for c in catalogue(kind))
-# ASCII a Chinese page may show: units, the time zone's label, the other language's name.
-UNITS: Final = frozenset({"LEL", "mV", "dBm", "Pa", "kg", "CST", "UTC", "English"})
-# Stubs for what a headless browser cannot do: count the sounds played and the notifications.
-HOOKS: Final = """
-window.__played = 0; window.__notes = []; window.__asked = 0;
-HTMLMediaElement.prototype.play = function () { window.__played += 1; return Promise.resolve(); };
-function FakeNotification(title, options) { window.__notes.push([title, options.body]); }
-FakeNotification.permission = "default";
-FakeNotification.requestPermission = function () {
-  window.__asked += 1; FakeNotification.permission = "granted"; return Promise.resolve("granted");
-};
-window.Notification = FakeNotification;
-"""
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} missing: ./dev test installs it (apt-get install chromium)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 @pytest.fixture
@@ -111,26 +83,6 @@ async def world(tmp_path: Path, own_mosquitto: Mosquitto, located: None) -> Asyn
         yield w
 
 
-@asynccontextmanager
-async def restaurant(world: World) -> AsyncIterator[SimDetector]:
-    """The restaurant's detector and valves on the site broker: valve 1 answers "ok" to every
-    close command and stays open (stuck), valve 2 closes."""
-    detector = SimDetector(1, battery_mv=0, interval_s=60)
-    valves = [SimValve(2, fail_to_close=True, close_time_s=0.1, interval_s=60),
-              SimValve(3, close_time_s=0.1, interval_s=60)]  # fmt: skip
-    devices = [MqttDevice(world.mqtt_url, DETECTOR, detector.kind, model=detector)] + [
-        MqttDevice(world.mqtt_url, v, SimValve.kind, model=m)
-        for v, m in zip(VALVES, valves, strict=True)
-    ]
-    for device in devices:
-        await device.start()
-    try:
-        yield detector
-    finally:
-        for device in devices:
-            await device.stop()
-
-
 async def log_in(browser: Browser, world: World, lang: str, **context: object) -> Page:
     page = await (await browser.new_context(**context)).new_page()  # type: ignore[arg-type]
     page.set_default_timeout(TIMEOUT_MS)
@@ -153,7 +105,7 @@ def _registry_words(world: World) -> set[str]:
         with (Path(directory) / table).open(encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 for column in columns:
-                    words.update(re.findall(r"[A-Za-z][A-Za-z0-9_\-'.]*", row.get(column) or ""))
+                    words.update(re.findall(WORD, row.get(column) or ""))
     return words
 
 
@@ -162,20 +114,6 @@ _NAMES: Final = {
     "components.csv": ("device_id", "model"),
     "cylinders.csv": ("cylinder_id",),
 }
-
-
-def _raw_codes(text: str) -> list[str]:
-    """Codes shown as text: snake_case ones anywhere (plain words like "tamper" are English)."""
-    return sorted({w for w in re.findall(r"[a-z][a-z0-9_]*", text) if w in CODES and "_" in w})
-
-
-def _english_in_chinese(text: str, allowed: set[str]) -> list[str]:
-    words = re.findall(r"[A-Za-z][A-Za-z0-9_\-'.]*", text)
-    return sorted({w for w in words if w not in allowed and w not in UNITS and not _is_id(w)})
-
-
-def _is_id(word: str) -> bool:
-    return any(ch.isdigit() for ch in word)
 
 
 async def _wait_types(world: World, *types: str) -> None:
@@ -187,7 +125,7 @@ async def _wait_types(world: World, *types: str) -> None:
 async def test_every_page_says_words_in_both_languages(
     browser: Browser, world: World, tmp_path: Path
 ) -> None:
-    async with restaurant(world) as detector:
+    async with kit_devices(world.mqtt_url, stuck=True) as detector:
         detector.set_lel(55.0)
         await _wait_types(world, "leak_high", "valve_failed_to_close", "leak_not_isolated")
         detector.set_flags(ksp.DetectorFlag.TAMPER)
@@ -268,17 +206,16 @@ async def _look_text(
     shot = shots / f"gw-console-{name}.png"
     await page.screenshot(path=shot, full_page=True)
     shutil.copy(shot, Path("/tmp") / shot.name)
-    problems = [f"{name}: code {c!r}" for c in _raw_codes(text)]
+    problems = [f"{name}: code {c!r}" for c in raw_codes(text, CODES)]
     if lang == "zh-CN":
-        problems += [f"{name}: English {w!r}" for w in _english_in_chinese(text, allowed)]
+        problems += [f"{name}: English {w!r}" for w in english_in_chinese(text, allowed)]
     else:
-        chinese = set(re.findall(r"[\u4e00-\u9fff]+", text)) - {"中文"}
-        problems += [f"{name}: Chinese {w!r}" for w in sorted(chinese)]
+        problems += [f"{name}: Chinese {w!r}" for w in chinese_in_english(text)]
     return problems
 
 
 async def test_the_queue_says_the_valves_real_state(browser: Browser, world: World) -> None:
-    async with restaurant(world) as detector:
+    async with kit_devices(world.mqtt_url, stuck=True) as detector:
         page = await log_in(browser, world, "en", viewport=DESKTOP)
         detector.set_lel(55.0)
         await _wait_types(world, "leak_high", "valve_failed_to_close", "leak_not_isolated")
@@ -331,7 +268,7 @@ async def test_a_new_emergency_rings_counts_and_stays_lit_while_a_note_is_typed(
     assert await page.evaluate("window.__asked") == 1  # notification permission, on the click
     await page.click("h1")
     assert await page.evaluate("window.__asked") == 1  # asked once
-    async with restaurant(world) as detector:
+    async with kit_devices(world.mqtt_url, stuck=True) as detector:
         detector.set_lel(55.0)
         row = page.locator(f'tr.incident.unacked[data-key="{SITE}/emergency"]')
         await row.wait_for()

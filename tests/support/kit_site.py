@@ -3,9 +3,22 @@ detector closes two valves, and whose smart regulator closes a third; all MQTT-n
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-__all__ = ["DETECTOR", "REGULATOR", "REGULATOR_VALVE", "SITE", "VALVES", "write_registry"]
+from firmware_bridge.simulator.devices import SimDetector, SimValve
+from firmware_bridge.simulator.mqtt_device import MqttDevice
+
+__all__ = [
+    "DETECTOR",
+    "REGULATOR",
+    "REGULATOR_VALVE",
+    "SITE",
+    "VALVES",
+    "kit_devices",
+    "write_registry",
+]
 
 SITE = "rest-e2e"
 DETECTOR = "det-a"
@@ -36,3 +49,23 @@ def write_registry(directory: Path, interval_s: int = 60) -> Path:
         encoding="utf-8",
     )
     return directory
+
+
+@asynccontextmanager
+async def kit_devices(mqtt_url: str, *, stuck: bool = False) -> AsyncIterator[SimDetector]:
+    """The restaurant's detector and its two linked valves, MQTT-native on the site broker,
+    reporting every minute; ``stuck``: the first valve answers "ok" to every close command and
+    stays open."""
+    detector = SimDetector(1, battery_mv=0, interval_s=60)
+    valves = [SimValve(2, fail_to_close=stuck, close_time_s=0.1, interval_s=60),
+              SimValve(3, close_time_s=0.1, interval_s=60)]  # fmt: skip
+    devices = [MqttDevice(mqtt_url, DETECTOR, detector.kind, model=detector)] + [
+        MqttDevice(mqtt_url, v, SimValve.kind, model=m) for v, m in zip(VALVES, valves, strict=True)
+    ]
+    for device in devices:
+        await device.start()
+    try:
+        yield detector
+    finally:
+        for device in devices:
+            await device.stop()
