@@ -68,6 +68,7 @@ _env = Environment(
 )
 router = APIRouter(include_in_schema=False)
 _log = logging.getLogger(__name__)
+_HTML_LANG: Final[dict[AlertLang, str]] = {"zh": "zh-CN", "en": "en"}  # <html lang>
 _DB_WAIT_S: Final = 5.0  # a frightened person does not wait 30 s for a page: say what to do
 
 
@@ -505,9 +506,10 @@ def _invalid(page: AlertPage, error: InvalidAlertLink, request: Request) -> Resp
     first: AlertLang = "en" if (request.query_params.get("lang") or "").startswith("en") else "zh"
     langs: list[AlertLang] = [first, "zh" if first == "en" else "en"]
     texts = [
-        (say(title, lang), say("invalid_body", lang), _call_line(page.hotline, lang))
+        (_HTML_LANG[lang], say(title, lang), say("invalid_body", lang),
+         _call_line(page.hotline, lang))
         for lang in langs
-    ]
+    ]  # fmt: skip
     return _html(
         "alert_invalid.html",
         first,
@@ -530,7 +532,7 @@ def _notice(lang: AlertLang, title: str, body: str, back: str, status_code: int)
 
 def _html(template: str, lang: AlertLang, *, status_code: int = 200, **values: Any) -> Response:
     html = _env.get_template(template).render(
-        lang=lang, html_lang="en" if lang == "en" else "zh-CN", say=say, **values
+        lang=lang, html_lang=_HTML_LANG[lang], say=say, **values
     )
     return _headers(HTMLResponse(html, status_code=status_code))
 
