@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from central.alert_words import zone_label
 from central.audit import MILESTONES, AuditReport, CauseCount, Coverage, Percentiles, Response
 from central.audit_svg import PROTECTED, Bar, Series, grouped_bars, share_bars
 from central.audit_words import WORDS
@@ -346,7 +347,12 @@ class _Words:
     def time(self, at: datetime) -> str:
         local = _local(self._report, at)
         offset = local.strftime("%z")
-        return f"{local:%Y-%m-%d %H:%M} ({self._report.tz}, UTC{offset[:3]}:{offset[3:]})"
+        return f"{local:%Y-%m-%d %H:%M} ({self.zone()}, UTC{offset[:3]}:{offset[3:]})"
+
+    def zone(self) -> str:
+        """The zone as people say it ("北京时间"), as the SMS and the alert page say it."""
+        abbreviation = _local(self._report, self._report.at).strftime("%Z")
+        return zone_label(self._report.tz, abbreviation, "en" if self.lang == "en" else "zh")
 
 
 def render_html(report: AuditReport, lang: str = "zh-CN") -> str:

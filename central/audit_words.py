@@ -112,12 +112,12 @@ WORDS: Final[dict[str, tuple[str, str]]] = {
         "响应时间从监测中心收到报警起计，到值班人员记录接警、派人、到场、处置完毕为止，"
         "均按监测中心时钟；"
         "中位数即一半事件在此时间之内，“90% 在此之内”即九成事件在此时间之内。"
-        "只统计场所事件；网关离线事件计入覆盖情况。月份按 {tz} 当地时间划分。",
+        "只统计场所事件；网关离线事件计入覆盖情况。月份按{tz}划分。",
         "Response times run from the alarm reaching the monitoring center to the duty officer "
         "recording acknowledged, dispatched, on site and resolved, all on the center's clock; half "
         "the incidents took at most the median, nine in ten at most the '90% within' time. Only "
-        "site incidents are counted; a gateway going offline counts under coverage. Months are "
-        "local to {tz}.",
+        "site incidents are counted; a gateway going offline counts under coverage. Months follow "
+        "{tz}.",
     ),
     "source": ("数据来源：gasgate 监测中心", "Source: gasgate monitoring center"),
 }
