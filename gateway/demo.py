@@ -51,7 +51,7 @@ from gateway.site_mqtt import gateway_availability_topic
 from gateway.telemetry import influx_options
 from gateway.users import Role, User, UserError
 
-__all__ = ["DemoOptions", "demo", "run_demo"]
+__all__ = ["DemoOptions", "demo", "kit_rooms", "run_demo"]
 
 log = logging.getLogger(__name__)
 BRIDGE_ID = "demo-receiver"
@@ -242,6 +242,27 @@ def watch_command(url: MqttUrl, topic: str) -> str:
     return shlex.join([*args, "-t", topic, "-v"])
 
 
+def kit_rooms(
+    district: District, url: str, data_dir: Path, bridge_prefix: str
+) -> tuple[Simulation, list[PtyPort], list[Bridge]]:
+    """The district's kits as rooms to start in this order: the simulation (its radio devices
+    behind receivers on these ptys in ``data_dir``, its MQTT-native devices on ``url``), then
+    one bridge per receiver, ``{bridge_prefix}-{n}``, onto ``url``."""
+    scale = district.time_scale
+    ports = [
+        PtyPort(data_dir / f"ksp-receiver-{n}") for n in range(1, district.receivers_needed() + 1)
+    ]
+    sim = Simulation(district, ports, mqtt_url=url, heartbeat_s=30 * scale)
+    bridges = [
+        Bridge(
+            BridgeConfig(f"{bridge_prefix}-{n}", parse_mqtt_url(url)),
+            LinkConfig(str(port.link_path), heartbeat_timeout_s=90 * scale),
+        )
+        for n, port in enumerate(ports, start=1)
+    ]
+    return sim, ports, bridges
+
+
 class Demo:
     """The demo's rooms, started in data-flow order and stopped in reverse."""
 
@@ -267,21 +288,12 @@ class Demo:
             self.cleanup = RetainedCleanup(url, self._retained_filters)
             await self._start(self.cleanup)
         self.district.write_registry(self.data_dir / "registry")
-        ports = [
-            PtyPort(self.data_dir / f"ksp-receiver-{n}")
-            for n in range(1, self.district.receivers_needed() + 1)
-        ]
-        self.sim = Simulation(self.district, ports, mqtt_url=url, heartbeat_s=30 * o.time_scale)
         self.monitor = Monitor(url, self.out, {s.site_id: s for s in self.district.sites})
         self.monitor.verbose = o.verbose
         await self._start(self.monitor)
-        await self._start(self.sim)
-        for bridge_id, port in zip(self.bridge_ids, ports, strict=True):
-            bridge = Bridge(
-                BridgeConfig(bridge_id, parse_mqtt_url(url)),
-                LinkConfig(str(port.link_path), heartbeat_timeout_s=90 * o.time_scale),
-            )
-            await self._start(bridge)
+        self.sim, ports, bridges = kit_rooms(self.district, url, self.data_dir, BRIDGE_ID)
+        for room in (self.sim, *bridges):
+            await self._start(room)
         self.people = DemoPeople(self.out)
         await self._start(self.people)
         self.gateway = Gateway(self._gateway_settings(url))
@@ -501,8 +513,8 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Keep data here."
 )
-@click.option("--restaurants", default=20, show_default=True)
-@click.option("--households", default=50, show_default=True)
+@click.option("--restaurants", type=int, help="Restaurants [20; with --central 4 per gateway].")
+@click.option("--households", type=int, help="Households [50; with --central 6 per gateway].")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--time-scale", default=0.1, show_default=True, help="Report intervals x this.")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
@@ -510,17 +522,49 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
 @click.option(
     "--story-now", is_flag=True, help="Play the story at once, not at the first console login."
 )
-@click.option("--http-port", default=8080, show_default=True, help="Console port (0: any free).")
+@click.option(
+    "--http-port",
+    type=int,
+    help="Console port [8080; the control room's with --central: 8090]; 0: any free.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also print periodic reports.")
 @influx_options
+@click.option(
+    "--central",
+    is_flag=True,
+    help="Three gateways and the gas company's monitoring center (Mosquitto, PostgreSQL).",
+)
+@click.option(
+    "--db",
+    envvar="GASGATE_CENTRAL_DB",
+    help="With --central: this PostgreSQL database, not a private cluster"
+    " [env GASGATE_CENTRAL_DB].",
+)
 def demo(**flags: Any) -> None:
-    """The whole loop on one machine: broker, simulated kits, bridge, gateway, a story."""
+    """The whole loop on one machine: broker, simulated kits, bridge, gateway, a story.
+    With --central: three gateways and the monitoring center over them."""
     setup_logging("WARNING", "text")
     logging.getLogger("gateway.app").setLevel(logging.ERROR)  # the demo prints transitions
     flags["story"] = not flags.pop("no_story")
     flags["duration_s"] = flags.pop("duration")
-    options = DemoOptions(**flags)
+    central, dsn = flags.pop("central"), flags.pop("db")  # the database: only for --central
+    given = {k: v for k, v in flags.items() if v is not None}  # the rest: the options' defaults
     try:
-        raise SystemExit(asyncio.run(run_demo(options, click.echo)))
+        if central:
+            raise SystemExit(asyncio.run(_central(given, dsn)))
+        raise SystemExit(asyncio.run(run_demo(DemoOptions(**given), click.echo)))
     except GasgateError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+_NOT_CENTRAL = ("mqtt", "verbose", "influx_url", "influx_org", "influx_bucket", "influx_token")
+
+
+async def _central(given: dict[str, Any], dsn: str | None) -> int:
+    # central.demo builds on this module (its kits, users and people): imported when asked.
+    from central.demo import CentralDemoOptions, run_central_demo  # noqa: PLC0415
+
+    refused = [f"--{k.replace('_', '-')}" for k in _NOT_CENTRAL if given.pop(k, None)]
+    if refused:
+        raise click.UsageError(f"--central runs its own brokers, no telemetry: not {refused}")
+    return await run_central_demo(CentralDemoOptions(db=dsn, **given), click.echo)

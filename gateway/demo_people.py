@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 __all__ = ["DemoPeople"]
+
+# The alert page's link, an SMS's last line (gateway/escalation/messages.py: with_alert_link).
+_ALERT_LINK = re.compile(r"https?://\S+/a/[A-Za-z0-9_-]+")
 
 
 class _Server(uvicorn.Server):
@@ -84,6 +88,9 @@ class DemoPeople:
     async def _sms(self, request: Request) -> JSONResponse:
         body = await request.json()
         self._show(f"SMS to {body['phone']} ({len(body['parts'])} parts)", body["text"])
+        # Whole, on a line of its own: the shortened SMS line above would cut it.
+        for link in _ALERT_LINK.findall(body["text"]):
+            self._out(f"  → alert page for the site's people: {link}")
         return JSONResponse({"ok": True})
 
     async def _im(self, request: Request) -> JSONResponse:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.demo_proc import GASGATE, log_in, running_demo, wait_for
 from tests.support.services import Mosquitto
-
-GASGATE = str(Path(sys.executable).with_name("gasgate"))
 
 # What the story must show, in the demo's own words (each a regular expression).
 STORY = {
@@ -29,47 +23,6 @@ STORY = {
     "silent detector offline": r"ALARM .*device_offline, .*raised",
     "valve failed to close": r"ALARM .*critical valve_failed_to_close, .*raised",
 }
-
-
-@contextlib.contextmanager
-def running_demo(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """The demo as a person runs it, its output lines as they come; killed if still running."""
-    proc = subprocess.Popen(
-        [GASGATE, "demo", *args, "--time-scale", "0.05", "--http-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
-    try:
-        yield proc, lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def wait_for(lines: list[str], pattern: str, within_s: float = 60) -> re.Match[str]:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        found = re.search(pattern, "".join(lines), re.MULTILINE)
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{pattern!r} not seen within {within_s} s:\n{''.join(lines)[-3000:]}")
-
-
-def log_in(console: str, name: str = "officer") -> None:
-    answer = httpx.post(
-        f"{console}/api/login", json={"name": name, "password": "gasgate-demo"}, timeout=10
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
@@ -111,7 +64,8 @@ def test_demo_plays_its_story_and_stops_cleanly_on_sigint(tmp_path: Path) -> Non
 @pytest.mark.parametrize("flag", ["--help"])
 def test_demo_help_names_its_options(flag: str) -> None:
     out = subprocess.run([GASGATE, "demo", flag], capture_output=True, text=True, check=True)
-    for option in ("--mqtt", "--duration", "--time-scale", "--no-story", "--story-now"):
+    options = ("--mqtt", "--duration", "--time-scale", "--no-story", "--story-now", "--central")
+    for option in (*options, "--db"):
         assert option in out.stdout
 
 
