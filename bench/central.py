@@ -23,7 +23,9 @@ messages in flight, 200,000 queued per session), and ``gasgate central run`` ins
 
 Goals (issue 13): storm ≤ 30 s with two instances; alarm → console p99 ≤ 250 ms during the
 storm and ≤ 50 ms idle; two instances ≥ 1.6x one. ``--quick`` runs small sizes to prove the
-harness, and its figures mean nothing.
+harness, and its figures mean nothing. ``GASGATE_BENCH_CENTRAL=ratio`` runs part 1 alone (about a
+minute), ``=storm`` parts 2 and 3 alone (two instances, no bursts before: about 40 s), to try a
+change without the whole run.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ ABSORB_POLL_S: Final = 0.05
 SAMPLES: dict[str, list[tuple[float, str, float | None]]] = {}
 BROKER: Final = "max_inflight_messages 1000\nmax_queued_messages 200000\n"  # deploy/central
 GASGATE: Final = str(Path(sys.executable).with_name("gasgate"))
+PARTS_ENV: Final = "GASGATE_BENCH_CENTRAL"  # ratio | storm | unset (both)
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,27 +542,36 @@ def _storm_row(storm: Absorbed, sizes: Sizes) -> dict[str, object]:
     )
 
 
-async def _suite(sizes: Sizes) -> list[dict[str, object]]:
+async def _latencies(w: World, publisher: Publisher, sizes: Sizes) -> list[dict[str, object]]:
+    """Idle probes, then the storm with its probes, on a world with two instances."""
+    async with Probes(w) as probes:
+        probes.case = "warm-up"  # first connections and queries
+        await probes.run(3)
+        probes.case = "idle"
+        await probes.run(sizes.idle_probes)
+        rows = _latency_rows("idle", probes, GOAL_IDLE_P99_MS)
+        probes.case = "storm"
+        storm = await _storm(w, publisher, probes, sizes)
+        rows.append(_storm_row(storm, sizes))
+        return rows + _latency_rows("during the storm", probes, GOAL_STORM_P99_MS)
+
+
+async def _suite(sizes: Sizes, parts: str) -> list[dict[str, object]]:
     """Each instance count in a world of its own (a fresh database and broker): the second
-    burst must not pay for the rows the first left."""
-    async with world() as w, Publisher(w.broker.url, name="bench-fleet") as publisher:
-        await w.start_center()
-        one = await throughput(w, publisher, sizes, 1)
-    async with world() as w, Publisher(w.broker.url, name="bench-fleet") as publisher:
-        await w.start_center()
-        await w.start_center()
-        two = await throughput(w, publisher, sizes, 2)
-        rows = _rate_rows(one, two, sizes)
-        async with Probes(w) as probes:
-            probes.case = "warm-up"  # first connections and queries
-            await probes.run(3)
-            probes.case = "idle"
-            await probes.run(sizes.idle_probes)
-            rows += _latency_rows("idle", probes, GOAL_IDLE_P99_MS)
-            probes.case = "storm"
-            storm = await _storm(w, publisher, probes, sizes)
-            rows.append(_storm_row(storm, sizes))
-            rows += _latency_rows("during the storm", probes, GOAL_STORM_P99_MS)
+    burst must not pay for the rows the first left. The probes run in the two instances' world
+    after their bursts (in a fresh one when the storm part runs alone)."""
+    rows: list[dict[str, object]] = []
+    absorbed: list[dict[str, Absorbed]] = []
+    for instances in (1, 2) if parts != "storm" else (2,):
+        async with world() as w, Publisher(w.broker.url, name="bench-fleet") as publisher:
+            for _ in range(instances):
+                await w.start_center()
+            if parts != "storm":
+                absorbed.append(await throughput(w, publisher, sizes, instances))
+            if instances == 2:
+                rows = _rate_rows(absorbed[0], absorbed[1], sizes) if absorbed else []
+                if parts != "ratio":
+                    rows += await _latencies(w, publisher, sizes)
     return rows
 
 
@@ -574,4 +586,7 @@ def run(quick: bool) -> list[dict[str, object]]:
     why = central_run_missing()
     if why is not None:
         return [_row("central", "not measured", "-", note=why)]
-    return asyncio.run(_suite(QUICK if quick else FULL))
+    parts = os.environ.get(PARTS_ENV, "")
+    if parts not in ("", "ratio", "storm"):
+        raise SystemExit(f"{PARTS_ENV}={parts}: ratio, storm or unset (both)")
+    return asyncio.run(_suite(QUICK if quick else FULL, parts))
