@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 import central
 from central.settings import CentralSettings
 from tests.central.control_seed import City, Settings, city_app
-from tests.central.test_alert_page import CHROMIUM, CHROMIUM_ARGS
 from tests.central.test_control_pages import _login
+from tests.support.browser import chromium
 from tests.support.services import free_port, wait_for_port
 
 START = datetime.now(UTC) - timedelta(minutes=4)
@@ -268,8 +268,7 @@ async def test_the_map_in_chromium_with_no_internet(served: str) -> None:
 
     elsewhere: list[str] = []
     errors: list[str] = []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with chromium() as browser:
         page = await browser.new_page(viewport={"width": 1280, "height": 800}, locale="zh-CN")
         page.on(
             "request",
@@ -288,6 +287,5 @@ async def test_the_map_in_chromium_with_no_internet(served: str) -> None:
         await expect(link).to_have_text("打开事件")
         await link.click()
         await page.wait_for_url("**/incidents/*")
-        await browser.close()
     assert elsewhere == []
     assert errors == []
