@@ -30,6 +30,7 @@ Kind = Literal[
     "cause",
     "valve_state",
     "site_answer",
+    "refusal",
 ]
 
 _Pairs = dict[str, tuple[str, str]]
@@ -123,6 +124,24 @@ _SITE_ANSWERS: Final[_Pairs] = {
     "need_help": ("我们需要紧急帮助", "We need help now"),
 }
 
+# Why a gateway refused a gas company command (docs/gas-company-contract.md, "reason").
+_REFUSALS: Final[_Pairs] = {
+    "unknown_alarm": ("网关上没有这条报警", "no such alarm at the gateway"),
+    "wrong_state": (
+        "报警状态不允许：已确认、仍在报警或已关闭",  # noqa: RUF001
+        "not in that state: already acknowledged, still active, or closed",
+    ),
+    "bad_request": ("网关不接受此请求", "not accepted by the gateway"),
+    "not_allowed": ("网关不允许此操作", "not allowed by the gateway"),
+    "bad_json": ("指令格式错误", "malformed command"),
+    "bad_command": ("指令格式错误", "malformed command"),
+    "bad_payload": ("指令格式错误", "malformed command"),
+    "unauthorised_topic": ("值班员与指令通道不符", "officer does not match the command topic"),
+    "unknown_officer": ("网关未授权该值班员", "officer not authorised at the gateway"),
+    "retained_command": ("过时的保留指令，未执行", "stale retained command, not applied"),  # noqa: RUF001
+    "unavailable": ("网关报警模块不可用", "the gateway's alarms are unavailable"),
+}
+
 
 def _alarm_types() -> _Pairs:
     return {t.value: (info(t).title_zh, info(t).title_en) for t in AlarmType} | {
@@ -144,6 +163,7 @@ _CATALOGUE: Final[dict[Kind, _Pairs]] = {
     "cause": _CAUSES,
     "valve_state": _VALVE_STATES,
     "site_answer": _SITE_ANSWERS,
+    "refusal": _REFUSALS,
 }
 KINDS: Final[tuple[Kind, ...]] = tuple(_CATALOGUE)
 

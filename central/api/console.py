@@ -26,6 +26,7 @@ from psycopg import AsyncConnection
 
 from central import gas_level, site_map
 from central import incidents as inc
+from central.alert_words import zone_label
 from central.api.context import CentralContext, Ctx, current_officer
 from central.api.routes import StepRefused, check_login, set_session_cookie, step
 from central.api.words import pick_lang, t
@@ -74,12 +75,18 @@ def _page(
         t=lambda key: t(key, lang), w=lambda kind, code: word(kind, code, lang), lang=lang,
         path=here, csrf=getattr(request.state, "csrf", None),
         stamp=lambda at: _stamp(at, ctx), age=lambda at: _age(at, ctx.now()),
-        zone=ctx.zone.key, causes=CAUSES, title_of=lambda i: _title(i, lang), **values,
+        zone=_zone(ctx, lang), causes=CAUSES, title_of=lambda i: _title(i, lang), **values,
     )  # fmt: skip
     response = HTMLResponse(html, status_code=status)
     if request.query_params.get("lang") == lang:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
     return response
+
+
+def _zone(ctx: CentralContext, lang: Lang) -> str:
+    """The zone as people say it ("北京时间"), as the SMS and the alert page say it."""
+    abbreviation = ctx.now().astimezone(ctx.zone).strftime("%Z")
+    return zone_label(ctx.zone.key, abbreviation, "en" if lang == "en" else "zh")
 
 
 def _stamp(at: datetime | None, ctx: CentralContext) -> str:
@@ -383,6 +390,7 @@ async def map_page(request: Request, ctx: Ctx) -> HTMLResponse:
         "districts": _centres(placed),
         "states": [t(f"map_state_{state}", lang) for state in site_map.STATES],
         "open": t("map_open_incident", lang),
+        "zoom": [t("map_zoom_in", lang), t("map_zoom_out", lang)],
         "tiles": tiles,
     }
     counts = Counter(s.state for s in placed)

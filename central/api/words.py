@@ -111,6 +111,15 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "map_open_sites": ("有未结案事件的地点", "Sites with an open incident"),
     "map_open_incident": ("打开事件", "Open the incident"),
     "map_sites": ("地点数", "Sites"),
+    "map_zoom_in": ("放大", "Zoom in"),
+    "map_zoom_out": ("缩小", "Zoom out"),
+    # Why the center itself moved an incident: central/ingest.py and central/watch.py write these
+    # on the timeline in English, the page says them in words.
+    "resolved, and every alarm closed": (
+        "已处置，且所有报警已关闭",  # noqa: RUF001
+        "resolved, and every alarm closed",
+    ),
+    "gateway back online": ("网关恢复在线", "gateway back online"),
     "bad_eta": ("预计到达请填 0 到 1440 分钟", "Arrival: 0 to 1440 minutes"),
 }
 

@@ -9,7 +9,8 @@
   const data = JSON.parse(document.getElementById("map-data").textContent);
   const STATES = ["emergency", "offline", "maintenance", "none"]; // worst first, as the server ranks
   // maxZoom: the clusters need one, and with no tiles nothing else sets it.
-  const map = L.map(box, { attributionControl: false, maxZoom: 18 });
+  const map = L.map(box, { attributionControl: false, zoomControl: false, maxZoom: 18 });
+  L.control.zoom({ zoomInTitle: data.zoom[0], zoomOutTitle: data.zoom[1] }).addTo(map); // in words
   // The view first: a marker has no element before the map has one.
   map.fitBounds(L.latLngBounds(data.sites.map((s) => [s[0], s[1]])).pad(0.1), { maxZoom: 16 });
   if (data.tiles) L.tileLayer(data.tiles, { maxZoom: 19 }).addTo(map);
