@@ -31,8 +31,10 @@ def english_in_chinese(text: str, allowed: Iterable[str], min_letters: int = 1) 
 
 
 def chinese_in_english(text: str, allowed: Iterable[str] = ()) -> list[str]:
-    """Runs of Chinese characters other than the language switch and ``allowed`` names."""
-    return sorted(set(re.findall(r"[\u4e00-\u9fff]+", text)) - {"中文", *allowed})
+    """Runs of Chinese characters and punctuation (CJK and fullwidth) other than the language
+    switch and ``allowed`` names."""
+    runs = re.findall(r"[\u4e00-\u9fff\u3000-\u303f\uff01-\uff1f]+", text)
+    return sorted(set(runs) - {"中文", *allowed})
 
 
 def _is_id(word: str) -> bool:
