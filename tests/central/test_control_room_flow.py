@@ -106,6 +106,8 @@ async def _dispatch(officer: Page, english: Page, incident: str) -> None:
     await shoot(officer, english, "flow-02-incident")
     await officer.click("form[data-action=acknowledge] button.ack")
     await expect(officer.locator("#live-head .state")).to_have_text("已接警")
+    sent = officer.locator("#live-body li.kind-command", has_text="已发出")  # left the center
+    await expect(sent.first).to_be_visible()
     dispatch = officer.locator("form[action$='/dispatch']")
     await dispatch.locator("input[name=crew]").fill("抢修三组")
     await dispatch.locator("input[name=eta_minutes]").fill("20")
