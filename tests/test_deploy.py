@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.interlock.cli import InterlockSettings
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 ENV_EXAMPLE = DEPLOY / ".env.example"
@@ -110,6 +112,24 @@ def test_the_interlock_runs_beside_the_gateway_on_its_data(compose: dict[str, An
         assert interlock_env[key] == gateway_env[key], key
     assert services["interlock"]["volumes"] == ["gateway-data:/var/lib/gasgate:rw"]
     assert "gateway-data:/var/lib/gasgate:rw" in services["gateway"]["volumes"]
+
+
+def test_the_interlock_may_take_its_real_time_priority_without_a_capability(
+    compose: dict[str, Any],
+) -> None:
+    """The limits that let its own user take ``SCHED_FIFO`` at its default priority (or else
+    nice -10), and in the unit the one system call it needs, refused and not fatal otherwise."""
+    priority = InterlockSettings.model_fields["interlock_rt_priority"].default
+    assert compose["services"]["interlock"]["ulimits"] == {"rtprio": priority, "nice": 30}
+    unit = set((DEPLOY / "systemd" / "gasgate-interlock.service").read_text().splitlines())
+    assert {
+        f"LimitRTPRIO={priority}",
+        "Nice=-10",
+        "RestrictRealtime=no",
+        "SystemCallFilter=sched_setscheduler",
+        "SystemCallErrorNumber=EPERM",
+        "CapabilityBoundingSet=",
+    } <= unit
 
 
 def test_profiles_keep_the_serial_bridge_and_the_simulator_apart(compose: dict[str, Any]) -> None:

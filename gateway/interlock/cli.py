@@ -1,8 +1,9 @@
 """``gasgate interlock``: the interlock process for one gateway's data dir.
 
 Settings from the environment, as the gateway's (``GASGATE_MQTT``, ``GASGATE_GATEWAY_ID``,
-``GASGATE_VALVE_RETRY_S``, ``GASGATE_LOG_LEVEL``, ``GASGATE_LOG_FORMAT``) or the flags; the link
-table is the one the gateway writes into ``--data-dir``. The gateway starts it by itself
+``GASGATE_VALVE_RETRY_S``, ``GASGATE_LOG_LEVEL``, ``GASGATE_LOG_FORMAT``) or the flags, and its
+own ``GASGATE_INTERLOCK_RT_PRIORITY`` (a spawned interlock inherits the gateway's environment);
+the link table is the one the gateway writes into ``--data-dir``. The gateway starts it by itself
 (``interlock: spawn``); a systemd unit of its own runs it with ``interlock: external``.
 """
 
@@ -30,6 +31,13 @@ class InterlockSettings(GasgateSettings):
     data_dir: Path = Field(Path("gasgate-data"), description="The gateway's data dir.")
     gateway_id: str = Field("gateway", description="The gateway's id.")
     valve_retry_s: float = Field(RETRY_S, gt=0, le=60, description="Retry interval of a close.")
+    interlock_rt_priority: int = Field(
+        10,
+        ge=0,
+        le=99,
+        description="SCHED_FIFO priority of the interlock when permitted; 0: nice -10 only "
+        "(docs/interlock.md).",
+    )
     log_level: str = Field("INFO", description="debug, info, warning or error.")
     log_format: LogFormat = Field("auto", description="auto, json or text.")
 
@@ -47,7 +55,9 @@ def interlock(**flags: Path | str | None) -> None:
     try:
         s = InterlockSettings.load(None, flags)
         setup_logging(s.log_level, s.log_format)
-        code = asyncio.run(serve(s.mqtt, s.data_dir, s.gateway_id, s.valve_retry_s))
+        code = asyncio.run(
+            serve(s.mqtt, s.data_dir, s.gateway_id, s.valve_retry_s, s.interlock_rt_priority)
+        )
     except GasgateError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)

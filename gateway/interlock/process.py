@@ -320,13 +320,13 @@ class Interlock:
         self.counts[what] = self.counts.get(what, 0) + 1
 
 
-async def serve(url: str, data_dir: Path, gateway_id: str, retry_s: float) -> int:
+async def serve(url: str, data_dir: Path, gateway_id: str, retry_s: float, rt_priority: int) -> int:
     """Run one interlock for ``data_dir`` until SIGTERM/SIGINT; 0 also if one already runs."""
     with held_lock(data_dir) as mine:
         if not mine:
             log.info("interlock: another interlock holds %s; this one exits", data_dir / LOCK_FILE)
             return 0
-        _ahead_of_the_gateway()
+        _ahead_of_the_gateway(rt_priority)
         interlock = Interlock(url, data_dir, gateway_id, retry_s=retry_s)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -336,11 +336,38 @@ async def serve(url: str, data_dir: Path, gateway_id: str, retry_s: float) -> in
         return 0
 
 
-def _ahead_of_the_gateway() -> None:
-    """Run at a higher CPU priority than the gateway (nice ``PRIORITY``), so that a busy
-    gateway on the same cores does not delay a close. Needs CAP_SYS_NICE (root, or the systemd
-    unit's ``Nice=``); without it the interlock runs at the normal priority, and says so."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
+def _ahead_of_the_gateway(rt_priority: int) -> None:
+    """Run ahead of the gateway and everything else on the same cores, so that a busy gateway
+    (taking the same leak down its alarm path at the same moment) does not delay a close:
+    ``SCHED_FIFO`` at ``rt_priority`` (0: not asked), else nice ``PRIORITY``. Either needs
+    CAP_SYS_NICE or an RLIMIT_RTPRIO (compose's ``ulimits``); a policy it was started with (the
+    unit's ``CPUSchedulingPolicy=fifo``) is kept without a system call, which the unit's filter
+    would refuse. Says in one line how it runs. docs/interlock.md argues why a real-time
+    priority is safe here."""
+    if os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
+        given = os.sched_getparam(0).sched_priority
+        log.info("interlock: runs at real-time priority %d, as started", given)
+        return
+    if rt_priority == 0:
+        _nice("real-time scheduling off (interlock_rt_priority 0)", logging.INFO)
+        return
+    try:  # RESET_ON_FORK: no child of it (there is none today) would inherit the priority
+        policy = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+        os.sched_setscheduler(0, policy, os.sched_param(rt_priority))
     except PermissionError:
-        log.warning("interlock: no permission for nice %d: runs at the normal priority", PRIORITY)
+        _nice(f"no permission for SCHED_FIFO priority {rt_priority}", logging.WARNING)
+    else:
+        log.info("interlock: runs at SCHED_FIFO priority %d", rt_priority)
+
+
+def _nice(why: str, level: int) -> None:
+    """Nice ``PRIORITY`` instead of a real-time priority, unless started at least that nice."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > PRIORITY:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
+        except PermissionError:
+            log.warning("interlock: %s, nor for nice %d: runs at nice %d", why, PRIORITY, nice)
+            return
+        nice = PRIORITY
+    log.log(level, "interlock: %s: runs at nice %d", why, nice)
