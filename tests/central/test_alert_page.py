@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from playwright.async_api import Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
@@ -589,16 +589,6 @@ async def test_every_word_in_its_language(
 
 # -- on a phone, in a real browser --------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
@@ -624,48 +614,47 @@ async def shot(page: Page, tmp_path: Path, name: str, *, full: bool = True) -> N
     shutil.copy(path, f"/tmp/alert-{name}.png")
 
 
-async def test_on_a_phone_in_zh_then_en(dsn: str, served: str, tmp_path: Path) -> None:
+async def test_on_a_phone_in_zh_then_en(
+    dsn: str, served: str, tmp_path: Path, browser: Browser
+) -> None:
     """The household opens the SMS link on a phone, sees the technician dispatched without a
     reload, taps "everyone has left"; then English, and the invalid pages."""
     now = datetime.now(UTC)
     incident = seed(dsn, state="acknowledged", acknowledged_at=now - timedelta(minutes=1))
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        phone = await browser.new_context(
-            viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True,
-            locale="zh-CN", timezone_id="Asia/Shanghai",
-        )  # fmt: skip
-        page = await phone.new_page()
-        await page.goto(f"{served}/a/{token()}")
-        await shot(page, tmp_path, "1-zh-first-screen", full=False)
-        await shot(page, tmp_path, "2-zh-whole-page")
-        with psycopg.connect(dsn, autocommit=True) as conn:  # the officer dispatches a crew
-            conn.execute(
-                "UPDATE incidents SET state = 'dispatched', dispatched_at = now(), crew = 'Crew 3',"
-                " eta = %s WHERE incident_id = %s",
-                (local(12, 30), incident),
-            )
-        await expect(page.locator("#steps")).to_contain_text("预计 12:30 到达", timeout=5000)
-        await shot(page, tmp_path, "3-zh-dispatched-live")
-        await page.get_by_role("button", name="所有人已撤离").tap()
-        await page.wait_for_url("**thanks=left**")
-        await expect(page.locator(".thanks")).to_contain_text("已收到：所有人已撤离")  # noqa: RUF001
-        await expect(page.locator("#told")).to_contain_text("所有人已撤离")
-        await shot(page, tmp_path, "4-zh-answered", full=False)
-        with psycopg.connect(dsn) as conn:
-            told = conn.execute("SELECT detail ->> 'answer' FROM timeline").fetchall()
-        assert told == [("left",)]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE incidents SET valve_state = 'open'")
-        await page.goto(f"{served}/a/{token(contact=1, lang='en')}")
-        await expect(page.locator("#valve")).to_contain_text("NOT shut off yet")
-        await shot(page, tmp_path, "5-en-valve-open")
-        await page.goto(f"{served}/a/{token(alarm='gw9-01M8H09XPA38TN4GSSMJYWZEA9')}")
-        await expect(page.locator("#steps")).to_contain_text("正在通知燃气公司")
-        await shot(page, tmp_path, "6-zh-not-at-center-yet")
-        await page.goto(f"{served}/a/{token()[:-2]}xx")
-        await shot(page, tmp_path, "7-invalid")
-        await page.goto(f"{served}/a/{token(ttl_s=-60)}")
-        await shot(page, tmp_path, "8-expired")
-        no_personal_data(await page.content())
-        await browser.close()
+    phone = await browser.new_context(
+        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True,
+        locale="zh-CN", timezone_id="Asia/Shanghai",
+    )  # fmt: skip
+    page = await phone.new_page()
+    await page.goto(f"{served}/a/{token()}")
+    await shot(page, tmp_path, "1-zh-first-screen", full=False)
+    await shot(page, tmp_path, "2-zh-whole-page")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the officer dispatches a crew
+        conn.execute(
+            "UPDATE incidents SET state = 'dispatched', dispatched_at = now(), crew = 'Crew 3',"
+            " eta = %s WHERE incident_id = %s",
+            (local(12, 30), incident),
+        )
+    await expect(page.locator("#steps")).to_contain_text("预计 12:30 到达", timeout=5000)
+    await shot(page, tmp_path, "3-zh-dispatched-live")
+    await page.get_by_role("button", name="所有人已撤离").tap()
+    await page.wait_for_url("**thanks=left**")
+    await expect(page.locator(".thanks")).to_contain_text("已收到：所有人已撤离")  # noqa: RUF001
+    await expect(page.locator("#told")).to_contain_text("所有人已撤离")
+    await shot(page, tmp_path, "4-zh-answered", full=False)
+    with psycopg.connect(dsn) as conn:
+        told = conn.execute("SELECT detail ->> 'answer' FROM timeline").fetchall()
+    assert told == [("left",)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE incidents SET valve_state = 'open'")
+    await page.goto(f"{served}/a/{token(contact=1, lang='en')}")
+    await expect(page.locator("#valve")).to_contain_text("NOT shut off yet")
+    await shot(page, tmp_path, "5-en-valve-open")
+    await page.goto(f"{served}/a/{token(alarm='gw9-01M8H09XPA38TN4GSSMJYWZEA9')}")
+    await expect(page.locator("#steps")).to_contain_text("正在通知燃气公司")
+    await shot(page, tmp_path, "6-zh-not-at-center-yet")
+    await page.goto(f"{served}/a/{token()[:-2]}xx")
+    await shot(page, tmp_path, "7-invalid")
+    await page.goto(f"{served}/a/{token(ttl_s=-60)}")
+    await shot(page, tmp_path, "8-expired")
+    no_personal_data(await page.content())
