@@ -59,6 +59,18 @@ async def shoot(zh: Page, en: Page, name: str) -> None:
     await en.screenshot(path=SHOTS / f"{name}-en.png", full_page=True)
 
 
+async def shoot_phone(household: Page, name: str) -> str:
+    """The household's whole page as it is (zh-CN), and the same link in English beside it;
+    the English page's text."""
+    await household.screenshot(path=SHOTS / f"{name}-zh-CN.png", full_page=True)
+    en = await household.context.new_page()
+    await en.goto(household.url + ("&" if "?" in household.url else "?") + "lang=en")
+    await en.screenshot(path=SHOTS / f"{name}-en.png", full_page=True)
+    text = await en.inner_text("body")
+    await en.close()
+    return text
+
+
 async def test_a_leak_from_the_gateway_to_the_household_and_back(
     browser: Browser, tmp_path: Path, pg_dsn: str, own_mosquitto: Mosquitto
 ) -> None:
@@ -134,16 +146,11 @@ async def _household_answers(browser: Browser, r: Room, officer: Page, english: 
     await household.goto(link)
     await expect(household.locator("#valve")).to_contain_text("燃气已自动切断")
     await expect(household.locator("#steps")).to_contain_text("维修人员正在赶来，预计")  # noqa: RUF001
-    await household.screenshot(path=SHOTS / "flow-04-household-zh-CN.png")
+    assert "Everyone has left" in await shoot_phone(household, "flow-04-household")
     await household.get_by_role("button", name="所有人已撤离").tap()
     await household.wait_for_url("**thanks=left**")
     await expect(household.locator(".thanks")).to_contain_text("已收到：所有人已撤离")  # noqa: RUF001
-    await household.screenshot(path=SHOTS / "flow-05-household-answered-zh-CN.png")
-    en = await phone.new_page()
-    await en.goto(f"{link}?lang=en")
-    await expect(en.locator(".answers")).to_contain_text("Everyone has left")
-    await en.screenshot(path=SHOTS / "flow-04-household-en.png", full_page=True)
-    await en.close()
+    assert "Received: everyone has left" in await shoot_phone(household, "flow-05-answered")
     answer = officer.locator("#live-body li.kind-site_answer")
     await expect(answer).to_contain_text("所有人已撤离")
     assert await officer.evaluate("window.__noReload") == 1  # patched in, not reloaded
@@ -159,7 +166,8 @@ async def _resolve(officer: Page, english: Page, household: Page) -> None:
     assert "接口松动" in await officer.locator("table.progress").inner_text()
     await shoot(officer, english, "flow-07-resolved")
     await expect(household.locator("#steps")).to_contain_text("燃气公司已处理完毕")  # live
-    await household.screenshot(path=SHOTS / "flow-08-household-resolved-zh-CN.png")
+    resolved = await shoot_phone(household, "flow-08-household-resolved")
+    assert "Dealt with by the gas company" in resolved
 
 
 async def _invalid_links(household: Page, r: Room) -> None:
@@ -173,4 +181,4 @@ async def _invalid_links(household: Page, r: Room) -> None:
         assert "If you smell gas" in text  # both languages: the token's language is unknown
         for secret in ("Golden Wok", "Shennan", "Li Wei", "13800138000", "燃气泄漏"):
             assert secret not in text
-        await household.screenshot(path=SHOTS / f"flow-09-{name}-link.png")
+        await shoot_phone(household, f"flow-09-{name}-link")  # both languages either way
