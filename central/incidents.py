@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from central import outbox
+from central.db import CHANNEL
 from central.grouping import CAUSES
 from central.ingest import settle
 from central.users import Officer
@@ -36,8 +37,6 @@ from gateway.words import word
 
 __all__ = [
     "ACTIONS",
-    "CHANNEL",
-    "CMD_CHANNEL",
     "STATES",
     "AlarmView",
     "CommandView",
@@ -56,8 +55,6 @@ __all__ = [
     "transition",
 ]
 
-CHANNEL: Final = "gasgate_central"
-CMD_CHANNEL: Final = "gasgate_central_cmd"
 STATES: Final = ("new", "acknowledged", "dispatched", "on_site", "resolved", "closed")
 Action = Literal["acknowledge", "dispatch", "on_site", "resolve"]
 ACTIONS: Final[tuple[Action, ...]] = ("acknowledge", "dispatch", "on_site", "resolve")

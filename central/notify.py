@@ -20,7 +20,7 @@ from typing import Final
 
 import psycopg
 
-from central.incidents import CHANNEL
+from central.db import CHANNEL
 
 __all__ = ["Change", "Hub", "Subscription"]
 
