@@ -149,7 +149,7 @@ async def _a_busy_shift(r: Room, gasco: Mosquitto, detector: Any) -> None:
     detector.set_flags(ksp.DetectorFlag.TAMPER)
     await _types(r, "tamper")
     await simulate(gasco.url, FleetSpec(2, 3, name="fleet"), events_per_s=20, duration_s=1.0)
-    gone = FleetSpec(1, 2, name="gone")
+    gone = FleetSpec(1, 2, name="gone", seed=99)  # elsewhere on the map than the fleet
     await simulate(gasco.url, gone)
     async with Publisher(gasco.url, connections=1, name="gone-off") as publisher:
         await Fleet(gone, publisher).offline()
