@@ -18,6 +18,7 @@ test prints the directory)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +36,14 @@ pytestmark = pytest.mark.timeout(300)
 TIMEOUT_MS: Final = 20_000
 DESKTOP: Final[ViewportSize] = {"width": 1366, "height": 900}
 PHONE: Final[ViewportSize] = {"width": 390, "height": 844}
+
+
+@pytest.fixture(autouse=True)
+def patient_expect() -> Iterator[None]:
+    """A loaded two-core box: generous, still bounded (Playwright's default is 5 s)."""
+    expect.set_options(timeout=TIMEOUT_MS)
+    yield
+    expect.set_options(timeout=5_000)
 
 
 async def log_in(browser: Browser, r: Room, lang: str, *, hooks: bool = False) -> Page:
