@@ -62,6 +62,11 @@ _REFUSALS: Final = 3  # a batch the database refuses this often is split
 _REFUSED_AGAIN_S: Final = 0.1
 _RETAINED_QUIET_S: Final = 1.0  # the retained burst is over when nothing came for this long
 _RETAINED_MAX_S: Final = 300.0  # ... or after this long (a broker that never falls quiet)
+# What a summaries connection reads from its socket per turn of the event loop (asyncio reads
+# 256 KiB): gmqtt hands every message of a read to on_message without returning to the loop,
+# and a storm's 256 KiB (~600 summaries, parsed) held an instance's alarms for 100 ms of CPU,
+# seconds on a loaded box. 16 KiB is ~40 summaries.
+_SLICE_BYTES: Final = 16 * 1024
 
 
 class Applier(Protocol):
@@ -184,6 +189,8 @@ class _Stream:
                     version=MQTTv50,
                 )
             no_delay(client)  # an ack after a commit goes out at once
+            if spec.name != "events":
+                _read_in_slices(client, _SLICE_BYTES)
             self.counts["connects"] += 1
             batches = asyncio.create_task(self._batches(client), name=f"central-{spec.name}")
             lost_wait = asyncio.create_task(lost.wait())
@@ -335,6 +342,15 @@ class _Stream:
         self._metrics.messages.labels(self.spec.name, "refused_by_database").inc()
         log.error("the database refuses this %s message, acknowledged: %r (%r)", self.spec.name,
                   batch[0], exc)  # fmt: skip
+
+
+def _read_in_slices(client: gmqtt.Client, size: int) -> None:
+    """At most ``size`` bytes per socket read (asyncio's transports, or TLS's, have no option
+    for it: their ``max_size`` is what they ask the socket for)."""
+    transport = getattr(getattr(client, "_connection", None), "_transport", None)
+    for reader in (transport, getattr(transport, "_ssl_protocol", None)):
+        if reader is not None and hasattr(reader, "max_size"):
+            reader.max_size = size
 
 
 def _unavailable(exc: Exception) -> bool:

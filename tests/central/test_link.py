@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiomqtt
@@ -22,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from central.db import open_pool, upgrade
 from central.inbound import AlarmEvent, Inbound
 from central.ingest import Applied, Ingest
-from central.link import Link
+from central.link import Link, _read_in_slices
 from central.metrics import CentralMetrics
 from tests.central.ingest_messages import PREFIX, event, rows, summary
 from tests.support.postgres import PostgreSQL, fresh_database
@@ -278,3 +279,35 @@ async def test_a_retired_instance_hands_over_its_share_and_is_dealt_nothing_more
         assert await again.retire(quiet_s=0.5, within_s=30) == 0  # its sessions are gone
     finally:
         await pool.close()
+
+
+async def test_a_summaries_connection_reads_its_socket_in_slices() -> None:
+    """gmqtt hands every message of one read to on_message before the event loop runs anything
+    else: a storm's summaries are read 16 KiB at a time, so an alarm gets its turn between."""
+    sent = bytes(200_000)
+    received: list[int] = []
+    done = asyncio.Event()
+
+    class Counting(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.append(len(data))
+            if sum(received) == len(sent):
+                done.set()
+
+    async def send(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(sent)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(send, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(Counting, "127.0.0.1", port)
+    try:
+        _read_in_slices(SimpleNamespace(_connection=SimpleNamespace(_transport=transport)), 16384)
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        transport.close()
+        server.close()
+    assert max(received) <= 16384
+    assert sum(received) == len(sent)
