@@ -15,7 +15,8 @@ Events are idempotent on (alarm_id, revision): a duplicate has no effect at all;
 revision than the alarm's is recorded in ``alarm_events`` and its incident's timeline but never
 changes the alarm. A summary older than the stored one never wins.
 
-Rows travel as arrays unnested by the server, one statement per step whatever the batch's size;
+Rows travel as arrays unnested by the server, one statement per step whatever the batch's size
+(site summaries: one per 500 rows, so that a storm's batch lets an alarm through between two);
 the arrays are binary parameters (``%b``): PostgreSQL parsing 10,000 JSON texts out of a text
 array literal took three times as long as the upsert itself.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +48,7 @@ _UNSTORABLE: Final = re.compile("\\\\u0000|[\ud800-\udfff]")
 # a new one starts.
 _RAISES: Final = frozenset({"raised", "reactivated"})
 _ACTIVE_STATES: Final = frozenset({"unack_active", "ack_active"})
+_SUMMARY_SLICE: Final = 500  # site rows per statement
 
 
 @dataclass(slots=True)
@@ -252,10 +255,22 @@ class _Batch:
             kept = newest.get((s.gateway_id, s.site_id))
             if kept is None or s.at >= kept.at:
                 newest[(s.gateway_id, s.site_id)] = s
-        # A summary that cannot win is not even tried: trying locks its row (and waits for the
-        # other instance writing the same retained summary in the same storm).
+        # In slices, in the global order of the rows' locks: between two, the event loop takes
+        # an alarm's turn (one statement of 2,000 rows held it ~50 ms in Python alone).
+        ordered = [newest[k] for k in sorted(newest)]
+        won: Counter[str] = Counter()
+        for start in range(0, len(ordered), _SUMMARY_SLICE):
+            won.update(await self._upsert_sites(ordered[start : start + _SUMMARY_SLICE]))
+        self.applied.summaries_applied += won.total()
+        self.applied.summaries_stale += len(summaries) - won.total()
+        return set(won)
+
+    async def _upsert_sites(self, summaries: list[SiteSummary]) -> dict[str, int]:
+        """Sites won, by gateway. A summary that cannot win is not even tried: trying locks its
+        row (and waits for the other instance writing the same retained summary in the same
+        storm)."""
         cols: list[list[Any]] = [[] for _ in range(11)]
-        for s in newest.values():
+        for s in summaries:
             for col, value in zip(cols, _site_row(s), strict=True):
                 col.append(value)
         cur = await self.conn.execute(
@@ -275,10 +290,7 @@ class _Batch:
             " SELECT gateway_id, count(*) FROM won GROUP BY gateway_id",
             (self.now, *cols),
         )
-        won = {str(g): int(n) for g, n in await cur.fetchall()}
-        self.applied.summaries_applied += sum(won.values())
-        self.applied.summaries_stale += len(summaries) - sum(won.values())
-        return set(won)
+        return {str(g): int(n) for g, n in await cur.fetchall()}
 
     # -- availability --------------------------------------------------------------------------
 

@@ -220,6 +220,24 @@ async def test_a_summary_older_than_the_stored_one_is_ignored(pool: AsyncConnect
     assert await rows(pool, "SELECT protected, lat, lon FROM sites") == [(None, None, None)]
 
 
+async def test_a_batch_of_more_summaries_than_one_statement_takes_them_all(
+    pool: AsyncConnectionPool,
+) -> None:
+    """Summaries are upserted some hundreds per statement: every slice counts, a newer summary
+    of a site in another slice still wins, and the stored ones stay the newest."""
+    run = ingest(pool)
+    await run.apply([summary("gw1", "s-0007", at=50, district="Kept")])
+    batch = [summary(f"gw{i % 3}", f"s-{i:04d}", at=10) for i in range(1_300)]
+    batch.append(summary("gw1", "s-0001", at=20, district="Newer"))  # same site, later slot
+    applied = await run.apply(batch)
+    # s-0001 twice (the older one never tried), s-0007 older than the stored one
+    assert (applied.summaries_applied, applied.summaries_stale) == (1_299, 2)
+    assert await rows(pool, "SELECT count(*) FROM sites") == [(1_300,)]
+    assert await rows(
+        pool, "SELECT site_id, district FROM sites WHERE district <> 'Xuhui' ORDER BY site_id"
+    ) == [("s-0001", "Newer"), ("s-0007", "Kept")]
+
+
 async def test_text_postgresql_refuses_does_not_fail_the_batch(pool: AsyncConnectionPool) -> None:
     bad = event("gw1", "a-1", 1)
     bad.event["message"] = "gas\x00 \ud800"
