@@ -91,7 +91,9 @@ class Ingest:
         it did (the error propagates; the caller retries the batch)."""
         applied = Applied()
         if batch:
-            async with self._pool.connection() as conn, conn.transaction():
+            # Pipelined: a statement whose result is not read goes out without waiting for the
+            # one before (an alarm's batch took ~15 round trips, ~25 ms each on a busy box).
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 await _Batch(conn, self._clock(), self._instance, applied).run(batch)
         return applied
 
