@@ -21,7 +21,7 @@ from central.api.context import CentralContext, Ctx, CurrentOfficer, need
 from central.audit import audit_report
 from central.audit_render import AuditFormat, render
 from central.grouping import CAUSES
-from central.notify import Change
+from central.notify import Change, Subscription
 from central.users import Officer
 from gateway.api.auth import SESSION_COOKIE, SESSION_S, Permission
 
@@ -383,25 +383,66 @@ async def stream(officer: Reader, ctx: Ctx) -> StreamingResponse:
 async def _changes(ctx: CentralContext, officer: Officer) -> AsyncIterator[str]:
     with ctx.hub.subscribe() as sub:
         yield "retry: 2000\n: connected\n\n"
-        while True:
-            try:
-                change = await asyncio.wait_for(sub.next(), HEARTBEAT_S)
-            except TimeoutError:
-                yield ": heartbeat\n\n"
-                continue
-            if change.dropped:
-                yield 'event: dropped\ndata: {"reason": "too far behind"}\n\n'
-                return
-            if change.resync:
-                yield "event: resync\ndata: {}\n\n"
-            # Incidents first, alone: an alarm must not wait behind a storm of summaries.
-            found = await _changed_incidents(ctx, officer, change)
-            if found:
-                yield _data({"incidents": [i.model_dump() for i in found]})
-            if change.gateways:
-                seen = await gateways(ctx, officer, list(change.gateways[:_MAX_IDS]))
-                if seen:
-                    yield _data({"gateways": [g.model_dump() for g in seen]})
+        live = _Live(ctx, officer, sub)
+        try:
+            while True:
+                async for chunk in live.next():
+                    yield chunk
+                if live.ended:
+                    return
+        finally:
+            await live.close()
+
+
+class _Live:
+    """One stream's reads. Incidents are read as their change comes; gateways in a task of
+    their own, the ids of the changes that came meanwhile gathered into its next read: an alarm
+    never waits behind a storm's gateway refresh (a join over 50,000 sites, seconds under
+    load), and a storm costs one such read at a time per console."""
+
+    def __init__(self, ctx: CentralContext, officer: Officer, sub: Subscription) -> None:
+        self._ctx, self._officer, self._sub = ctx, officer, sub
+        self._change: asyncio.Task[Change] | None = None
+        self._gateways: asyncio.Task[list[GatewayView]] | None = None
+        self._due: dict[str, None] = {}  # gateway ids changed since the last read began
+        self.ended = False
+
+    async def next(self) -> AsyncIterator[str]:
+        """What to send after the next change or gateway read (a heartbeat after none)."""
+        self._change = self._change or asyncio.create_task(self._sub.next())
+        waits = {self._change} | ({self._gateways} if self._gateways else set())
+        done, _ = await asyncio.wait(waits, timeout=HEARTBEAT_S, return_when="FIRST_COMPLETED")
+        if not done:
+            yield ": heartbeat\n\n"
+        if self._gateways in done:
+            seen, self._gateways = self._gateways.result(), None
+            if seen:
+                yield _data({"gateways": [g.model_dump() for g in seen]})
+        if self._change in done:
+            change, self._change = self._change.result(), None
+            async for chunk in self._incidents(change):
+                yield chunk
+        if self._due and self._gateways is None and not self.ended:
+            ids, self._due = list(self._due)[:_MAX_IDS], {}
+            self._gateways = asyncio.create_task(gateways(self._ctx, self._officer, ids))
+
+    async def _incidents(self, change: Change) -> AsyncIterator[str]:
+        if change.dropped:
+            self.ended = True
+            yield 'event: dropped\ndata: {"reason": "too far behind"}\n\n'
+            return
+        if change.resync:
+            yield "event: resync\ndata: {}\n\n"
+        found = await _changed_incidents(self._ctx, self._officer, change)
+        if found:
+            yield _data({"incidents": [i.model_dump() for i in found]})
+        self._due.update(dict.fromkeys(change.gateways))
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._change, self._gateways) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _data(body: dict[str, Any]) -> str:

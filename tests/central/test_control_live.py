@@ -44,6 +44,20 @@ async def _notify(dsn: str, payload: dict[str, Any]) -> None:
         await conn.execute("SELECT pg_notify('gasgate_central', %s)", (json.dumps(payload),))
 
 
+async def _reading_waits(dsn: str, table: str) -> None:
+    """Until a query waits for a lock on ``table``."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for _ in range(500):
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                (table,),
+            )
+            if (await cur.fetchone() or (0,))[0]:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"nothing waited for {table}")
+
+
 async def _data_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     async for line in response.aiter_lines():
         if line.startswith("data: "):
@@ -72,6 +86,33 @@ async def test_the_stream_delivers_what_another_connection_notified(
         assert incident["acknowledged_by"] == "zhou"
         gateways = await asyncio.wait_for(anext(lines), 5)
         assert [g["gateway_id"] for g in gateways["gateways"]] == ["gw2"]
+
+
+async def test_an_incident_is_not_held_behind_a_slow_gateway_read(
+    served: tuple[City, str],
+) -> None:
+    """A storm's summaries make the stream re-read gateways; an alarm's incident meanwhile goes
+    out at once, and the gateways come once their read can go on."""
+    city, url = served
+    headers = {"Authorization": f"Bearer {city.tokens['wang']}"}
+    async with (
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client,
+        client.stream("GET", "/api/stream") as response,
+        await psycopg.AsyncConnection.connect(city.dsn) as holder,
+    ):
+        lines = _data_lines(response)
+        await holder.execute("LOCK TABLE gateways IN ACCESS EXCLUSIVE MODE")  # reads wait
+        await _notify(city.dsn, {"gateways": ["gw1"]})
+        await _reading_waits(city.dsn, "gateways")
+        await _notify(city.dsn, {"incidents": [city.emergency], "gateways": ["gw2"]})
+        body = await asyncio.wait_for(anext(lines), 5)
+        assert [i["incident_id"] for i in body["incidents"]] == [city.emergency]
+        await holder.rollback()
+        seen: list[str] = []
+        while len(seen) < 2:
+            more = await asyncio.wait_for(anext(lines), 5)
+            seen += [g["gateway_id"] for g in more["gateways"]]
+        assert sorted(seen) == ["gw1", "gw2"]
 
 
 async def test_the_stream_shows_a_district_limited_officer_only_their_district(
