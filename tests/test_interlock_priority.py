@@ -3,7 +3,7 @@
 The real ``python -m gateway.interlock`` (as the gateway spawns it), on a broker that is not
 there (the priority is taken before it connects); its policy read back from the kernel. Root
 is needed to start it with or without CAP_SYS_NICE (``setpriv``) or under a given policy
-(``chrt``), as a unit would.
+(``chrt``).
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def test_turned_off_it_runs_at_nice_minus_10(tmp_path: Path) -> None:
     )
 
 
-def test_a_policy_its_unit_gave_is_kept(tmp_path: Path) -> None:
-    """``CPUSchedulingPolicy=fifo`` in its unit: the process keeps it (and the unit's
-    ``RestrictRealtime=yes`` would refuse a change anyway)."""
+def test_a_policy_it_was_started_with_is_kept(tmp_path: Path) -> None:
+    """Started under a real-time policy (``chrt``, a unit's ``CPUSchedulingPolicy=``), it keeps
+    it and asks nothing."""
     assert started(tmp_path, ["chrt", "--fifo", "5"]) == (
         os.SCHED_FIFO,
         5,
