@@ -67,6 +67,9 @@ _RETAINED_MAX_S: Final = 300.0  # ... or after this long (a broker that never fa
 # and a storm's 256 KiB (~600 summaries, parsed) held an instance's alarms for 100 ms of CPU,
 # seconds on a loaded box. 16 KiB is ~40 summaries.
 _SLICE_BYTES: Final = 16 * 1024
+# The longest an alarm in flight holds the summaries back (their reading and their next batch):
+# a burst of alarms must not stop availability and summaries for good.
+_DEFER_MAX_S: Final = 0.25
 
 
 class Applier(Protocol):
@@ -137,14 +140,63 @@ class _HeldAcks(gmqtt.Client):  # type: ignore[misc]
             self._connection.send_package(acks)
 
 
+class _AlarmsFirst:
+    """Alarms before summaries in one instance: from an alarm's arrival until its batch is
+    acknowledged, the summaries' connections stop reading and their next batch waits, each for
+    ``_DEFER_MAX_S`` at most. They share the event loop (and the box's cores) with the alarm's
+    transaction, whose every round trip otherwise waited behind their parsing and batches."""
+
+    def __init__(self) -> None:
+        self.clear = asyncio.Event()
+        self.clear.set()
+        self._transports: set[asyncio.Transport] = set()
+        self._resume: asyncio.TimerHandle | None = None
+
+    def reading(self, transport: asyncio.Transport | None, up: bool) -> None:
+        """A summaries connection's transport came (``up``) or went."""
+        if transport is not None:
+            (self._transports.add if up else self._transports.discard)(transport)
+
+    def hold(self) -> None:
+        if self.clear.is_set():
+            self.clear.clear()
+            for transport in self._transports:
+                transport.pause_reading()
+            loop = asyncio.get_running_loop()
+            self._resume = loop.call_later(_DEFER_MAX_S, self._read_again)
+
+    def release(self) -> None:
+        self.clear.set()
+        self._read_again()
+
+    def _read_again(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+            for transport in self._transports:
+                if not transport.is_closing():
+                    transport.resume_reading()
+
+    async def wait(self) -> None:
+        """Before a summaries batch: until no alarm is in flight, ``_DEFER_MAX_S`` at most."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.clear.wait(), _DEFER_MAX_S)
+
+
 class _Stream:
     """One connection's loop: connect, subscribe, messages into batches, batches into the
     ingest, acks out. ``run`` returns only when ``until`` (retained reading) says so."""
 
     def __init__(
-        self, spec: StreamSpec, prefix: str, ingest: Applier, metrics: CentralMetrics
+        self,
+        spec: StreamSpec,
+        prefix: str,
+        ingest: Applier,
+        metrics: CentralMetrics,
+        alarms_first: _AlarmsFirst,
     ) -> None:
         self.spec = spec
+        self._alarms_first = alarms_first
         self._prefix = prefix
         self._ingest = ingest
         self._metrics = metrics
@@ -191,6 +243,7 @@ class _Stream:
             no_delay(client)  # an ack after a commit goes out at once
             if spec.name != "events":
                 _read_in_slices(client, _SLICE_BYTES)
+                self._alarms_first.reading(_transport(client), True)
             self.counts["connects"] += 1
             batches = asyncio.create_task(self._batches(client), name=f"central-{spec.name}")
             lost_wait = asyncio.create_task(lost.wait())
@@ -204,6 +257,10 @@ class _Stream:
             # Retiring and idle (nothing taken but unacknowledged): the session may end.
             ending = {"session_expiry_interval": 0} if self.retiring and self.idle else {}
             self._set_subscribed(False)
+            if spec.name == "events":
+                self._alarms_first.release()
+            else:
+                self._alarms_first.reading(_transport(client), False)
             if batches is not None:
                 batches.cancel()
                 await asyncio.gather(batches, return_exceptions=True)
@@ -258,6 +315,8 @@ class _Stream:
             except BadMessage as exc:
                 self._bad(exc)
         self._pending.append((message, ack))
+        if self.spec.name == "events":
+            self._alarms_first.hold()
         if len(self._pending) == 1 or len(self._pending) >= self.spec.batch_max:
             self._wake.set()
         return 0
@@ -285,11 +344,15 @@ class _Stream:
                 await asyncio.sleep(0)  # the rest of this read joins the batch
             taken = self._pending[: spec.batch_max]
             del self._pending[: spec.batch_max]
+            if spec.name != "events":
+                await self._alarms_first.wait()
             self.busy = True
             await self._apply([m for m, _ in taken if m is not None])
             self.busy = False
             client.send_acks(b"".join(a for _, a in taken if a is not None))
             self.counts["acked"] += len(taken)
+            if spec.name == "events" and not self._pending:
+                self._alarms_first.release()
 
     async def _apply(self, batch: list[Inbound]) -> None:
         """Until it committed: a database outage holds the stream here, unacknowledged, for as
@@ -344,10 +407,14 @@ class _Stream:
                   batch[0], exc)  # fmt: skip
 
 
+def _transport(client: gmqtt.Client) -> Any:
+    return getattr(getattr(client, "_connection", None), "_transport", None)
+
+
 def _read_in_slices(client: gmqtt.Client, size: int) -> None:
     """At most ``size`` bytes per socket read (asyncio's transports, or TLS's, have no option
     for it: their ``max_size`` is what they ask the socket for)."""
-    transport = getattr(getattr(client, "_connection", None), "_transport", None)
+    transport = _transport(client)
     for reader in (transport, getattr(transport, "_ssl_protocol", None)):
         if reader is not None and hasattr(reader, "max_size"):
             reader.max_size = size
@@ -376,8 +443,9 @@ class Link:
     ) -> None:
         self._url_text = url
         self._session_expiry_s = session_expiry_s
+        alarms_first = _AlarmsFirst()
         self.streams = {
-            name: _Stream(spec, prefix, ingest, metrics)
+            name: _Stream(spec, prefix, ingest, metrics, alarms_first)
             for name, spec in specs(instance, prefix, group).items()
         }
         self.retained_done = asyncio.Event()

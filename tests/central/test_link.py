@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from central.db import open_pool, upgrade
 from central.inbound import AlarmEvent, Inbound
 from central.ingest import Applied, Ingest
-from central.link import Link, _read_in_slices
+from central.link import Link, _AlarmsFirst, _read_in_slices
 from central.metrics import CentralMetrics
 from tests.central.ingest_messages import PREFIX, event, rows, summary
 from tests.support.postgres import PostgreSQL, fresh_database
@@ -311,3 +311,32 @@ async def test_a_summaries_connection_reads_its_socket_in_slices() -> None:
         server.close()
     assert max(received) <= 16384
     assert sum(received) == len(sent)
+
+
+async def test_an_alarm_in_flight_holds_the_summaries_back_for_a_moment_at_most() -> None:
+    peers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda _r, w: peers.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport, _ = await asyncio.get_running_loop().create_connection(
+        asyncio.Protocol, "127.0.0.1", port
+    )
+    gate = _AlarmsFirst()
+    gate.reading(transport, True)
+    try:
+        gate.hold()  # an alarm came
+        assert not transport.is_reading()
+        batch = asyncio.create_task(gate.wait())  # a summaries batch would start
+        await asyncio.sleep(0)
+        assert not batch.done()
+        gate.release()  # its batch committed
+        await asyncio.wait_for(batch, 1)
+        assert transport.is_reading()
+        gate.hold()  # alarms that keep coming hold the summaries a moment each, no longer
+        await eventually(transport.is_reading, 5, "reading again")
+        await asyncio.wait_for(gate.wait(), 5)
+    finally:
+        transport.close()
+        for peer in peers:
+            peer.close()
+        server.close()
+        await server.wait_closed()
