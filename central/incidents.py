@@ -38,6 +38,7 @@ from gateway.words import word
 __all__ = [
     "ACTIONS",
     "STATES",
+    "ActiveAlarm",
     "AlarmView",
     "CommandView",
     "Conflict",
@@ -49,6 +50,7 @@ __all__ = [
     "SiteRef",
     "Step",
     "TimelineEntry",
+    "ValveLine",
     "ValveView",
     "detail",
     "list_incidents",
@@ -90,6 +92,19 @@ _RETRIES: Final = 3
 # --- what the API returns ----------------------------------------------------------------------
 
 
+class ValveLine(BaseModel):
+    """One shut-off valve of the incident as strongly as the events support: its last reported
+    state (None: not heard yet), since when (the event that first said it; the incident page
+    only) and the close commands the gateway sent it that did not make it report closed (the
+    ``tries`` of an active ``valve_failed_to_close``). Said by the gateway console's ``valve``
+    macro."""
+
+    valve_id: str
+    state: str | None
+    since: datetime | None = None
+    unanswered: int = 0
+
+
 class IncidentView(BaseModel):
     incident_id: int
     kind: str  # site / gateway_offline
@@ -122,6 +137,7 @@ class IncidentView(BaseModel):
     cause: str | None
     resolution_note: str | None
     closed_at: datetime | None
+    valves: list[ValveLine]
 
 
 class TimelineEntry(BaseModel):
@@ -168,6 +184,26 @@ class AlarmView(BaseModel):
     updated_at: datetime
 
 
+class ActiveAlarm(BaseModel):
+    """An alarm whose condition is still present (gas still sensed, a valve still open): the
+    incident cannot be resolved before it clears."""
+
+    alarm_id: str
+    alarm_type: str
+    device_id: str | None
+    lel_pct: float | None  # the gas level its latest event read, for a gas alarm
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> ActiveAlarm:
+        """From an ``alarms`` row with its event's ``device_id`` and ``readings``."""
+        readings = row["readings"] if isinstance(row["readings"], dict) else {}
+        lel = readings.get("lel_pct")
+        return cls(
+            alarm_id=row["alarm_id"], alarm_type=row["alarm_type"], device_id=row["device_id"],
+            lel_pct=float(lel) if isinstance(lel, int | float) else None,
+        )  # fmt: skip
+
+
 class SiteRef(BaseModel):
     site_id: str
     name: str
@@ -192,6 +228,8 @@ class IncidentDetail(IncidentView):
     # Steps that may be taken again (acknowledge: alarms joined after the acknowledgement;
     # resolve: alarms cleared after the resolve), with commands the gateway has not had yet.
     again: list[str]
+    # The alarms still active, most severe first: a resolve is refused until they clear.
+    still_active: list[ActiveAlarm]
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -210,9 +248,13 @@ class Query:
 
 # The incidents are chosen (filtered, ordered, limited) first, and only those get their alarms
 # and site looked up: a queue of 20,000 open incidents answers its first 500 in tens of ms.
+# The open queue's rank: incidents still to be dealt with first, then those resolved and waiting
+# for the gateway to close their alarms (5 past the severities: nothing left for the officer),
+# each most severe first. The console's live patch places rows by the same rank (console_rows).
 _CHOSEN_SQL: Final = """
 SELECT i.incident_id, CASE i.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1
-       WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END AS rank, i.opened_at
+       WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END
+       + CASE WHEN i.state = 'resolved' THEN 5 ELSE 0 END AS rank, i.opened_at
 FROM incidents i
 """
 _LIST_SQL: Final = """
@@ -224,7 +266,7 @@ SELECT i.incident_id, i.kind, i.category, i.gateway_id, i.site_id, i.district, i
        coalesce(nullif(s.name, ''), ev.site ->> 'name', '') AS site_name,
        coalesce(nullif(s.address, ''), ev.site ->> 'address', '') AS site_address,
        coalesce(a.ids, '{}') AS alarms, coalesce(a.types, '{}') AS alarm_types,
-       coalesce(a.unacked, 0) AS unacknowledged
+       coalesce(a.unacked, 0) AS unacknowledged, a.valve_lists, a.tries
 FROM chosen c
 JOIN incidents i USING (incident_id)
 LEFT JOIN sites s ON s.gateway_id = i.gateway_id AND s.site_id = i.site_id
@@ -235,7 +277,12 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT array_agg(x.alarm_id ORDER BY x.raised_at, x.alarm_id) AS ids,
            array_agg(DISTINCT x.alarm_type) AS types,
-           count(*) FILTER (WHERE x.state IN ('unack_active', 'unack_cleared')) AS unacked
+           count(*) FILTER (WHERE x.state IN ('unack_active', 'unack_cleared')) AS unacked,
+           jsonb_agg(x.event -> 'valves' ORDER BY x.event -> 'times' ->> 'event_at')
+               FILTER (WHERE jsonb_typeof(x.event -> 'valves') = 'array') AS valve_lists,
+           jsonb_object_agg(x.event ->> 'device_id', x.event -> 'readings' -> 'tries')
+               FILTER (WHERE x.alarm_type = 'valve_failed_to_close' AND x.active
+                       AND x.event ->> 'device_id' IS NOT NULL) AS tries
     FROM alarms x WHERE x.incident_id = i.incident_id
 ) a ON true
 """
@@ -293,7 +340,8 @@ def _search(add: Any, text: str, *, phones: bool) -> None:
 async def list_incidents(
     conn: AsyncConnection[Any], officer: Officer, query: Query
 ) -> list[IncidentView]:
-    """Open incidents most severe first, then oldest first; ``all``: newest first."""
+    """Open incidents still to be dealt with before the resolved ones, each most severe first,
+    then oldest first; ``all``: newest first."""
     where, args = _conditions(query, officer)
     newest = query.state != "open"
     order = "opened_at DESC, incident_id DESC" if newest else "rank, opened_at, incident_id"
@@ -312,7 +360,49 @@ async def list_incidents(
         await cur.execute("SET LOCAL jit = off")
         await cur.execute(statement, [*args, query.limit])
         rows = await cur.fetchall()
-    return [IncidentView.model_validate(r) for r in rows]
+    return [
+        IncidentView.model_validate(r | {"valves": _valve_lines(r["valve_lists"], r["tries"])})
+        for r in rows
+    ]
+
+
+def _valve_lines(lists: Any, tries: Any) -> list[ValveLine]:
+    """Each valve's state from the latest event that lists it (the alarms' ``valves``, oldest
+    event first), with the unanswered close commands of a valve that failed to close."""
+    states: dict[str, str | None] = {}
+    for listed in lists or []:
+        states |= {v.device_id: v.state for v in _valves(listed)}
+    counts = tries if isinstance(tries, dict) else {}
+    return [
+        ValveLine(
+            valve_id=valve, state=None if state == "unknown" else state,
+            unanswered=counts[valve] if isinstance(counts.get(valve), int) else 0,
+        )
+        for valve, state in states.items()
+    ]  # fmt: skip
+
+
+async def _since(
+    cur: psycopg.AsyncCursor[dict[str, Any]], incident_id: int, valves: list[ValveLine]
+) -> list[ValveLine]:
+    """The valves with the time each first reported its state (the gateway's clock): the event
+    after which every event of the incident said that state ("closed, confirmed 12:03:05")."""
+    await cur.execute(
+        "SELECT e.event -> 'valves' AS valves, e.event -> 'times' ->> 'event_at' AS at"
+        " FROM alarm_events e JOIN alarms a USING (alarm_id) WHERE a.incident_id = %s"
+        " AND jsonb_typeof(e.event -> 'valves') = 'array' ORDER BY 2, e.revision",
+        (incident_id,),
+    )
+    since: dict[str, tuple[str | None, str | None]] = {}  # valve → (state, first said at)
+    for row in await cur.fetchall():
+        for v in _valves(row["valves"]):
+            said = since.get(v.device_id)
+            if said is None or said[0] != v.state:
+                since[v.device_id] = (v.state, row["at"])
+    return [
+        ValveLine.model_validate(v.model_dump() | {"since": since.get(v.valve_id, (None, None))[1]})
+        for v in valves
+    ]
 
 
 async def detail(
@@ -339,22 +429,25 @@ async def detail(
         )
         commands = [CommandView(**r, status=_status(r)) for r in await cur.fetchall()]
         await cur.execute(
-            "SELECT alarm_id, alarm_type, severity, state, active, valve_state, revision,"
-            " raised_at, updated_at, event ->> 'device_id' AS device_id,"
-            " event ->> 'message' AS message, event -> 'valves' AS valves,"
-            " event -> 'site' -> 'contacts' AS contacts"
-            " FROM alarms WHERE incident_id = %s ORDER BY raised_at, alarm_id",
+            sql.SQL(
+                "SELECT {}, state, valve_state, revision, updated_at,"
+                " event ->> 'message' AS message, event -> 'valves' AS valves,"
+                " event -> 'site' -> 'contacts' AS contacts"
+                " FROM alarms WHERE incident_id = %s ORDER BY raised_at, alarm_id"
+            ).format(_ALARM_COLUMNS),
             (incident_id,),
         )
         alarms = await cur.fetchall()
         sites = await _sites(cur, view)
+        valves = await _since(cur, incident_id, view.valves)
     again = [
         action
         for action, states in _AGAIN.items()
         if view.state in states and await outbox.commandable(conn, incident_id, action)
     ]
     return IncidentDetail(
-        **view.model_dump(),
+        **view.model_dump(exclude={"valves"}),
+        valves=valves,
         timeline=timeline,
         commands=commands,
         alarm_details=[
@@ -363,7 +456,27 @@ async def detail(
         sites=sites,
         contacts=_contacts(alarms[-1]["contacts"] if alarms else None, phones=phones),
         again=again,
+        still_active=_still_active(alarms),
     )
+
+
+# What an alarm row is read with, wherever its condition decides whether a resolve may go on.
+_ALARM_COLUMNS: Final = sql.SQL(
+    "alarm_id, alarm_type, severity, active, raised_at, event ->> 'device_id' AS device_id,"
+    " event -> 'readings' AS readings"
+)
+
+
+def _still_active(alarms: list[dict[str, Any]]) -> list[ActiveAlarm]:
+    """The active ones of an incident's alarms, most severe first, then oldest first."""
+    ranked = sorted(
+        (a for a in alarms if a["active"]),
+        key=lambda a: (_SEVERITY_RANK.get(a["severity"], len(_SEVERITY_RANK)), a["raised_at"]),
+    )
+    return [ActiveAlarm.of(a) for a in ranked]
+
+
+_SEVERITY_RANK: Final = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
 async def _sites(cur: psycopg.AsyncCursor[dict[str, Any]], view: IncidentView) -> list[SiteRef]:
@@ -459,12 +572,14 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """A transition from the wrong state: ``reason`` ``closed``, ``already`` (the state was
-    reached or passed: ``state``, ``by`` and ``at`` say who and when) or ``needs`` (an earlier
-    step is missing: ``state`` is the incident's)."""
+    reached or passed: ``state``, ``by`` and ``at`` say who and when), ``needs`` (an earlier
+    step is missing: ``state`` is the incident's) or ``active`` (a resolve while an alarm's
+    condition is still present: ``active`` names those alarms, most severe first)."""
 
     def __init__(
-        self, reason: Literal["closed", "already", "needs"], action: str, state: str, *,
-        by: str | None = None, at: datetime | None = None,
+        self, reason: Literal["closed", "already", "needs", "active"], action: str, state: str,
+        *, by: str | None = None, at: datetime | None = None,
+        active: Sequence[ActiveAlarm] = (),
     ) -> None:  # fmt: skip
         super().__init__(f"{action}: {reason} ({state})")
         self.reason = reason
@@ -472,6 +587,7 @@ class Conflict(Exception):
         self.state = state
         self.by = by
         self.at = at
+        self.active = tuple(active)
 
     def message(self, lang: str, zone: tzinfo) -> str:
         """In plain words, e.g. "already acknowledged by wang at 12:04" (local time)."""
@@ -484,7 +600,26 @@ class Conflict(Exception):
             if zh:  # "已接警" → "已由 wang 于 12:04 接警"
                 return f"已由 {self.by} 于 {at} {words.removeprefix('已')}"
             return f"already {words} by {self.by} at {at}"
+        if self.reason == "active":
+            return still_active_words(self.active, "zh" if zh else "en")
         return _NEEDS[self.action][0 if zh else 1]
+
+
+def still_active_words(active: Sequence[ActiveAlarm], lang: str) -> str:
+    """Why a resolve waits, e.g. "Gas leak (high level) is still active (detector det-1:
+    55 %LEL): resolve once it has cleared" (the most severe alarm, and how many more)."""
+    first, zh = active[0], lang != "en"
+    what = word("alarm_type", first.alarm_type, lang)
+    said = [f"{'探测器' if zh else 'detector'} {first.device_id}"] if first.device_id else []
+    if first.lel_pct is not None:
+        said.append(f"{first.lel_pct:g} %LEL")
+    where = ("（" + "，".join(said) + "）" if zh else " (" + ": ".join(said) + ")") if said else ""  # noqa: RUF001
+    more = len(active) - 1
+    if zh:
+        also = f"，另有 {more} 条报警仍在报警" if more else ""  # noqa: RUF001
+        return f"{what}仍在报警{where}{also}：报警恢复后才能处置完毕"  # noqa: RUF001
+    also = f"; {more} more alarm{'s' if more > 1 else ''} still active" if more else ""
+    return f"{what} is still active{where}{also}: resolve once it has cleared"
 
 
 _NEEDS: Final[dict[str, tuple[str, str]]] = {
@@ -545,6 +680,8 @@ async def _apply(
     )
     if refusal is not None and not again:
         raise refusal
+    if step.action == "resolve" and not again:
+        await _refuse_while_active(conn, incident_id, row["state"])
     if not again:
         await _advance(conn, officer, incident_id, step, now)
     said = _said(step, row["state"], row["state"] if again else _TO[step.action])
@@ -556,6 +693,23 @@ async def _apply(
     if step.action == "resolve":
         await settle(conn, incident_id, now)
     return commands
+
+
+async def _refuse_while_active(conn: AsyncConnection[Any], incident_id: int, state: str) -> None:
+    """A resolve while gas is still sensed (or a valve still open) is refused: the gateway would
+    refuse to resolve that alarm, and the household's page would say "leave now" and "dealt
+    with" at once. The stored state can race an event that is on its way: the ingest sends the
+    officer's resolve for an alarm that clears after the resolve all the same."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            sql.SQL("SELECT {} FROM alarms WHERE incident_id = %s AND active").format(
+                _ALARM_COLUMNS
+            ),
+            (incident_id,),
+        )
+        active = _still_active(await cur.fetchall())
+    if active:
+        raise Conflict("active", "resolve", state, active=active)
 
 
 async def _advance(

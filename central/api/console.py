@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from psycopg import AsyncConnection
 
+import gateway.api
 from central import gas_level, site_map
 from central import incidents as inc
 from central.alert_words import zone_label
@@ -33,15 +34,21 @@ from central.api.words import pick_lang, t
 from central.grouping import CAUSES
 from central.users import Officer
 from gateway.api.auth import SESSION_COOKIE, Permission
-from gateway.api.i18n import Lang
+from gateway.api.i18n import Lang, Speaker
 from gateway.words import word
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 LANG_COOKIE: Final = "gasgate_lang"
+# The gateway console's templates too: its macros say a valve the same way on both consoles.
 _env = Environment(
-    loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
+    loader=FileSystemLoader(
+        [
+            Path(__file__).parent.parent / "templates",
+            Path(gateway.api.__file__).parent / "templates",
+        ]
+    ),
     autoescape=select_autoescape(default=True),
     trim_blocks=True,
     lstrip_blocks=True,
@@ -72,7 +79,8 @@ def _page(
     lang = _lang(request)
     here = values.pop("here", request.url.path)  # a refused form's page links to its GET
     html = _env.get_template(template).render(
-        t=lambda key: t(key, lang), w=lambda kind, code: word(kind, code, lang), lang=lang,
+        t=lambda key, **values: _said(t(key, lang), values),
+        w=lambda kind, code: word(kind, code, lang), lang=lang, say=Speaker(lang, ctx.zone),
         path=here, csrf=getattr(request.state, "csrf", None),
         stamp=lambda at: _stamp(at, ctx), age=lambda at: _age(at, ctx.now()),
         zone=_zone(ctx, lang), causes=CAUSES, title_of=lambda i: _title(i, lang), **values,
@@ -81,6 +89,11 @@ def _page(
     if request.query_params.get("lang") == lang:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
     return response
+
+
+def _said(words: str, values: dict[str, object]) -> str:
+    """A word with its values in it (the gateway's macros pass them by name)."""
+    return words.format(**values) if values else words
 
 
 def _zone(ctx: CentralContext, lang: Lang) -> str:
@@ -248,8 +261,17 @@ async def _incident(
     values.setdefault("here", f"/incidents/{incident_id}")  # a refused form's page: its GET
     return _page(
         request, ctx, template, status=status, user=officer, i=found, gas=gas,
-        thresholds=gas_level.THRESHOLDS, can_answer=officer.may(Permission.ANSWER), **values,
+        thresholds=gas_level.THRESHOLDS, can_answer=officer.may(Permission.ANSWER),
+        waits=_resolve_waits(found, _lang(request)), **values,
     )  # fmt: skip
+
+
+def _resolve_waits(found: inc.IncidentDetail, lang: Lang) -> str:
+    """Why the resolve form has no button yet (an alarm still active), or "": the same words
+    as the refusal a resolve would get. A resolve taken again reaches only cleared alarms."""
+    if not found.still_active or "resolve" in found.again:
+        return ""
+    return inc.still_active_words(found.still_active, "en" if lang == "en" else "zh")
 
 
 async def _gas(

@@ -130,6 +130,14 @@
       form.hidden = !form.dataset.from.split(" ").includes(state) && !("kept" in form.dataset)
         && !again.includes(form.dataset.action);
     });
+    // No resolve button while an alarm is still active (it would be refused): why, instead.
+    const waits = head ? head.dataset.waits : "";
+    const why = document.querySelector("form[data-action=resolve] .waits");
+    if (why) {
+      why.textContent = waits;
+      why.hidden = !waits;
+      why.parentElement.querySelector("button").hidden = Boolean(waits);
+    }
   }
 
   // Changes that arrive together are read together: a burst costs one request, not one each.

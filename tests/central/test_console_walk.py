@@ -141,9 +141,9 @@ async def test_every_page_in_both_languages_says_words(
 
 
 async def _a_busy_shift(r: Room, gasco: Mosquitto, detector: Any) -> None:
-    """The restaurant's leak with a valve stuck open, its detector tampered with; a fleet's
-    leaks and maintenance alarms, one gateway gone; officer steps, a site's answer, and a
-    resolve while the gas is still there."""
+    """The restaurant's leak with a valve stuck open, its detector tampered with (its gas still
+    there: on site, the resolve waiting); a fleet's leaks and maintenance alarms, one gateway
+    gone; officer steps, a site's answer, and a fleet leak resolved."""
     detector.set_lel(55.0)
     await _types(r, "leak_high", "valve_failed_to_close", "leak_not_isolated")
     detector.set_flags(ksp.DetectorFlag.TAMPER)
@@ -163,13 +163,18 @@ async def _a_busy_shift(r: Room, gasco: Mosquitto, detector: Any) -> None:
     await api(r, "zhang", "POST", f"{steps}/dispatch", {"crew": "抢修三组", "eta_minutes": 20})
     await api(r, "zhang", "POST", f"{steps}/on-site", {})
     await _answer(r)
-    await api(r, "zhang", "POST", f"{steps}/resolve", {"cause": "valve_fault"})
     fleet_leaks = r.rows(
         "SELECT DISTINCT incident_id FROM alarms WHERE gateway_id LIKE 'fleet-%%'"
         " AND alarm_type = 'leak_high' ORDER BY 1"
     )
     for (incident,) in fleet_leaks[:1]:
         await api(r, "zhang", "POST", f"/api/incidents/{incident}/acknowledge", {})
+        r.rows(  # its gas gone (the simulated fleet may stop before its leaks clear)
+            "UPDATE alarms SET active = false, state = CASE state WHEN 'unack_active'"
+            " THEN 'unack_cleared' WHEN 'ack_active' THEN 'ack_cleared' ELSE state END"
+            " WHERE incident_id = %s RETURNING 1",
+            incident,
+        )
         await api(r, "zhang", "POST", f"/api/incidents/{incident}/resolve",
                   {"cause": "aged_or_damaged_hose", "note": "换了软管"})  # fmt: skip
 
@@ -285,14 +290,15 @@ def _problems(
 
 
 async def _refused(page: Page, r: Room, lang: str, allowed: set[str]) -> list[str]:
-    """The error pages of the forms: a step already taken (409), a resolve without a cause
-    (422), with the note kept."""
+    """The error pages of the forms: a step already taken (409), a resolve while the gas is
+    still there (409), a resolve without a cause (422), with the note kept."""
     ((leak,),) = r.rows(
         "SELECT incident_id FROM alarms WHERE alarm_type = 'leak_high' AND site_id = 'rest-e2e'"
     )
     problems = []
     for action, fields, status in (
         ("acknowledge", {"note": "打过电话"}, "409"),
+        ("resolve", {"note": "打过电话", "cause": "valve_fault"}, "409"),
         ("resolve", {"note": "打过电话", "cause": ""}, "422"),
     ):
         await page.goto(f"{r.url}/incidents/{leak}?lang={lang}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -97,6 +98,28 @@ async def test_the_list_says_what_an_officer_needs(city: City) -> None:
         assert (await zhao.get("/api/incidents?q=13800000")).json() == []
 
 
+async def test_the_queue_puts_what_is_still_to_do_before_the_resolved(city: City) -> None:
+    """A critical incident resolved (its alarms cleared, not yet closed at the gateway) sorts
+    after a low one still to be dealt with, in the list and in the console's live rows."""
+    city.rows(
+        "UPDATE alarms SET active = false, state = 'unack_cleared' WHERE incident_id = %s"
+        " RETURNING 1",
+        city.emergency,
+    )
+    path = f"/api/incidents/{city.emergency}"
+    async with city.client("wang") as wang:
+        before = [i["incident_id"] for i in (await wang.get("/api/incidents")).json()]
+        assert before.index(city.emergency) < before.index(city.maintenance)  # critical first
+        await wang.post(f"{path}/acknowledge", json={})
+        done = await wang.post(f"{path}/resolve", json={"cause": "loose_connection"})
+        assert done.json()["state"] == "resolved"
+        after = [i["incident_id"] for i in (await wang.get("/api/incidents")).json()]
+        rows = (await wang.get("/console/rows")).text
+    assert after == [city.offline, city.maintenance, city.emergency]
+    ranks = dict(re.findall(r'data-id="(\d+)"[^>]*data-rank="(\d+)"', rows))
+    assert ranks == {str(city.offline): "0", str(city.maintenance): "3", str(city.emergency): "5"}
+
+
 async def test_acknowledge_queues_one_command_per_unacknowledged_alarm(city: City) -> None:
     async with await psycopg.AsyncConnection.connect(city.dsn, autocommit=True) as listener:
         await listener.execute("LISTEN gasgate_central_cmd")
@@ -156,14 +179,18 @@ async def test_the_lifecycle_to_closed(city: City) -> None:
         assert (await wang.post(f"{path}/on-site", json={"note": "there"})).status_code == 200
         unknown = await wang.post(f"{path}/resolve", json={"cause": "gremlins"})
         assert unknown.status_code == 422
+        city.rows(  # leak_high's gas is gone (leak_low cleared before)
+            "UPDATE alarms SET active = false, state = 'unack_cleared' WHERE alarm_id = 'gw1-a2'"
+            " RETURNING 1"
+        )
         done = await wang.post(
             f"{path}/resolve", json={"cause": "loose_connection", "note": "fixed"}
         )
         assert done.status_code == 200, done.text
         body = done.json()
-        # leak_low cleared (not closed): resolved at the gateway; leak_high still active: not.
+        # both cleared, not closed: resolved at the gateway, which closes them
         resolves = [c for c in body["commands"] if c["action"] == "resolve"]
-        assert [c["alarm_id"] for c in resolves] == ["gw1-a1"]
+        assert sorted(c["alarm_id"] for c in resolves) == ["gw1-a1", "gw1-a2"]
         assert body["state"] == "resolved"  # alarms still open at the gateway
         assert body["cause"] == "loose_connection"
         assert body["resolution_note"] == "fixed"
@@ -174,6 +201,38 @@ async def test_the_lifecycle_to_closed(city: City) -> None:
         late = await wang.post(f"{path}/dispatch", json={"crew": "Team 4"})
         assert late.status_code == 409
         assert late.json()["detail"].startswith("already dispatched by wang at ")
+
+
+async def test_no_resolve_while_an_alarm_is_still_active(city: City) -> None:
+    """The detector still reads 55 %LEL: the resolve is refused with which alarm and what it
+    reads, nothing changes and nothing goes to the gateway; the other steps go on."""
+    city.rows(
+        'UPDATE alarms SET event = event || \'{"readings": {"lel_pct": 55.0}}\''
+        " WHERE alarm_id = 'gw1-a2' RETURNING 1"
+    )
+    path = f"/api/incidents/{city.emergency}"
+    resolve = {"cause": "loose_connection", "note": "hose tightened"}
+    async with city.client("wang") as wang:
+        assert (await wang.post(f"{path}/acknowledge", json={})).status_code == 200
+        refused = await wang.post(f"{path}/resolve", json=resolve)
+        assert refused.status_code == 409
+        said = refused.json()
+        assert said["reason"] == "active"
+        assert said["state"] == "acknowledged"
+        assert said["detail"] == (
+            "Gas leak (high level) is still active (detector det-1: 55 %LEL):"
+            " resolve once it has cleared"
+        )
+        assert said["words"]["zh-CN"].startswith("燃气泄漏(高报)仍在报警（探测器 det-1，55 %LEL）")  # noqa: RUF001
+        detail = (await wang.get(path)).json()
+        assert detail["state"] == "acknowledged"
+        assert detail["resolved_at"] is None
+        assert [a["alarm_id"] for a in detail["still_active"]] == ["gw1-a2"]
+        dispatched = await wang.post(f"{path}/dispatch", json={"crew": "Team 3"})
+        assert dispatched.status_code == 200
+        assert (await wang.post(f"{path}/on-site", json={})).status_code == 200
+        assert (await wang.post(f"{path}/resolve", json=resolve)).status_code == 409
+    assert city.rows("SELECT count(*) FROM commands WHERE action = 'resolve'") == [(0,)]
 
 
 async def test_resolve_closes_an_incident_whose_alarms_are_all_closed(city: City) -> None:
@@ -319,14 +378,27 @@ async def test_an_alarm_joining_after_the_acknowledgement_is_acknowledged_again(
 
 
 async def test_an_alarm_clearing_after_the_resolve_is_resolved_again(city: City) -> None:
+    """The leak came back just after the resolve (its event raced the resolve): the gateway
+    refused that alarm's resolve; once it clears again, the resolve is offered again."""
     path = f"/api/incidents/{city.emergency}"
+    city.rows("UPDATE alarms SET active = false WHERE alarm_id = 'gw1-a2' RETURNING 1")
     async with city.client("wang") as wang:
         await wang.post(f"{path}/acknowledge", json={})
         done = (await wang.post(f"{path}/resolve", json={"cause": "other"})).json()
-        assert [c["alarm_id"] for c in done["commands"] if c["action"] == "resolve"] == ["gw1-a1"]
+        resolves = sorted(c["alarm_id"] for c in done["commands"] if c["action"] == "resolve")
+        assert resolves == ["gw1-a1", "gw1-a2"]
+        city.rows(  # active again, and the gateway refused the resolve for it
+            "UPDATE alarms SET active = true, state = 'ack_active' WHERE alarm_id = 'gw1-a2'"
+            " RETURNING 1"
+        )
+        city.rows(
+            "UPDATE commands SET replied_at = now(), accepted = false, reason = 'wrong_state'"
+            " WHERE alarm_id = 'gw1-a2' AND action = 'resolve' RETURNING 1"
+        )
+        assert (await wang.get(path)).json()["again"] == []  # still active: nothing to send
         assert (await wang.post(f"{path}/resolve", json={"cause": "other"})).status_code == 409
         city.rows(
-            "UPDATE alarms SET active = false, state = 'ack_active' WHERE alarm_id = 'gw1-a2'"
+            "UPDATE alarms SET active = false, state = 'ack_cleared' WHERE alarm_id = 'gw1-a2'"
             " RETURNING 1"
         )
         assert (await wang.get(path)).json()["again"] == ["resolve"]
@@ -334,6 +406,7 @@ async def test_an_alarm_clearing_after_the_resolve_is_resolved_again(city: City)
         assert 'data-again="resolve"' in page
         again = await wang.post(f"{path}/resolve", json={"cause": "other"})
         assert again.status_code == 200, again.text
-        resolves = [c["alarm_id"] for c in again.json()["commands"] if c["action"] == "resolve"]
-        assert resolves == ["gw1-a1", "gw1-a2"]
+        commands = again.json()["commands"]
+        resolves = sorted(c["alarm_id"] for c in commands if c["action"] == "resolve")
+        assert resolves == ["gw1-a1", "gw1-a2", "gw1-a2"]
         assert again.json()["state"] == "resolved"

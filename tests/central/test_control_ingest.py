@@ -95,14 +95,14 @@ async def test_resolved_then_closed_when_the_gateway_closes_the_alarms(city: Cit
 
 
 async def test_an_alarm_clearing_after_the_resolve_gets_the_officers_resolve(city: City) -> None:
-    """Resolved while the high alarm still sensed gas (the gateway would refuse to resolve it):
-    when it clears, the center sends wang's resolve for it, and the incident can close."""
+    """An incident resolved while its high alarm still sensed gas (the gateway would refuse to
+    resolve it): when it clears, the center sends wang's resolve for it, and the incident can
+    close. The center refuses such a resolve from its stored alarm states, so the state is
+    written here directly: what the net is for is a resolve that got past that check (an
+    incident resolved before the rule, or a stored state behind the gateway's)."""
     leak = await _leak(city)
     path = f"/api/incidents/{leak['incident_id']}"
     ingest = _ingest(city.pool)
-
-    def low(revision: int, transition: str, state: str) -> Inbound:
-        return msg.event("gw9", "gw9-low", revision, transition=transition, state=state, at=5)
 
     def high(revision: int, transition: str, state: str) -> Inbound:
         return msg.event(
@@ -112,11 +112,13 @@ async def test_an_alarm_clearing_after_the_resolve_gets_the_officers_resolve(cit
 
     async with city.client("wang") as wang:
         await wang.post(f"{path}/acknowledge", json={})
-        await ingest.apply([low(2, "cleared", "ack_cleared")])
-        resolve = {"cause": "aged_or_damaged_hose", "note": "hose changed"}
-        done = (await wang.post(f"{path}/resolve", json=resolve)).json()
-        sent = [c["alarm_id"] for c in done["commands"] if c["action"] == "resolve"]
-        assert sent == ["gw9-low"]  # the high alarm is still active: not yet
+        city.rows(
+            "UPDATE incidents SET state = 'resolved', resolved_at = now(), resolved_by = 'wang',"
+            " cause = 'aged_or_damaged_hose', resolution_note = 'hose changed'"
+            " WHERE incident_id = %s RETURNING 1",
+            leak["incident_id"],
+        )
+        assert (await wang.get(path)).json()["again"] == []  # still active: not yet
         await ingest.apply([high(2, "cleared", "ack_cleared")])
         detail = (await wang.get(path)).json()
     assert detail["state"] == "resolved"
@@ -128,6 +130,7 @@ async def test_an_alarm_clearing_after_the_resolve_gets_the_officers_resolve(cit
     assert queued == [("wang", "hose changed", "gw9")]
     entries = [e for e in detail["timeline"] if e["kind"] == "command"]
     assert (entries[-1]["actor"], entries[-1]["detail"]["alarm_id"]) == ("wang", "gw9-high")
-    await ingest.apply([low(3, "resolved", "normal"), high(3, "resolved", "normal")])
+    low = msg.event("gw9", "gw9-low", 2, transition="resolved", state="normal", at=5)
+    await ingest.apply([low, high(3, "resolved", "normal")])
     closed = city.rows("SELECT state FROM incidents WHERE incident_id = %s", leak["incident_id"])
     assert closed == [("closed",)]

@@ -4,6 +4,7 @@ kept, language by ``?lang=`` or Accept-Language; and ``gasgate central user``.""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 
@@ -85,6 +86,46 @@ async def test_live_rows_for_the_stream(city: City) -> None:
         assert (await stranger.get("/console/rows")).status_code == 401
 
 
+async def test_each_valve_as_strongly_as_the_events_say(city: City) -> None:
+    """A valve reported closed: "closed, confirmed" with the time of the event that first said
+    so (incident page); one never heard from; one open after the gateway's close commands, the
+    count from the valve_failed_to_close alarm. An "ok" to a command is never "closed"."""
+    city.rows(
+        "INSERT INTO alarms (alarm_id, gateway_id, site_id, incident_id, revision, alarm_type,"
+        " severity, state, active, valve_state, event, raised_at, updated_at) VALUES"
+        " ('gw1-a9', 'gw1', 'r1', %s, 1, 'valve_failed_to_close', 'critical', 'unack_active',"
+        " true, 'open', %s, now(), now()) RETURNING 1",
+        city.emergency,
+        json.dumps({
+            "device_id": "valve-2", "readings": {"tries": 3, "valve_state": "open"},
+            "valves": [{"device_id": "valve-2", "state": "open"}],
+            "times": {"event_at": "2026-12-04T04:03:09+00:00"},
+        }),
+    )  # fmt: skip
+    for revision, state, at in ((1, "open", "04:03:00"), (2, "closed", "04:03:05"),
+                                (3, "closed", "04:03:07")):  # fmt: skip
+        event = {"valves": [{"device_id": "valve-1", "state": state}],
+                 "times": {"event_at": f"2026-12-04T{at}+00:00"}}  # fmt: skip
+        city.rows(
+            "INSERT INTO alarm_events (alarm_id, revision, gateway_id, transition, received_at,"
+            " received_by, event) VALUES ('gw1-a2', %s, 'gw1', 'valve_changed', now(), 't', %s)"
+            " RETURNING 1",
+            revision,
+            json.dumps(event),
+        )
+    async with city.client() as browser:
+        await _login(browser)
+        row = (await browser.get("/")).text
+        page = (await browser.get(f"/incidents/{city.emergency}")).text
+        english = (await browser.get(f"/incidents/{city.emergency}?lang=en")).text
+    assert "仍开启：3 次关阀指令未换来“已关闭”" in row  # noqa: RUF001
+    assert "阀门未上报状态" in row  # "bad" listed with no state
+    assert '<div class="valve valve-closed" data-valve="valve-1">' in row
+    assert "已关闭，12:03:05 CST 确认" in page  # noqa: RUF001 - Asia/Shanghai
+    assert "closed, confirmed 12:03:05 CST" in english
+    assert "OPEN — 3 close commands not answered with closed" in english
+
+
 async def test_the_officer_steps_from_the_incident_page(city: City) -> None:
     async with city.client() as browser:
         csrf = await _login(browser)
@@ -115,6 +156,22 @@ async def test_the_officer_steps_from_the_incident_page(city: City) -> None:
             f"{path}/dispatch", data={"csrf": csrf, "crew": "Team 3", "eta_minutes": "15"}
         )
         assert sent.status_code == 303
+        waiting = (await browser.get(path)).text  # leak_high still active: no resolve button
+        assert 'data-waits="燃气泄漏(高报)仍在报警（探测器 det-1）' in waiting  # noqa: RUF001
+        assert re.search(
+            r'<p class="waits">燃气泄漏\(高报\)仍在报警.*</p>\s*<button hidden>', waiting
+        )
+        early = await browser.post(
+            f"{path}/resolve", data={"csrf": csrf, "cause": "loose_connection", "note": "拧紧了"}
+        )
+        assert early.status_code == 409
+        assert "燃气泄漏(高报)仍在报警" in early.text
+        assert 'value="拧紧了"' in early.text  # the note is kept
+        assert 'href="/"' in early.text  # the way back
+        english = (await browser.get(f"{path}?lang=en")).text
+        assert "Gas leak (high level) is still active (detector det-1)" in english
+        city.rows("UPDATE alarms SET active = false WHERE alarm_id = 'gw1-a2' RETURNING 1")
+        assert 'data-waits=""' in (await browser.get(f"{path}?lang=zh-CN")).text
         resolved = await browser.post(
             f"{path}/resolve", data={"csrf": csrf, "cause": "loose_connection"}
         )

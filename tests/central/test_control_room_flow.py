@@ -6,7 +6,8 @@ the gas company's Mosquitto (tests/central/control_room.py).
   in the tab title and raises a notification (both stubbed in the page: a headless browser has
   no speaker and no notification centre), and says the valve in words.
 * From the incident page the officer acknowledges, dispatches a crew with an ETA and, at the
-  end, resolves with a cause.
+  end, resolves with a cause: the resolve form says why it waits while the detector still
+  reads gas, and offers its button live once the gas is gone.
 * The household opens the link of the gateway's own first SMS on a phone (390x844) in zh-CN,
   sees the technician coming, taps "Everyone has left"; the officer's open incident page shows
   the answer without a reload, and the household's page shows the resolution without one.
@@ -25,6 +26,7 @@ from typing import Final
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
+from firmware_bridge.simulator.devices import SimDetector
 from tests.central.control_room import PASSWORD, SHOTS, Room, room
 from tests.support.browser import HOOKS
 from tests.support.escalation_kit import eventually
@@ -96,7 +98,7 @@ async def test_a_leak_from_the_gateway_to_the_household_and_back(
             incident = await _queue_rings(officer, english)
             await _dispatch(officer, english, incident)
             household = await _household_answers(browser, r, officer, english)
-            await _resolve(officer, english, household)
+            await _resolve(officer, english, household, detector)
             await _invalid_links(household, r)
             answers = r.rows("SELECT detail ->> 'answer' FROM timeline WHERE kind = 'site_answer'")
             assert answers == [("left",)]  # on the incident's timeline: the audit trail's
@@ -112,7 +114,7 @@ async def _queue_rings(officer: Page, english: Page) -> str:
     assert notes, "no notification"
     assert notes[0][0] == "新的紧急事件"
     assert "Golden Wok" in notes[0][1]
-    await expect(row.locator(".valve")).to_have_text("已关闭")  # both valves confirmed closed
+    await expect(row.locator(".valve b")).to_have_text(["已关闭", "已关闭"])  # both reported
     assert await officer.locator("#rows-emergency tr.incident").count() == 1  # its alarms: one
     assert "燃气泄漏" in await row.inner_text()  # the alarm's words, not leak_high
     await shoot(officer, english, "flow-01-queue")
@@ -167,15 +169,23 @@ async def _household_answers(browser: Browser, r: Room, officer: Page, english: 
     return household
 
 
-async def _resolve(officer: Page, english: Page, household: Page) -> None:
+async def _resolve(officer: Page, english: Page, household: Page, detector: SimDetector) -> None:
+    """No resolve while the detector still reads gas: the form says why; once the gas is gone
+    (the alarm cleared at the gateway), the button comes back live and the resolve goes on."""
     resolve = officer.locator("form[data-action=resolve]")
+    await expect(resolve.locator(".waits")).to_contain_text("仍在报警（探测器")  # noqa: RUF001
+    await expect(resolve.locator("button")).to_be_hidden()
+    await shoot(officer, english, "flow-07-resolve-waits")
+    detector.set_lel(0.0)
+    await expect(resolve.locator("button")).to_be_visible()
+    await expect(resolve.locator(".waits")).to_be_hidden()
     await resolve.locator("select[name=cause]").select_option("loose_connection")
     await resolve.locator("button").click()
     await expect(officer.locator("#live-head .state")).to_have_text("已处置")
     assert "接口松动" in await officer.locator("table.progress").inner_text()
-    await shoot(officer, english, "flow-07-resolved")
+    await shoot(officer, english, "flow-08-resolved")
     await expect(household.locator("#steps")).to_contain_text("燃气公司已处理完毕")  # live
-    resolved = await shoot_phone(household, "flow-08-household-resolved")
+    resolved = await shoot_phone(household, "flow-09-household-resolved")
     assert "Dealt with by the gas company" in resolved
 
 
@@ -190,4 +200,4 @@ async def _invalid_links(household: Page, r: Room) -> None:
         assert "If you smell gas" in text  # both languages: the token's language is unknown
         for secret in ("Golden Wok", "Shennan", "Li Wei", "13800138000", "燃气泄漏"):
             assert secret not in text
-        await shoot_phone(household, f"flow-09-{name}-link")  # both languages either way
+        await shoot_phone(household, f"flow-10-{name}-link")  # both languages either way
