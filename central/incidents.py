@@ -416,11 +416,7 @@ async def detail(
     view = found[0]
     phones = officer.may(Permission.READ_CONTACT_PHONES)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT entry_id, at, kind, actor, detail FROM timeline WHERE incident_id = %s"
-            " ORDER BY at, entry_id",
-            (incident_id,),
-        )
+        await cur.execute(_TIMELINE_SQL, (incident_id,))
         timeline = [_entry(r, phones=phones) for r in await cur.fetchall()]
         await cur.execute(
             "SELECT cmd_id, alarm_id, action, officer, note, created_at, sent_at, replied_at,"
@@ -544,9 +540,22 @@ def _contacts(raw: Any, *, phones: bool) -> list[Contact]:
     ]
 
 
+# A valve_changed entry with the valves its event listed (which one changed is what the page
+# says of a run of them); the event is found by its key, (alarm_id, revision).
+_TIMELINE_SQL: Final = """
+SELECT t.entry_id, t.at, t.kind, t.actor, t.detail, e.event -> 'valves' AS valves
+FROM timeline t
+LEFT JOIN alarm_events e ON t.kind = 'alarm_event' AND t.detail ->> 'transition' = 'valve_changed'
+     AND e.alarm_id = t.detail ->> 'alarm_id' AND e.revision::text = t.detail ->> 'revision'
+WHERE t.incident_id = %s ORDER BY t.at, t.entry_id
+"""
+
+
 def _entry(row: dict[str, Any], *, phones: bool) -> TimelineEntry:
     raw = row["detail"]
     body = raw if isinstance(raw, dict) else {"value": raw}
+    if row["valves"] is not None:
+        body |= {"valves": [v.model_dump() for v in _valves(row["valves"])]}
     return TimelineEntry(
         entry_id=row["entry_id"], at=row["at"], kind=row["kind"], actor=row["actor"],
         detail=body if phones else _without_phones(body),

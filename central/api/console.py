@@ -28,6 +28,7 @@ import gateway.api
 from central import gas_level, site_map
 from central import incidents as inc
 from central.alert_words import zone_label
+from central.api import timeline
 from central.api.context import CentralContext, Ctx, current_officer
 from central.api.routes import StepRefused, check_login, set_session_cookie, step
 from central.api.words import pick_lang, t
@@ -251,7 +252,8 @@ async def queue_rows(request: Request, ctx: Ctx) -> HTMLResponse:
 
 async def _incident(
     request: Request, ctx: CentralContext, officer: Officer, incident_id: int, *,
-    template: str = "console_incident.html", status: int = 200, **values: Any,
+    template: str = "console_incident.html", status: int = 200, whole: bool = False,
+    **values: Any,
 ) -> HTMLResponse:  # fmt: skip
     async with ctx.pool.connection() as conn:
         found = await inc.detail(conn, officer, incident_id)
@@ -262,8 +264,15 @@ async def _incident(
     return _page(
         request, ctx, template, status=status, user=officer, i=found, gas=gas,
         thresholds=gas_level.THRESHOLDS, can_answer=officer.may(Permission.ANSWER),
-        waits=_resolve_waits(found, _lang(request)), **values,
+        waits=_resolve_waits(found, _lang(request)), refs=_refs(found),
+        timeline_rows=found.timeline if whole else timeline.rows(found.timeline), **values,
     )  # fmt: skip
+
+
+def _refs(found: inc.IncidentDetail) -> dict[str, tuple[int, str]]:
+    """Each alarm's number in the incident (oldest first) and type: a command says "Gas leak
+    (high level) #2", not a 40-character alarm id."""
+    return {a.alarm_id: (n, a.alarm_type) for n, a in enumerate(found.alarm_details, 1)}
 
 
 def _resolve_waits(found: inc.IncidentDetail, lang: Lang) -> str:
@@ -325,6 +334,7 @@ async def incident_record(incident_id: int, request: Request, ctx: Ctx) -> HTMLR
         officer,
         incident_id,
         template="console_record.html",
+        whole=True,
         now=ctx.now(),
         here=request.url.path,
     )

@@ -121,6 +121,9 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
         "resolved, and every alarm closed",
     ),
     "gateway back online": ("网关恢复在线", "gateway back online"),
+    # A run of valve changes on the timeline, one line (central/api/timeline.py).
+    "valve_run": ("阀门状态变化 {n} 条", "{n} valve state changes"),
+    "valve_run_changes": ("{valve} 变化 {n} 次，现为{state}", "{valve}: changed {n}×, now {state}"),  # noqa: RUF001
     "bad_eta": ("预计到达请填 0 到 1440 分钟", "Arrival: 0 to 1440 minutes"),
 }
 

@@ -111,6 +111,9 @@
     if (text === null) return;
     const fresh = document.createElement("div");
     fresh.innerHTML = text;
+    // A run of valve changes the officer opened stays open.
+    const opened = Array.from(document.querySelectorAll("#live-body details[open]"), (d) => d.dataset.run);
+    opened.forEach((run) => { const d = fresh.querySelector('details[data-run="' + run + '"]'); if (d) d.open = true; });
     for (const id of ["live-head", "live-body"]) {
       const now = document.getElementById(id);
       const next = fresh.querySelector("#" + id);

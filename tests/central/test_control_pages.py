@@ -126,6 +126,45 @@ async def test_each_valve_as_strongly_as_the_events_say(city: City) -> None:
     assert "OPEN — 3 close commands not answered with closed" in english
 
 
+async def test_a_run_of_valve_changes_is_one_line_and_commands_name_alarm_types(
+    city: City,
+) -> None:
+    """A stuck valve's five reports, repeated by both alarms: one line saying how often and
+    what it is now (its ten lines behind it; all ten on the printable record). Commands name
+    the alarm's type and its number in the incident, not its id."""
+    states = ("open", "moving", "open", "moving", "open")
+    for n, state in enumerate(states, 2):
+        for alarm in ("gw1-a1", "gw1-a2"):
+            event = {"valves": [{"device_id": "valve-1", "state": state}]}
+            city.rows(
+                "INSERT INTO alarm_events (alarm_id, revision, gateway_id, transition,"
+                " received_at, received_by, event) VALUES (%s, %s, 'gw1', 'valve_changed', now(),"
+                " 't', %s) RETURNING 1",
+                alarm, n, json.dumps(event),
+            )  # fmt: skip
+            said = {"alarm_id": alarm, "revision": n, "transition": "valve_changed",
+                    "alarm_type": "leak_low", "state": "unack_active"}  # fmt: skip
+            city.rows(
+                "INSERT INTO timeline (incident_id, at, kind, detail) VALUES"
+                " (%s, now() + %s * interval '1 second', 'alarm_event', %s) RETURNING 1",
+                city.emergency, n, json.dumps(said),
+            )  # fmt: skip
+    async with city.client() as browser:
+        csrf = await _login(browser)
+        path = f"/incidents/{city.emergency}"
+        await browser.post(f"{path}/acknowledge", data={"csrf": csrf})
+        page = (await browser.get(path)).text
+        record = (await browser.get(f"/console/incidents/{city.emergency}/record")).text
+    assert page.count('class="kind-alarm_event valve-run"') == 1
+    assert "阀门状态变化 10 条" in page
+    assert "valve-1 变化 5 次，现为开启" in page  # noqa: RUF001
+    assert page.count('<li class="kind-alarm_event">') == 10  # behind the line, expandable
+    assert "valve-run" not in record
+    assert record.count('<li class="kind-alarm_event">') == 10
+    assert '燃气泄漏(高报) <small title="gw1-a2">#2</small>' in page  # the command rows
+    assert ">gw1-a2<" not in page
+
+
 async def test_the_officer_steps_from_the_incident_page(city: City) -> None:
     async with city.client() as browser:
         csrf = await _login(browser)
