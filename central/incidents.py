@@ -360,19 +360,19 @@ async def list_incidents(
         await cur.execute("SET LOCAL jit = off")
         await cur.execute(statement, [*args, query.limit])
         rows = await cur.fetchall()
-    return [
-        IncidentView.model_validate(r | {"valves": _valve_lines(r["valve_lists"], r["tries"])})
-        for r in rows
-    ]
+    return [IncidentView.model_validate(r | {"valves": _valve_lines(r)}) for r in rows]
 
 
-def _valve_lines(lists: Any, tries: Any) -> list[ValveLine]:
+def _valve_lines(row: dict[str, Any]) -> list[ValveLine]:
     """Each valve's state from the latest event that lists it (the alarms' ``valves``, oldest
-    event first), with the unanswered close commands of a valve that failed to close."""
+    event first), with the unanswered close commands of a valve that failed to close. None for
+    maintenance: an open valve is how a kitchen works, not news (as ``incidents.valve_state``)."""
+    if row["category"] != "emergency":
+        return []
     states: dict[str, str | None] = {}
-    for listed in lists or []:
+    for listed in row["valve_lists"] or []:
         states |= {v.device_id: v.state for v in _valves(listed)}
-    counts = tries if isinstance(tries, dict) else {}
+    counts = row["tries"] if isinstance(row["tries"], dict) else {}
     return [
         ValveLine(
             valve_id=valve, state=None if state == "unknown" else state,
