@@ -1,4 +1,5 @@
-"""How the interlock process is scheduled: SCHED_FIFO when permitted, and one line saying so.
+"""How the interlock process is scheduled: nice -10, or SCHED_FIFO when asked and permitted, and
+one line saying so.
 
 The real ``python -m gateway.interlock`` (as the gateway spawns it), on a broker that is not
 there (the priority is taken before it connects); its policy read back from the kernel. Root
@@ -49,8 +50,8 @@ def started(tmp_path: Path, prefix: list[str], **env: str) -> tuple[int, int, in
     return policy, priority, nice, [s for s in said if " runs at " in s]
 
 
-def test_permitted_it_runs_at_a_real_time_priority(tmp_path: Path) -> None:
-    assert started(tmp_path, []) == (
+def test_asked_and_permitted_it_runs_at_a_real_time_priority(tmp_path: Path) -> None:
+    assert started(tmp_path, [], GASGATE_INTERLOCK_RT_PRIORITY="10") == (
         os.SCHED_FIFO,
         10,
         0,
@@ -59,7 +60,7 @@ def test_permitted_it_runs_at_a_real_time_priority(tmp_path: Path) -> None:
 
 
 def test_refused_it_says_so_once_and_runs_at_the_normal_priority(tmp_path: Path) -> None:
-    assert started(tmp_path, NO_NICE) == (
+    assert started(tmp_path, NO_NICE, GASGATE_INTERLOCK_RT_PRIORITY="10") == (
         os.SCHED_OTHER,
         0,
         0,
@@ -67,12 +68,12 @@ def test_refused_it_says_so_once_and_runs_at_the_normal_priority(tmp_path: Path)
     )
 
 
-def test_turned_off_it_runs_at_nice_minus_10(tmp_path: Path) -> None:
-    assert started(tmp_path, [], GASGATE_INTERLOCK_RT_PRIORITY="0") == (
+def test_by_default_it_runs_at_nice_minus_10(tmp_path: Path) -> None:
+    assert started(tmp_path, []) == (
         os.SCHED_OTHER,
         0,
         -10,
-        ["interlock: real-time scheduling off (interlock_rt_priority 0): runs at nice -10"],
+        ["interlock: no real-time priority asked: runs at nice -10"],
     )
 
 
@@ -90,7 +91,9 @@ def test_a_policy_it_was_started_with_is_kept(tmp_path: Path) -> None:
 def test_a_nice_value_it_was_started_with_is_kept(tmp_path: Path) -> None:
     """The unit's ``Nice=-10`` without its real-time policy: refused the priority, it asks
     nothing more (the unit's system call filter would refuse ``setpriority`` too)."""
-    assert started(tmp_path, ["nice", "-n", "-15", *NO_NICE]) == (
+    assert started(
+        tmp_path, ["nice", "-n", "-15", *NO_NICE], GASGATE_INTERLOCK_RT_PRIORITY="10"
+    ) == (
         os.SCHED_OTHER,
         0,
         -15,

@@ -32,10 +32,11 @@ class InterlockSettings(GasgateSettings):
     gateway_id: str = Field("gateway", description="The gateway's id.")
     valve_retry_s: float = Field(RETRY_S, gt=0, le=60, description="Retry interval of a close.")
     interlock_rt_priority: int = Field(
-        10,
+        0,
         ge=0,
         le=99,
-        description="SCHED_FIFO priority of the interlock when permitted; 0: nice -10 only "
+        description="SCHED_FIFO priority of the interlock when permitted, for a box whose cores "
+        "other work oversubscribes; 0 (the default, faster on a box of its own): nice -10 "
         "(docs/interlock.md).",
     )
     log_level: str = Field("INFO", description="debug, info, warning or error.")

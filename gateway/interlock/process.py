@@ -349,7 +349,7 @@ def _ahead_of_the_gateway(rt_priority: int) -> None:
         log.info("interlock: runs at real-time priority %d, as started", given)
         return
     if rt_priority == 0:
-        _nice("real-time scheduling off (interlock_rt_priority 0)", logging.INFO)
+        _nice("no real-time priority asked", logging.INFO)
         return
     try:  # RESET_ON_FORK: no child of it (there is none today) would inherit the priority
         policy = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
