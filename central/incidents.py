@@ -94,8 +94,8 @@ _RETRIES: Final = 3
 
 class ValveLine(BaseModel):
     """One shut-off valve of the incident as strongly as the events support: its last reported
-    state (None: not heard yet), since when (the event that first said it; the incident page
-    only) and the close commands the gateway sent it that did not make it report closed (the
+    state (None: not heard yet), since when (the event that first said it) and the close
+    commands the gateway sent it that did not make it report closed (the
     ``tries`` of an active ``valve_failed_to_close``). Said by the gateway console's ``valve``
     macro."""
 
@@ -360,13 +360,25 @@ async def list_incidents(
         await cur.execute("SET LOCAL jit = off")
         await cur.execute(statement, [*args, query.limit])
         rows = await cur.fetchall()
-    return [IncidentView.model_validate(r | {"valves": _valve_lines(r)}) for r in rows]
+        since = await _since(
+            cur,
+            [r["incident_id"] for r in rows if r["category"] == "emergency" and r["valve_lists"]],
+        )
+    return [
+        IncidentView.model_validate(
+            r | {"valves": _valve_lines(r, since.get(r["incident_id"], {}))}
+        )
+        for r in rows
+    ]
 
 
-def _valve_lines(row: dict[str, Any]) -> list[ValveLine]:
+def _valve_lines(
+    row: dict[str, Any], since: dict[str, tuple[str | None, str | None]]
+) -> list[ValveLine]:
     """Each valve's state from the latest event that lists it (the alarms' ``valves``, oldest
-    event first), with the unanswered close commands of a valve that failed to close. None for
-    maintenance: an open valve is how a kitchen works, not news (as ``incidents.valve_state``)."""
+    event first), since when it said so (``_since``), with the unanswered close commands of a
+    valve that failed to close. None for maintenance: an open valve is how a kitchen works, not
+    news (as ``incidents.valve_state``)."""
     if row["category"] != "emergency":
         return []
     states: dict[str, str | None] = {}
@@ -376,6 +388,7 @@ def _valve_lines(row: dict[str, Any]) -> list[ValveLine]:
     return [
         ValveLine(
             valve_id=valve, state=None if state == "unknown" else state,
+            since=since[valve][1] if valve in since and since[valve][0] == state else None,
             unanswered=counts[valve] if isinstance(counts.get(valve), int) else 0,
         )
         for valve, state in states.items()
@@ -383,26 +396,27 @@ def _valve_lines(row: dict[str, Any]) -> list[ValveLine]:
 
 
 async def _since(
-    cur: psycopg.AsyncCursor[dict[str, Any]], incident_id: int, valves: list[ValveLine]
-) -> list[ValveLine]:
-    """The valves with the time each first reported its state (the gateway's clock): the event
-    after which every event of the incident said that state ("closed, confirmed 12:03:05")."""
+    cur: psycopg.AsyncCursor[dict[str, Any]], incident_ids: list[int]
+) -> dict[int, dict[str, tuple[str | None, str | None]]]:
+    """Per incident, each valve's state and the time it first reported it (the gateway's
+    clock): the event after which every event of the incident said that state ("closed,
+    confirmed 12:03:05"). One query for the whole queue: only incidents with valves ask."""
+    if not incident_ids:
+        return {}
     await cur.execute(
-        "SELECT e.event -> 'valves' AS valves, e.event -> 'times' ->> 'event_at' AS at"
-        " FROM alarm_events e JOIN alarms a USING (alarm_id) WHERE a.incident_id = %s"
-        " AND jsonb_typeof(e.event -> 'valves') = 'array' ORDER BY 2, e.revision",
-        (incident_id,),
+        "SELECT a.incident_id, e.event -> 'valves' AS valves,"
+        " e.event -> 'times' ->> 'event_at' AS at"
+        " FROM alarm_events e JOIN alarms a USING (alarm_id) WHERE a.incident_id = ANY(%s)"
+        " AND jsonb_typeof(e.event -> 'valves') = 'array' ORDER BY 1, 3, e.revision",
+        (incident_ids,),
     )
-    since: dict[str, tuple[str | None, str | None]] = {}  # valve → (state, first said at)
+    since: dict[int, dict[str, tuple[str | None, str | None]]] = {}
     for row in await cur.fetchall():
+        said = since.setdefault(row["incident_id"], {})  # valve → (state, first said at)
         for v in _valves(row["valves"]):
-            said = since.get(v.device_id)
-            if said is None or said[0] != v.state:
-                since[v.device_id] = (v.state, row["at"])
-    return [
-        ValveLine.model_validate(v.model_dump() | {"since": since.get(v.valve_id, (None, None))[1]})
-        for v in valves
-    ]
+            if v.device_id not in said or said[v.device_id][0] != v.state:
+                said[v.device_id] = (v.state, row["at"])
+    return since
 
 
 async def detail(
@@ -435,15 +449,13 @@ async def detail(
         )
         alarms = await cur.fetchall()
         sites = await _sites(cur, view)
-        valves = await _since(cur, incident_id, view.valves)
     again = [
         action
         for action, states in _AGAIN.items()
         if view.state in states and await outbox.commandable(conn, incident_id, action)
     ]
     return IncidentDetail(
-        **view.model_dump(exclude={"valves"}),
-        valves=valves,
+        **view.model_dump(),
         timeline=timeline,
         commands=commands,
         alarm_details=[

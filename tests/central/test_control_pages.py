@@ -88,8 +88,9 @@ async def test_live_rows_for_the_stream(city: City) -> None:
 
 async def test_each_valve_as_strongly_as_the_events_say(city: City) -> None:
     """A valve reported closed: "closed, confirmed" with the time of the event that first said
-    so (incident page); one never heard from; one open after the gateway's close commands, the
-    count from the valve_failed_to_close alarm. An "ok" to a command is never "closed"."""
+    so (the queue's row, its live patch and the incident page); one never heard from; one open
+    after the gateway's close commands, the count from the valve_failed_to_close alarm. An "ok"
+    to a command is never "closed"."""
     city.rows(
         "INSERT INTO alarms (alarm_id, gateway_id, site_id, incident_id, revision, alarm_type,"
         " severity, state, active, valve_state, event, raised_at, updated_at) VALUES"
@@ -119,10 +120,13 @@ async def test_each_valve_as_strongly_as_the_events_say(city: City) -> None:
         page = (await browser.get(f"/incidents/{city.emergency}")).text
         english = (await browser.get(f"/incidents/{city.emergency}?lang=en")).text
         upkeep = (await browser.get(f"/console/rows?ids={city.maintenance}")).text
+        patch = (await browser.get(f"/console/rows?ids={city.emergency}&lang=en")).text
     assert 'class="valve ' not in upkeep  # a low battery's valves: how a kitchen works, not news
     assert "仍开启：3 次关阀指令未换来“已关闭”" in row  # noqa: RUF001
     assert "阀门未上报状态" in row  # "bad" listed with no state
     assert '<div class="valve valve-closed" data-valve="valve-1">' in row
+    assert "已关闭，12:03:05 CST 确认" in row  # noqa: RUF001 - the queue says when, too
+    assert "closed, confirmed 12:03:05 CST" in patch
     assert "已关闭，12:03:05 CST 确认" in page  # noqa: RUF001 - Asia/Shanghai
     assert "closed, confirmed 12:03:05 CST" in english
     assert "OPEN — 3 close commands not answered with closed" in english
