@@ -2,7 +2,9 @@
 for every open alarm a valve is linked to at each of its reports (a stuck valve: open, moving,
 partly closed, open, ... across three alarms), ~20 lines per leak that bury the officer steps.
 A run of them in a row is one line per valve that changed: how many times, between when, and
-its state at the end; the run's own lines stay behind it. The printable record keeps every line.
+its state at the end; the run's own lines stay behind it. An officer's command to the gateway
+is written three times (queued, sent, the gateway's answer): it is one line whose state moves,
+at its first time, with the time of each step. The printable record keeps every line.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from central.incidents import TimelineEntry
 
-__all__ = ["ValveRun", "rows"]
+__all__ = ["CommandSteps", "ValveRun", "rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +37,48 @@ class ValveRun:
     entries: tuple[TimelineEntry, ...]
 
 
-def rows(entries: list[TimelineEntry]) -> list[TimelineEntry | ValveRun]:
-    """The entries with each run of two or more valve changes in a row made one."""
-    out: list[TimelineEntry | ValveRun] = []
+@dataclass(slots=True)
+class CommandSteps:
+    """One command to the gateway as far as it went: queued at the center (its first entry),
+    sent to the gateway's broker, answered (``accepted``: done; refused, with its reason)."""
+
+    queued: TimelineEntry
+    sent: datetime | None = None
+    answer: TimelineEntry | None = None
+
+
+def rows(entries: list[TimelineEntry]) -> list[TimelineEntry | ValveRun | CommandSteps]:
+    """The entries with each run of two or more valve changes in a row made one, and each
+    command's steps made one line where it was queued."""
+    out: list[TimelineEntry | ValveRun | CommandSteps] = []
     run: list[TimelineEntry] = []
-    for entry in [*entries, None]:
-        if entry is not None and _valve_change(entry):
+    for entry in [*_commands(entries), None]:
+        if isinstance(entry, TimelineEntry) and _valve_change(entry):
             run.append(entry)
             continue
         out += [_run(run)] if len(run) > 1 else run
         run = []
         if entry is not None:
+            out.append(entry)
+    return out
+
+
+def _commands(entries: list[TimelineEntry]) -> list[TimelineEntry | CommandSteps]:
+    """A command's queued entry as its steps, its later entries (sent, answer) folded in; a
+    step whose command was not seen queued (an older timeline) stays a line of its own."""
+    out: list[TimelineEntry | CommandSteps] = []
+    steps: dict[str, CommandSteps] = {}
+    for entry in entries:
+        cmd_id = entry.detail.get("cmd_id")
+        said = steps.get(cmd_id) if isinstance(cmd_id, str) else None
+        if entry.kind == "command" and entry.detail.get("event") is None and cmd_id:
+            steps[cmd_id] = CommandSteps(entry)
+            out.append(steps[cmd_id])
+        elif said is not None and entry.kind == "command" and said.sent is None:
+            said.sent = entry.at
+        elif said is not None and entry.kind == "reply" and said.answer is None:
+            said.answer = entry
+        else:
             out.append(entry)
     return out
 

@@ -30,7 +30,9 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "cmd_pending": ("待发送（网关未连上）", "pending (gateway not reached yet)"),  # noqa: RUF001
     "cmd_sent": ("已发出，等待网关答复", "sent, waiting for the gateway"),  # noqa: RUF001
     "cmd_accepted": ("网关已执行", "done by the gateway"),
-    "cmd_out": ("已发出", "sent"),  # the timeline's second line of a command: it left the center
+    # A command's steps on the timeline: queued at the center, sent (it left the center), answered.
+    "cmd_queued": ("已排队", "queued"),
+    "cmd_out": ("已发出", "sent"),
     "cmd_refused": ("网关拒绝", "refused by the gateway"),
     "crew": ("处置人员", "Crew or technician"),
     "eta_minutes": ("预计多少分钟到达", "Arrival in (minutes)"),

@@ -171,6 +171,37 @@ async def test_a_run_of_valve_changes_is_one_line_and_commands_name_alarm_types(
     assert ">gw1-a2<" not in page
 
 
+async def test_a_command_is_one_line_whose_state_moves(city: City) -> None:
+    """Queued, sent and answered are three entries of the timeline; the page says each command
+    once, at its first time, with the time of each step; the record keeps all three."""
+    for cmd, answer in (
+        ("gc-1", {"accepted": True}),
+        ("gc-2", {"accepted": False, "reason": "not_active"}),
+    ):
+        said = {"cmd_id": cmd, "alarm_id": "gw1-a2", "action": "acknowledge"}
+        for second, kind, detail in ((1, "command", said), (2, "command", said | {"event": "sent"}),
+                                     (4, "reply", said | answer)):  # fmt: skip
+            city.rows(
+                "INSERT INTO timeline (incident_id, at, kind, actor, detail) VALUES"
+                " (%s, '2026-12-04T04:03:00Z'::timestamptz + %s * interval '1 second', %s,"
+                " 'wang', %s) RETURNING 1",
+                city.emergency, second, kind, json.dumps(detail),
+            )  # fmt: skip
+    async with city.client() as browser:
+        await _login(browser)
+        page = (await browser.get(f"/incidents/{city.emergency}")).text
+        english = (await browser.get(f"/incidents/{city.emergency}?lang=en")).text
+        record = (await browser.get(f"/console/incidents/{city.emergency}/record")).text
+    assert page.count('<li class="kind-command"') == 2
+    assert 'class="kind-reply"' not in page
+    steps = "{} <time>12:03:01</time> → {} <time>12:03:02</time> → {} <time>12:03:04</time>"
+    assert steps.format("已排队", "已发出", "网关已执行") in page
+    assert steps.format("queued", "sent", "done by the gateway") in english
+    assert '<b class="bad">refused by the gateway</b>' in english
+    assert record.count('<li class="kind-command"') == 4
+    assert record.count('<li class="kind-reply"') == 2
+
+
 async def test_the_officer_steps_from_the_incident_page(city: City) -> None:
     async with city.client() as browser:
         csrf = await _login(browser)
