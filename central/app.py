@@ -107,9 +107,13 @@ class _Http:
 
     async def start(self) -> None:
         try:
-            sock = socket.create_server((self._host, self._port))
+            listener = socket.create_server((self._host, self._port))
         except OSError as exc:
             raise GasgateError(f"cannot listen on {self._host}:{self._port}: {exc}") from None
+        # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
+        # create_server's (and so every accepted one's) is 0: each answer's body then waited
+        # for the client's delayed ACK of its headers, 40 ms per request.
+        sock = socket.socket(listener.family, listener.type, socket.IPPROTO_TCP, listener.detach())
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off")
         server = self._server = _Quiet(config)
