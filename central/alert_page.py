@@ -37,10 +37,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from central.alert_words import TODO_CALM, TODO_EMERGENCY, AlertLang, say, zone_label
+from central.alert_words import TODO_CALM, TODO_EMERGENCY, AlertLang, say
 from central.db import notify
 from gateway.alarm_types import AlarmType
 from gateway.alert_link import AlertGrant, InvalidAlertLink, verify
+from gateway.api.i18n import zone_label
 from gateway.words import catalogue, word
 
 __all__ = ["ANSWERS", "AlertPage", "AnswerLimiter", "Status", "alert_page", "router"]
@@ -463,7 +464,7 @@ def _clock(at: datetime | None, zone: ZoneInfo) -> str:
 
 
 def _zone_label(zone: ZoneInfo, lang: AlertLang) -> str:
-    return zone_label(zone.key, datetime.now(UTC).astimezone(zone).strftime("%Z"), lang)
+    return zone_label(datetime.now(UTC).astimezone(zone), "en" if lang == "en" else "zh-CN")
 
 
 # -- plumbing -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-__all__ = ["TODO_CALM", "TODO_EMERGENCY", "AlertLang", "say", "zone_label"]
+__all__ = ["TODO_CALM", "TODO_EMERGENCY", "AlertLang", "say"]
 
 AlertLang = Literal["zh", "en"]
 
@@ -127,22 +127,9 @@ TODO_CALM: Final[tuple[tuple[str, str], ...]] = (
         "If you smell gas: leave at once, no flames, do not switch anything.",
     ),
 )
-# The zone's name as people say it; other zones show their IANA name and abbreviation.
-_ZONE_LABELS: Final[dict[str, tuple[str, str]]] = {
-    "Asia/Shanghai": ("北京时间", "China time (Beijing)"),
-    "Asia/Hong_Kong": ("香港时间", "Hong Kong time"),
-    "Asia/Taipei": ("台北时间", "Taipei time"),
-}
 
 
 def say(key: str, lang: AlertLang, **values: str) -> str:
     pair = _WORDS[key]
     text = pair[1] if lang == "en" else pair[0]
     return text.format(**values) if values else text
-
-
-def zone_label(zone: str, abbreviation: str, lang: AlertLang) -> str:
-    pair = _ZONE_LABELS.get(zone)
-    if pair is not None:
-        return pair[1] if lang == "en" else pair[0]
-    return f"{zone} ({abbreviation})" if abbreviation else zone

@@ -45,10 +45,10 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from central.alert_words import zone_label
 from central.audit import MILESTONES, AuditReport, CauseCount, Coverage, Percentiles, Response
 from central.audit_svg import PROTECTED, Bar, Series, grouped_bars, share_bars
 from central.audit_words import WORDS
+from gateway.api.i18n import zone_label
 from gateway.words import word
 
 __all__ = [
@@ -351,8 +351,7 @@ class _Words:
 
     def zone(self) -> str:
         """The zone as people say it ("北京时间"), as the SMS and the alert page say it."""
-        abbreviation = _local(self._report, self._report.at).strftime("%Z")
-        return zone_label(self._report.tz, abbreviation, "en" if self.lang == "en" else "zh")
+        return zone_label(_local(self._report, self._report.at), self.lang)
 
 
 def render_html(report: AuditReport, lang: str = "zh-CN") -> str:

@@ -111,12 +111,12 @@ def test_filters_and_search() -> None:
 def test_times_are_local_with_their_label_and_ages_relative() -> None:
     zh = Speaker.of("zh-CN", "Asia/Shanghai")
     en = Speaker.of("en", "Asia/Shanghai")
-    assert zh.clock(T0) == "12:03:05 CST"
-    assert en.stamp(T0) == "2026-12-04 12:03:05 CST"
+    assert zh.clock(T0) == "12:03:05 北京时间"  # one label per language, the center's too
+    assert en.stamp(T0) == "2026-12-04 12:03:05 Beijing time"
     assert en.ago(T0, T0 + timedelta(minutes=3, seconds=20)) == "3 min ago"
     assert zh.ago(T0, T0 + timedelta(minutes=3)) == "3分钟前"
     assert zh.ago(T0, T0 + timedelta(hours=2, minutes=5)) == "2小时5分钟前"
     assert en.ago(T0, T0 + timedelta(seconds=2)) == "just now"
     kolkata = Speaker.of("en", "Asia/Kolkata")
     assert kolkata.clock(T0) == "09:33:05 IST"
-    assert zone_label(T0.astimezone(Speaker.of("en", "Asia/Dubai").zone)) == "UTC+4"
+    assert zone_label(T0.astimezone(Speaker.of("en", "Asia/Dubai").zone), "zh-CN") == "UTC+4"

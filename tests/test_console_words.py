@@ -193,7 +193,7 @@ async def _refused_write(
     reason = await page.inner_text(".reason")
     expected = "已由 super 于" if lang == "zh-CN" else "already acknowledged by super at"
     assert expected in reason, reason
-    assert re.search(r"\d\d:\d\d:\d\d (CST|UTC\+8)", reason), reason  # local, labelled
+    assert re.search(r"\d\d:\d\d:\d\d (北京时间|Beijing time)", reason), reason  # local, labelled
     assert await page.input_value("textarea[name=note]") == "打过电话 called the owner"
     assert await page.locator("a.back[href='/console/alarms']").count() == 1
     text = (await page.inner_text("body")).replace("called the owner", "")  # the officer's own
@@ -225,7 +225,8 @@ async def test_the_queue_says_the_valves_real_state(browser: Browser, world: Wor
         await stuck.filter(has_text="3 close commands not answered with closed").wait_for()
         assert "OPEN" in await stuck.inner_text()
         closed = row.locator(f'.valve[data-valve="{VALVES[1]}"]')
-        assert re.search(r"closed, confirmed \d\d:\d\d:\d\d CST", await closed.inner_text())
+        closed_at = r"closed, confirmed \d\d:\d\d:\d\d Beijing time"
+        assert re.search(closed_at, await closed.inner_text())
         did = await row.locator("td.did-cell").inner_text()
         said = f"close command sent 3\u00d7 → {VALVES[0]}: received 3\u00d7"
         assert said in did  # the answer "ok" is "received", not "closed"
@@ -234,7 +235,7 @@ async def test_the_queue_says_the_valves_real_state(browser: Browser, world: Wor
         assert any("Shut-off valve failed to close" in t for t in types), types
         age = row.locator("td.what time")
         assert re.fullmatch(
-            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d CST", await age.get_attribute("title") or ""
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Beijing time", await age.get_attribute("title") or ""
         )
         await page.goto(f"{world.url}/console/sites/{SITE}?lang=en")
         geo = page.locator("a.geo")

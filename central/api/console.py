@@ -27,7 +27,6 @@ from psycopg import AsyncConnection
 import gateway.api
 from central import gas_level, site_map
 from central import incidents as inc
-from central.alert_words import zone_label
 from central.api import timeline
 from central.api.context import CentralContext, Ctx, current_officer
 from central.api.routes import StepRefused, check_login, set_session_cookie, step
@@ -35,7 +34,7 @@ from central.api.words import pick_lang, t
 from central.grouping import CAUSES
 from central.users import Officer
 from gateway.api.auth import SESSION_COOKIE, Permission
-from gateway.api.i18n import Lang, Speaker
+from gateway.api.i18n import Lang, Speaker, zone_label
 from gateway.words import word
 
 __all__ = ["router"]
@@ -99,8 +98,7 @@ def _said(words: str, values: dict[str, object]) -> str:
 
 def _zone(ctx: CentralContext, lang: Lang) -> str:
     """The zone as people say it ("北京时间"), as the SMS and the alert page say it."""
-    abbreviation = ctx.now().astimezone(ctx.zone).strftime("%Z")
-    return zone_label(ctx.zone.key, abbreviation, "en" if lang == "en" else "zh")
+    return zone_label(ctx.now().astimezone(ctx.zone), lang)
 
 
 def _stamp(at: datetime | None, ctx: CentralContext) -> str:

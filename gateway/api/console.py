@@ -203,7 +203,10 @@ async def acknowledge_incident(
             answer_alarm(ctx, user, alarm_id, "acknowledge", note.strip() or None)
             done += 1
         except HTTPException as exc:
-            first_refusal = first_refusal or (exc.status_code, _reason(ctx, alarm_id, exc))
+            first_refusal = first_refusal or (
+                exc.status_code,
+                _reason(ctx, alarm_id, exc, _lang(request)),
+            )
     if done == 0 and first_refusal is not None:
         return _error_page(request, ctx, first_refusal, note, "acknowledge", alarm)
     return RedirectResponse(_back(request), status_code=303)
@@ -229,7 +232,7 @@ async def act(  # noqa: PLR0917 - FastAPI passes form fields by name
     try:
         answer_alarm(ctx, user, alarm_id, chosen, note.strip() or None, duration_s=minutes * 60.0)
     except HTTPException as exc:
-        reason = (exc.status_code, _reason(ctx, alarm_id, exc))
+        reason = (exc.status_code, _reason(ctx, alarm_id, exc, _lang(request)))
         return _error_page(request, ctx, reason, note, chosen, [alarm_id])
     return RedirectResponse(_back(request), status_code=303)
 
@@ -260,7 +263,7 @@ async def _writer(
     return user
 
 
-def _reason(ctx: ApiContext, alarm_id: str, exc: HTTPException) -> _Reason:
+def _reason(ctx: ApiContext, alarm_id: str, exc: HTTPException, lang: Lang) -> _Reason:
     """Why the alarms room refused, in words a person can act on."""
     alarm = ctx.alarms.get(alarm_id)
     detail = str(exc.detail)
@@ -268,9 +271,12 @@ def _reason(ctx: ApiContext, alarm_id: str, exc: HTTPException) -> _Reason:
         return "err_unknown_alarm", {}
     if alarm.state is AlarmState.NORMAL:
         by = alarm.closed_by or alarm.acked_by or "-"
-        return "err_closed", {"by": by, "at": _at(ctx, alarm.closed_at)}
+        return "err_closed", {"by": by, "at": _at(ctx, alarm.closed_at, lang)}
     if "already acknowledged" in detail:
-        return "err_already_acked", {"by": alarm.acked_by or "-", "at": _at(ctx, alarm.acked_at)}
+        return "err_already_acked", {
+            "by": alarm.acked_by or "-",
+            "at": _at(ctx, alarm.acked_at, lang),
+        }
     if "still active" in detail:
         return "err_still_active", {}
     if "latched" in detail:
@@ -284,8 +290,8 @@ def _reason(ctx: ApiContext, alarm_id: str, exc: HTTPException) -> _Reason:
     return "err_other", {}
 
 
-def _at(ctx: ApiContext, at: datetime | None) -> str:
-    return Speaker.of("en", ctx.timezone).clock(at)  # digits and a zone label: any language
+def _at(ctx: ApiContext, at: datetime | None, lang: Lang) -> str:
+    return Speaker.of(lang, ctx.timezone).clock(at)
 
 
 def _error_page(  # noqa: PLR0917 - everything the page says back

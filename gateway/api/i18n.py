@@ -199,8 +199,21 @@ def text(key: str, lang: Lang) -> str:
     return pair[0] if lang == "zh-CN" else pair[1]
 
 
-def zone_label(at: datetime) -> str:
-    """The zone's abbreviation ("CST"), or "UTC+8" where the zone has only a number."""
+# The zone's name as people say it (the SMS's local time, the center's pages, this console).
+_ZONE_NAMES: Final[dict[str, tuple[str, str]]] = {
+    "Asia/Shanghai": ("北京时间", "Beijing time"),
+    "Asia/Hong_Kong": ("香港时间", "Hong Kong time"),
+    "Asia/Taipei": ("台北时间", "Taipei time"),
+}
+
+
+def zone_label(at: datetime, lang: Lang) -> str:
+    """The label of the zone ``at`` is in, one per language wherever a time is shown: its name
+    as people say it ("北京时间", "Beijing time"), else its abbreviation ("IST"), else "UTC+4"
+    where the zone has only a number."""
+    named = _ZONE_NAMES.get(getattr(at.tzinfo, "key", ""))
+    if named is not None:
+        return named[0] if lang == "zh-CN" else named[1]
     name = at.strftime("%Z")
     if name and name[0] not in "+-":
         return name
@@ -230,18 +243,18 @@ class Speaker:
         return word(kind, code, self.lang)
 
     def clock(self, at: datetime | None) -> str:
-        """ "12:03:05 CST" (today's times: the duty officer knows the day)."""
+        """ "12:03:05 北京时间" (today's times: the duty officer knows the day)."""
         if at is None:
             return "-"
         local = at.astimezone(self.zone)
-        return f"{local:%H:%M:%S} {zone_label(local)}"
+        return f"{local:%H:%M:%S} {zone_label(local, self.lang)}"
 
     def stamp(self, at: datetime | None) -> str:
-        """ "2026-12-04 12:03:05 CST"."""
+        """ "2026-12-04 12:03:05 Beijing time"."""
         if at is None:
             return "-"
         local = at.astimezone(self.zone)
-        return f"{local:%Y-%m-%d %H:%M:%S} {zone_label(local)}"
+        return f"{local:%Y-%m-%d %H:%M:%S} {zone_label(local, self.lang)}"
 
     def ago(self, at: datetime, now: datetime) -> str:
         """ "3 min ago" / "3分钟前"."""

@@ -141,7 +141,7 @@ def test_html_in_both_languages(report: AuditReport) -> None:
         assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
         assert "https://" not in html
     assert "2026-12-04 14:00 (北京时间, UTC+08:00)" in zh  # the zone as the SMS says it
-    assert "2026-12-04 14:00 (China time (Beijing), UTC+08:00)" in en
+    assert "2026-12-04 14:00 (Beijing time, UTC+08:00)" in en
     for text in (
         "燃气安全监测覆盖与处置审计报告",
         "状态不明",

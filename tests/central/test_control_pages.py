@@ -125,10 +125,15 @@ async def test_each_valve_as_strongly_as_the_events_say(city: City) -> None:
     assert "仍开启：3 次关阀指令未换来“已关闭”" in row  # noqa: RUF001
     assert "阀门未上报状态" in row  # "bad" listed with no state
     assert '<div class="valve valve-closed" data-valve="valve-1">' in row
-    assert "已关闭，12:03:05 CST 确认" in row  # noqa: RUF001 - the queue says when, too
-    assert "closed, confirmed 12:03:05 CST" in patch
-    assert "已关闭，12:03:05 CST 确认" in page  # noqa: RUF001 - Asia/Shanghai
-    assert "closed, confirmed 12:03:05 CST" in english
+    assert "已关闭，12:03:05 北京时间 确认" in row  # noqa: RUF001 - the queue says when, too
+    assert "closed, confirmed 12:03:05 Beijing time" in patch
+    assert "已关闭，12:03:05 北京时间 确认" in page  # noqa: RUF001 - Asia/Shanghai
+    assert "closed, confirmed 12:03:05 Beijing time" in english
+    # One label per language: the header's is the one every time on the page carries.
+    assert "时间：北京时间" in page  # noqa: RUF001
+    assert "Times: Beijing time" in english
+    for said in (row, page, english, patch):
+        assert "CST" not in said
     assert "OPEN — 3 close commands not answered with closed" in english
 
 

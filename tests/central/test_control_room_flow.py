@@ -19,6 +19,7 @@ test prints the directory)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -118,7 +119,8 @@ async def _queue_rings(officer: Page, english: Page) -> str:
     assert notes, "no notification"
     assert notes[0][0] == "新的紧急事件"
     assert "Golden Wok" in notes[0][1]
-    await expect(row.locator(".valve b")).to_have_text(["已关闭", "已关闭"])  # both reported
+    closed = re.compile(r"^已关闭，\d\d:\d\d:\d\d 北京时间 确认$")  # noqa: RUF001 - and when
+    await expect(row.locator(".valve b")).to_have_text([closed, closed])  # both reported
     assert await officer.locator("#rows-emergency tr.incident").count() == 1  # its alarms: one
     assert "燃气泄漏" in await row.inner_text()  # the alarm's words, not leak_high
     await shoot(officer, english, "flow-01-queue")

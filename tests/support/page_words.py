@@ -10,8 +10,9 @@ from typing import Final
 __all__ = ["UNITS", "WORD", "chinese_in_english", "english_in_chinese", "raw_codes"]
 
 WORD: Final = r"[A-Za-z][A-Za-z0-9_\-'.]*"
-# ASCII a Chinese page may show: units, the time zone's label, the other language's name.
-UNITS: Final = frozenset({"LEL", "mV", "dBm", "Pa", "kg", "CST", "UTC", "English"})
+# ASCII a Chinese page may show: units, a zone's offset, the other language's name (a zone
+# with a name has it in Chinese: "北京时间", never "CST").
+UNITS: Final = frozenset({"LEL", "mV", "dBm", "Pa", "kg", "UTC", "English"})
 
 
 def raw_codes(text: str, codes: Iterable[str]) -> list[str]:
