@@ -1,6 +1,7 @@
 """One center instance (``gasgate central run``): settings in, rooms started, stopped.
 
-    database pool → notify hub → link (the gateways' streams into the ingest) → command sender
+    database pool → notify hub → link (alarm events and replies into the ingest) → state
+    process (availability and summaries, a child at lower CPU priority) → command sender
     → watch (silent or offline gateways) → HTTP (API, console, /healthz /readyz /metrics)
 
 Rooms start in that order and stop in reverse; constructors do nothing. Every instance is the
@@ -32,6 +33,7 @@ from central.link import Link
 from central.metrics import CentralMetrics
 from central.notify import Hub
 from central.settings import CentralSettings
+from central.state_process import StateProcess
 from gateway.errors import GasgateError
 
 __all__ = ["Central", "run_central"]
@@ -142,6 +144,7 @@ class Central:
         self._pool: AsyncConnectionPool[Any] | None = None
         self.link: Link | None = None
         self.sender: CommandSender | None = None
+        self.state: StateProcess | None = None
         self.http: _Http | None = None
 
     async def start(self) -> None:
@@ -176,7 +179,17 @@ class Central:
             session_expiry_s=s.session_expiry_s,
             ingest=Ingest(pool, s.instance),
             metrics=metrics,
+            running=("events",),
         )
+        self.state = StateProcess(
+            {
+                "db": s.db, "gasco_mqtt": s.gasco_mqtt, "instance": s.instance,
+                "group": s.group, "prefix": s.topic_prefix,
+                "session_expiry_s": s.session_expiry_s, "log_level": s.log_level,
+                "log_format": s.log_format,
+            },
+            metrics,
+        )  # fmt: skip
         self.sender = CommandSender(
             pool, s.db, s.gasco_mqtt, instance=s.instance, prefix=s.topic_prefix, metrics=metrics
         )
@@ -185,6 +198,7 @@ class Central:
         rooms: list[_Room] = [
             hub,
             self.link,
+            self.state,
             self.sender,
             _Watch(pool, s.silent_after_s, metrics),
             self.http,
@@ -210,6 +224,7 @@ class Central:
     def readiness(self) -> dict[str, bool]:
         """The links' part of /readyz (the API adds the database and its LISTEN)."""
         checks = self.link.ready() if self.link is not None else {}
+        checks["state_link"] = self.state is not None and self.state.subscribed
         checks["commands_link"] = self.sender is not None and self.sender.connected
         return checks
 

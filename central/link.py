@@ -42,7 +42,7 @@ from gmqtt.mqtt.constants import MQTTCommands, MQTTv50  # type: ignore[import-un
 
 from central.inbound import BadMessage, Inbound, parse, subscriptions
 from central.ingest import Applied
-from central.metrics import CentralMetrics
+from central.metrics import LinkMetrics
 from gateway.logs import LogGate
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
 
@@ -192,7 +192,7 @@ class _Stream:
         spec: StreamSpec,
         prefix: str,
         ingest: Applier,
-        metrics: CentralMetrics,
+        metrics: LinkMetrics,
         alarms_first: _AlarmsFirst,
     ) -> None:
         self.spec = spec
@@ -272,7 +272,7 @@ class _Stream:
 
     def _set_subscribed(self, up: bool) -> None:
         self.subscribed = up
-        self._metrics.link_up.labels(self.spec.name).set(1 if up else 0)
+        self._metrics.link(self.spec.name, up)
 
     def _connected(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         if self.retiring:  # no new messages dealt to us; the session's queue still comes
@@ -323,8 +323,7 @@ class _Stream:
 
     def _bad(self, exc: BadMessage) -> None:
         self.counts["bad"] += 1
-        self._metrics.bad.labels(exc.reason).inc()
-        self._metrics.messages.labels(self.spec.name, "bad").inc()
+        self._metrics.rejected(self.spec.name, exc.reason, "bad")
         held = self._bad_log.admit(time.monotonic())
         if held is not None:
             more = f" ({held} more since the last such line)" if held else ""
@@ -368,7 +367,7 @@ class _Stream:
             try:
                 applied = await self._ingest.apply(batch)
             except Exception as exc:  # noqa: BLE001 (never dropped for an outage, never acked)
-                self._metrics.apply_failures.labels(name).inc()
+                self._metrics.failed(name)
                 self.counts["apply_failures"] += 1
                 if _unavailable(exc):
                     wait, delay = backoff(delay)
@@ -387,10 +386,7 @@ class _Stream:
                     )
                 await asyncio.sleep(wait)
                 continue
-            self._metrics.apply_seconds.labels(name).observe(time.perf_counter() - started)
-            self._metrics.batches.labels(name).inc()
-            self._metrics.batch_size.labels(name).observe(len(batch))
-            self._metrics.applied(name, applied)
+            self._metrics.committed(name, applied, time.perf_counter() - started, len(batch))
             self.counts["applied"] += len(batch)
             return
 
@@ -401,8 +397,7 @@ class _Stream:
             await self._apply(batch[half:])
             return
         self.counts["refused"] += 1
-        self._metrics.bad.labels("refused_by_database").inc()
-        self._metrics.messages.labels(self.spec.name, "refused_by_database").inc()
+        self._metrics.rejected(self.spec.name, "refused_by_database", "refused_by_database")
         log.error("the database refuses this %s message, acknowledged: %r (%r)", self.spec.name,
                   batch[0], exc)  # fmt: skip
 
@@ -428,7 +423,9 @@ def _unavailable(exc: Exception) -> bool:
 
 class Link:
     """The instance's streams; ``start`` returns at once, the connections come up (and come
-    back) by themselves. :meth:`ready` says which are subscribed (for ``/readyz``)."""
+    back) by themselves. :meth:`ready` says which are subscribed (for ``/readyz``).
+    ``running``: the streams ``start`` runs (``state`` with the retained read at start): an
+    instance runs ``events`` and its state process ``state`` (:mod:`central.state_process`)."""
 
     def __init__(
         self,
@@ -439,9 +436,11 @@ class Link:
         prefix: str,
         session_expiry_s: int,
         ingest: Applier,
-        metrics: CentralMetrics,
+        metrics: LinkMetrics,
+        running: tuple[str, ...] = ("events", "state"),
     ) -> None:
         self._url_text = url
+        self._running = running
         self._session_expiry_s = session_expiry_s
         alarms_first = _AlarmsFirst()
         self.streams = {
@@ -454,12 +453,11 @@ class Link:
     async def start(self) -> None:
         url = parse_mqtt_url(self._url_text)  # a bad URL fails the start, not a retry loop
         self._tasks = [
-            asyncio.create_task(self._retained(url), name="central-retained"),
-            *(
-                asyncio.create_task(self._forever(self.streams[n], url), name=f"central-{n}")
-                for n in ("events", "state")
-            ),
+            asyncio.create_task(self._forever(self.streams[n], url), name=f"central-{n}")
+            for n in self._running
         ]
+        if "state" in self._running:
+            self._tasks.append(asyncio.create_task(self._retained(url), name="central-retained"))
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -468,7 +466,7 @@ class Link:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def ready(self) -> dict[str, bool]:
-        return {f"{n}_link": self.streams[n].subscribed for n in ("events", "state")}
+        return {f"{n}_link": self.streams[n].subscribed for n in self._running}
 
     async def retire(self, quiet_s: float = 2.0, within_s: float = 600.0) -> int:
         """End this instance's broker sessions for good, without losing what they hold: the

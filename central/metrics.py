@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from central.ingest import Applied
 
-__all__ = ["CentralMetrics"]
+__all__ = ["CentralMetrics", "LinkMetrics"]
 
 # From a few ms (a handful of events) to seconds (a storm's batch against a loaded database).
 _APPLY_BUCKETS: Final = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LinkMetrics(Protocol):
+    """What a stream tells of itself (:class:`CentralMetrics`; in the state process, a writer
+    that hands it to the instance, which counts it)."""
+
+    def link(self, stream: str, up: bool) -> None: ...
+    def committed(self, stream: str, applied: Applied, seconds: float, size: int) -> None: ...
+    def failed(self, stream: str) -> None: ...
+    def rejected(self, stream: str, reason: str, result: str) -> None: ...
 
 
 class CentralMetrics:
@@ -76,8 +86,24 @@ class CentralMetrics:
             "gasgate_central_watch_sweeps", "Silence/offline sweeps run.", registry=registry
         )
 
-    def applied(self, stream: str, applied: Applied) -> None:
+    def link(self, stream: str, up: bool) -> None:
+        self.link_up.labels(stream).set(1 if up else 0)
+
+    def committed(self, stream: str, applied: Applied, seconds: float, size: int) -> None:
+        """A batch committed: its transaction's time, its size and what it did."""
+        self.apply_seconds.labels(stream).observe(seconds)
+        self.batches.labels(stream).inc()
+        self.batch_size.labels(stream).observe(size)
         for f in fields(applied):
             value = getattr(applied, f.name)
             if value and f.name != "incidents_opened":
                 self.messages.labels(stream, f.name).inc(value)
+
+    def failed(self, stream: str) -> None:
+        self.apply_failures.labels(stream).inc()
+
+    def rejected(self, stream: str, reason: str, result: str) -> None:
+        """A message acknowledged without effect: the parser's ``reason`` (result ``bad``), or
+        the database's refusal."""
+        self.bad.labels(reason).inc()
+        self.messages.labels(stream, result).inc()
