@@ -143,9 +143,16 @@ class Center:
         return f"http://127.0.0.1:{self.port}"
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds so far of the instance and its children (its state
+        process) (Linux /proc)."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ticks = 0
+        for each in (pid, *children):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
