@@ -8,13 +8,16 @@ so a page added later is walked without touching this test; a path parameter the
 fill fails it, naming the route. What is read is what a person sees: the rendered DOM's
 ``innerText`` after the page's scripts ran, plus ``title``, ``placeholder``, ``aria-label`` and
 ``alt`` attributes and the tab title. A part marked with another ``lang`` than the page's (the
-invalid link page says it in both languages) is read as that language.
+invalid link page says it in both languages) is read as that language. Each page is also laid
+out on a phone (390 px wide): nothing may make it scroll sideways (the failure names the page
+and the element reaching furthest right).
 
 Behind the pages, everything is real: a ``gasgate run`` gateway whose restaurant leaks with one
 valve stuck open and is tampered with (tests/central/control_room.py), a small simulated fleet
 (:mod:`central.fleet`, the gateway's own payload builders) with leaks, maintenance alarms and
 a gateway gone offline, officer steps and a site's answer. Screenshots go to
-``test-artifacts/central/walk-*.png`` (the test prints the directory)."""
+``test-artifacts/central/walk-*.png`` (``walk-*-phone.png`` on the phone; the test prints the
+directory)."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from fastapi.routing import APIRoute
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
 from psycopg_pool import AsyncConnectionPool
 from starlette.routing import BaseRoute
 
@@ -49,6 +52,8 @@ from tests.support.services import Mosquitto
 pytestmark = pytest.mark.timeout(420)
 
 TIMEOUT_MS: Final = 20_000
+DESKTOP: Final[ViewportSize] = {"width": 1366, "height": 900}
+PHONE: Final[ViewportSize] = {"width": 390, "height": 844}
 LANGS: Final = ("zh-CN", "en")
 # Every code of the word catalogues, and every key of the words themselves (a missing word
 # shows as its key).
@@ -84,6 +89,22 @@ READ: Final = """(asked) => {
   const text = [document.title, document.body.innerText, ...attrs].join("\\n");
   foreign.forEach((e) => { e.style.display = e.dataset.walkDisplay; });
   return [own, text, apart];
+}"""
+# How far the page reaches past the window's right edge, and the element reaching furthest
+# (the innermost of those that reach as far: the one to fix); null when nothing does.
+SIDEWAYS: Final = """() => {
+  const width = window.innerWidth;
+  const over = document.documentElement.scrollWidth - width;
+  if (over <= 0) return null;
+  let worst = null, right = width;
+  for (const e of document.body.querySelectorAll("*")) {
+    const r = e.getBoundingClientRect();
+    if (r.width > 0 && r.right >= right) { worst = e; right = r.right; }
+  }
+  const name = worst ? worst.tagName.toLowerCase() + (worst.id ? "#" + worst.id : "")
+    + [...worst.classList].map((c) => "." + c).join("") : "?";
+  const text = worst ? (worst.innerText || "").trim().slice(0, 40) : "";
+  return [over, name, Math.round(right), text];
 }"""
 
 
@@ -250,7 +271,7 @@ def _names(r: Room) -> set[str]:
 
 
 async def _logged_in(browser: Browser, r: Room, lang: str) -> BrowserContext:
-    context = await browser.new_context(locale=lang, viewport={"width": 1366, "height": 900})
+    context = await browser.new_context(locale=lang, viewport=DESKTOP)
     page = await context.new_page()
     await page.goto(f"{r.url}/login?lang={lang}")
     await page.fill("input[name=name]", "zhang")  # a supervisor: the audit too
@@ -270,7 +291,29 @@ async def _look(page: Page, url: str, name: str, lang: str, allowed: set[str]) -
     await page.wait_for_load_state("load")
     await page.evaluate("document.fonts.ready")
     await page.screenshot(path=SHOTS / f"walk-{name}.png", full_page=True)
-    return _problems(name, *(await page.evaluate(READ, lang)), lang=lang, allowed=allowed)
+    problems = _problems(name, *(await page.evaluate(READ, lang)), lang=lang, allowed=allowed)
+    return problems + await _on_a_phone(page, name)
+
+
+async def _on_a_phone(page: Page, name: str) -> list[str]:
+    """The page laid out 390 px wide: nothing reaches past the right edge (no sideways
+    scrolling); photographed as ``walk-{name}-phone.png``. A fragment (the live parts: no
+    ``<html lang>``, no stylesheet) is laid out within its page, walked as that."""
+    if not await page.evaluate("document.documentElement.lang"):
+        return []
+    await page.set_viewport_size(PHONE)
+    try:
+        await page.evaluate("new Promise((laid) => requestAnimationFrame(() => laid()))")
+        await page.screenshot(path=SHOTS / f"walk-{name}-phone.png", full_page=True)
+        over = await page.evaluate(SIDEWAYS)
+    finally:
+        await page.set_viewport_size(DESKTOP)
+    if over is None:
+        return []
+    by, widest, right, text = over
+    return [
+        f"{name}: scrolls sideways on a phone by {by} px: {widest} reaches {right} px ({text!r})"
+    ]
 
 
 def _problems(
@@ -319,4 +362,5 @@ async def _refused(page: Page, r: Room, lang: str, allowed: set[str]) -> list[st
         name = f"refused-{action}-{status}-{lang}"
         await page.screenshot(path=SHOTS / f"walk-{name}.png", full_page=True)
         problems += _problems(name, *(await page.evaluate(READ, lang)), lang=lang, allowed=allowed)
+        problems += await _on_a_phone(page, name)
     return problems
