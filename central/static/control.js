@@ -9,7 +9,8 @@
   const baseTitle = document.title;
 
   async function html(url) {
-    const answer = await fetch(url, { credentials: "same-origin" });
+    // Bounded: one read at a time (below), so a read that hung would stop every later one.
+    const answer = await fetch(url, { credentials: "same-origin", signal: AbortSignal.timeout(15000) });
     if (answer.status === 401) { window.location.reload(); return null; }
     return answer.ok ? answer.text() : null;
   }
@@ -144,22 +145,35 @@
   }
 
   // Changes that arrive together are read together: a burst costs one request, not one each.
+  // One read at a time, the changes that come meanwhile gathered into the next: two reads in
+  // flight could land in the other order and leave a row (a valve) as it was before.
   let waiting = null; // ids to read; "all" for everything
+  let reading = false;
   function changed(ids) {
     if (part) {
-      if (ids === null || ids.includes(Number(part.dataset.incident))) patchIncident();
+      if (ids !== null && !ids.includes(Number(part.dataset.incident))) return;
+    } else if (!queue) {
       return;
     }
-    if (!queue) return;
-    const first = waiting === null;
     waiting = ids === null || waiting === "all" ? "all" : (waiting || []).concat(ids);
-    if (first) {
-      setTimeout(() => {
-        const now = waiting;
-        waiting = null;
-        patchQueue(now === "all" ? null : Array.from(new Set(now)));
-      }, 100);
+    if (!reading) {
+      reading = true;
+      setTimeout(read, 100);
     }
+  }
+
+  async function read() {
+    while (waiting !== null) {
+      const now = waiting;
+      waiting = null;
+      try {
+        await (part ? patchIncident() : patchQueue(now === "all" ? null : Array.from(new Set(now))));
+      } catch {
+        // Not reached or timed out: the next change, the stream's reconnect or the minute's
+        // re-read reads again.
+      }
+    }
+    reading = false;
   }
 
   document.querySelectorAll(".tabs a[data-tab]").forEach((tab) => {
@@ -178,7 +192,9 @@
     if (data.incidents) changed(data.incidents.map((i) => i.incident_id));
   };
   stream.addEventListener("resync", () => changed(null));
-  stream.onopen = () => { if (live) { live.classList.remove("down"); live.title = ""; } };
+  // Connected (again): what changed between the page's render (or the loss) and now was told
+  // to nobody listening here, so everything is read again.
+  stream.onopen = () => { if (live) { live.classList.remove("down"); live.title = ""; } changed(null); };
   stream.onerror = () => { if (live) { live.classList.add("down"); live.title = live.dataset.down; } };
   setInterval(() => changed(null), 60000); // ages move on even when nothing happens
 })();

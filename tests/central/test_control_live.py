@@ -1,6 +1,7 @@
 """The live side: a NOTIFY sent from another connection (as another instance's ingest does)
 reaches an open ``/api/stream`` over real HTTP; a slow subscriber is dropped, never blocking the
-others; the hub comes back after the database dropped its connection."""
+others; the hub comes back after the database dropped its connection; a page misses nothing that
+changed before its stream connected."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from playwright.async_api import Browser, Route, expect
 
 from central.notify import Change, Hub
-from tests.central.control_seed import City, city_app
+from tests.central.control_seed import PASSWORD, City, city_app
 from tests.support.services import free_port
 
 
@@ -129,6 +131,42 @@ async def test_the_stream_shows_a_district_limited_officer_only_their_district(
         await _notify(city.dsn, {"incidents": [city.offline]})
         body = await asyncio.wait_for(anext(lines), 5)
         assert [i["incident_id"] for i in body["incidents"]] == [city.offline]
+
+
+async def test_a_page_reads_again_once_its_stream_is_connected(
+    served: tuple[City, str], browser: Browser
+) -> None:
+    """A change between the page's render and its stream's connection (a busy box: the incident
+    closed while the page after the resolve loaded) was told to nobody listening there: the page
+    reads again once connected, not a minute later."""
+    city, url = served
+    page = await (await browser.new_context(locale="zh-CN")).new_page()
+    await page.goto(f"{url}/login")
+    await page.fill("input[name=name]", "wang")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("form.login button[type=submit]")
+    await page.wait_for_url(f"{url}/")
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        held.set()
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/api/stream", hold)
+    await page.goto(f"{url}/incidents/{city.emergency}")
+    state = page.locator("#live-head .state")
+    await expect(state).to_have_text("新事件")
+    await asyncio.wait_for(held.wait(), 10)
+    city.rows(
+        "UPDATE incidents SET state = 'acknowledged', acknowledged_by = 'zhou',"
+        " acknowledged_at = now() WHERE incident_id = %s RETURNING 1",
+        city.emergency,
+    )
+    await _notify(city.dsn, {"incidents": [city.emergency]})  # the stream not connected yet
+    release.set()
+    await expect(state).to_have_text("已接警")
+    await page.context.close()
 
 
 async def test_an_officer_step_reaches_the_stream(served: tuple[City, str]) -> None:
