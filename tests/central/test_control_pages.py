@@ -53,6 +53,9 @@ async def test_the_queue_in_two_tabs_with_words_not_codes(city: City) -> None:
         assert "维护事项" in page
         assert "已关闭" in page  # the valve, in words
         assert "valve-closed" in page  # and colour
+        for row in re.findall(r'<tr class="incident.*?</tr>', page, re.S):  # right after "what"
+            cells = re.findall(r'<td data-label="([^"]*)"', row)
+            assert cells[:3] == ["级别", "内容", "阀门"], cells
         assert "新事件" in page
         assert "燃气泄漏" in page  # leak types by their SMS titles
         for code in ("leak_high", "unack_active", "duty_officer"):
