@@ -71,6 +71,34 @@ def tree_cpu_s(pid: int) -> tuple[float, float]:
     return cpu.get(pid, 0) / tick, sum(cpu.get(m, 0) for m in family - {pid}) / tick
 
 
+def run_queue(pid: int) -> tuple[float, int]:
+    """(seconds spent runnable but waiting for a core, times put on a core) of all a process's
+    threads, from ``/proc/PID/task/*/schedstat``; (0, 0) once it is gone."""
+    waited, runs = 0, 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                _, delay, count = (task / "schedstat").read_text().split()
+                waited, runs = waited + int(delay), runs + int(count)
+    return waited / 1e9, runs
+
+
+class WaitMeter:
+    """Run-queue wait per time on a core of some processes from now on, in ms: how long each
+    wake-up of the broker or the interlock waited for a core while others used both."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.began = {name: run_queue(pid) for name, pid in pids.items()}
+
+    def per_run_ms(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            (waited, runs), (before_s, before_runs) = run_queue(pid), self.began[name]
+            out[name] = 1000 * (waited - before_s) / max(runs - before_runs, 1)
+        return out
+
+
 async def stop_process(proc: asyncio.subprocess.Process | None, within_s: float) -> None:
     """SIGTERM (a clean stop), then SIGKILL if it is not gone within ``within_s``."""
     if proc is None or proc.returncode is not None:

@@ -13,6 +13,7 @@ clock. Everything speaks the public contracts only. Timing goals live here, neve
 ``write_artifacts`` plots the latency distributions (``system.png``, matplotlib), keeps
 the raw samples (``system-samples.json``) next to the table's JSON, and prints and writes the
 side-by-side table of gasgate and the peer (``system-vs-node-red.md``).
+``GASGATE_BENCH_SYSTEM=versus`` runs that comparison alone (a couple of minutes).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 
 from bench.peer import node_red
-from bench.sut import Counted, CpuMeter, stop_process
+from bench.sut import Counted, CpuMeter, WaitMeter, stop_process
 from firmware_bridge import ksp
 from gateway.app import GatewaySettings
 from gateway.contract import report_topic
-from gateway.interlock.process import TABLE_FILE
+from gateway.interlock.process import LOCK_FILE, TABLE_FILE
 from gateway.interlock.table import Entry, dumps
 from gateway.mqtturl import parse_mqtt_url
 from tests.support.escalation_kit import eventually, settings_for
@@ -100,6 +101,12 @@ SIDE: dict[str, dict[int, tuple[list[float | None], tuple[float, float]]]] = {}
 NO_FIGURES: tuple[list[float | None], tuple[float, float]] = ([], (0.0, 0.0))
 #: Issue 16: P1 throughput by system, reports/s, or why it was not measured.
 SIDE_RATE: dict[str, float | str] = {}
+#: Issue 16, by system and step: run-queue wait per time on a core (ms) of the processes on the
+#: MQTT path (the broker, the interlock or the peer, the gateway) over that step's probes.
+WAITS: dict[str, dict[int, dict[str, float]]] = {}
+#: ``GASGATE_BENCH_SYSTEM=versus``: issue 16's comparison alone (the MQTT path probes of gasgate
+#: and of the peer at every step, P3 with them; no serial probes, P1, P4-P6); unset: everything.
+MODE_ENV: Final = "GASGATE_BENCH_SYSTEM"
 
 
 def _row(measure: str, case: str, **cells: Any) -> dict[str, object]:
@@ -619,8 +626,10 @@ class LatencyWorld:
 
 
 async def p2_p3_latency(
-    broker: Mosquitto, gasco: Mosquitto, work: Path, quick: bool
+    broker: Mosquitto, gasco: Mosquitto, work: Path, quick: bool, serial: bool = True
 ) -> list[dict[str, object]]:
+    """P2 (serial path if ``serial``, MQTT path) and P3 at every step of ``LATENCY_STEPS``; the
+    bridge runs either way, so the MQTT path's figures come from the same system."""
     samples, sites = _latency_sizes(quick)
     probe_sites = len(LATENCY_STEPS) * samples + 10
     registry = write_registry(
@@ -651,13 +660,20 @@ async def p2_p3_latency(
             try:
                 await asyncio.sleep(2.0)  # the bridge opened the pty and connected
                 await warm_up(sut, broker.url, sites)
-                await world.serial(3)  # warm-up: first imports, first connections
+                if serial:
+                    await world.serial(3)  # warm-up: first imports, first connections
                 await world.mqtt(3)
                 assert sut.proc is not None
+                assert broker.proc is not None
                 interlock = sut.ready.get("interlock", "absent")
                 rows.append(_row("P2 MQTT", "interlock", note=f"gateway interlock: {interlock}"))
+                # the interlock the gateway spawned (if it did) wrote its pid into the lock file
+                lock = work / "p2-data" / LOCK_FILE
+                pid = lock.read_text().split() if lock.exists() else []
+                pids = {"interlock": int(pid[0])} if pid else {}
+                pids |= {"gateway": sut.proc.pid, "broker": broker.proc.pid}
                 for rate in LATENCY_STEPS:
-                    rows += await _latency_step(world, sut.proc.pid, rate, sites, samples)
+                    rows += await _latency_step(world, pids, rate, (sites, samples), serial)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -674,17 +690,25 @@ def _latency_sizes(quick: bool) -> tuple[int, int]:
 
 
 async def _latency_step(
-    world: LatencyWorld, pid: int, rate: int, sites: int, samples: int
+    world: LatencyWorld, pids: dict[str, int], rate: int, sizes: tuple[int, int], serial: bool
 ) -> list[dict[str, object]]:
-    """One step of background load (0: idle): the serial path, then the MQTT path, its CPU."""
+    """One step of background load (0: idle): the serial path (if ``serial``), then the MQTT
+    path, its CPU and its processes' run-queue waits. ``pids``: the interlock's, the gateway's,
+    the broker's."""
+    sites, samples = sizes
+    rows = []
+    label = _step_label(rate)
     async with background(world.url, rate, sites, limit_s=60 + samples * 0.5):
-        serial = await world.serial(samples)
-        cpu = CpuMeter(pid)
+        if serial:
+            probes = await world.serial(samples)
+            rows.append(_latency_row("P2 serial", label, probes, GOALS_SERIAL.get(rate)))
+        cpu = CpuMeter(pids["gateway"])
+        waits = WaitMeter(pids)
         cmd, event, sms = await world.mqtt(samples)
         SIDE.setdefault("gasgate", {})[rate] = (cmd, cpu.pct())
-    label = _step_label(rate)
+        WAITS.setdefault("gasgate", {})[rate] = waits.per_run_ms()
     return [
-        _latency_row("P2 serial", label, serial, GOALS_SERIAL.get(rate)),
+        *rows,
         _latency_row("P2 MQTT", label, cmd, GOALS_MQTT.get(rate)),
         _latency_row("P3 gas company", label, event, GOAL_NOTIFY),
         _latency_row("P3 SMS webhook", label, sms, GOAL_NOTIFY),
@@ -724,10 +748,11 @@ async def interlock_alone(work: Path, quick: bool) -> list[dict[str, object]]:
 
 
 async def node_red_peer(
-    victoria: VictoriaMetrics, work: Path, quick: bool
+    victoria: VictoriaMetrics, work: Path, quick: bool, throughput: bool = True
 ) -> list[dict[str, object]]:
     """The peer flow (:mod:`bench.peer.node_red`) through its own Mosquitto, configured as the
-    gateway's: the same warm-up, latency steps and probes as gasgate's MQTT path, then P1."""
+    gateway's: the same warm-up, latency steps and probes as gasgate's MQTT path, then P1 (if
+    ``throughput``)."""
     why = node_red.missing()
     if why:
         SIDE_RATE["node-red"] = why
@@ -737,15 +762,16 @@ async def node_red_peer(
     pairs = ((detector, valve) for _, detector, valve in site_devices(groups))
     links = node_red.write_links(work / "node-red-links.json", pairs)
     try:
-        return await _node_red_run(victoria, work, quick, links)
+        return await _node_red_run(victoria, work, (quick, throughput), links)
     except (RuntimeError, OSError) as exc:  # the peer's failure is reported, gasgate's rows kept
         SIDE_RATE["node-red"] = f"node-red failed: {exc}"[:300]
         return [_row("node-red", "peer failed", note=SIDE_RATE["node-red"])]
 
 
 async def _node_red_run(
-    victoria: VictoriaMetrics, work: Path, quick: bool, links: Path
+    victoria: VictoriaMetrics, work: Path, sizes: tuple[bool, bool], links: Path
 ) -> list[dict[str, object]]:
+    quick, throughput = sizes
     samples, sites = _latency_sizes(quick)
     rows: list[dict[str, object]] = []
     watch = Watch()
@@ -758,10 +784,14 @@ async def _node_red_run(
             commands = asyncio.create_task(watch.commands_from(site))
             try:
                 await warm_up(nr, broker.url, sites)
+                assert broker.proc is not None
                 probes = _PeerProbes(site, watch, broker.url, nr.pid, sites, samples)
+                probes.broker_pid = broker.proc.pid
                 await probes.run(3)  # warm-up: first connections, as for gasgate
                 for rate in LATENCY_STEPS:
                     rows.append(await probes.step(rate))
+                if not throughput:
+                    return rows
                 best, steps = await _max_rate(nr, broker.url, quick, sites)
             finally:
                 commands.cancel()
@@ -785,6 +815,7 @@ class _PeerProbes:
     samples: int
     next_mqtt: int = 0
     pause_s: float = 0.05
+    broker_pid: int = 0  # its run-queue wait is measured beside the peer's
 
     async def run(self, count: int) -> list[float | None]:
         async def probe() -> float | None:
@@ -796,8 +827,10 @@ class _PeerProbes:
     async def step(self, rate: int) -> dict[str, object]:
         async with background(self.url, rate, self.sites, limit_s=60 + self.samples * 0.5):
             cpu = CpuMeter(self.pid)
+            waits = WaitMeter({"node-red": self.pid, "broker": self.broker_pid})
             cmd = await self.run(self.samples)
             SIDE.setdefault("node-red", {})[rate] = (cmd, cpu.pct())
+            WAITS.setdefault("node-red", {})[rate] = waits.per_run_ms()
         return _latency_row("P2 MQTT node-red", _step_label(rate), cmd, None)
 
 
@@ -827,10 +860,16 @@ def versus_rows() -> list[dict[str, object]]:
             cells["ok"] = bool(mine) and mine[0] < peer[0] and mine[1] < peer[1]
             cells["note"] = (
                 f"node-red p50 {peer[0]:g} / p99 {peer[1]:g} ms; CPU gasgate {ours_cpu:.0f} % "
-                f"(interlock {interlock_cpu:.0f} %), node-red {theirs_cpu:.0f} % of a core"
+                f"(interlock {interlock_cpu:.0f} %), node-red {theirs_cpu:.0f} % of a core; "
+                f"run-queue wait per run, ms: {_waits('gasgate', rate)}; {_waits('node-red', rate)}"
             )
         rows.append(_row("P2 MQTT vs node-red", _step_label(rate), **cells))
     return rows
+
+
+def _waits(system: str, rate: int) -> str:
+    waits = WAITS.get(system, {}).get(rate, {})
+    return f"{system} " + ", ".join(f"{name} {ms:.3f}" for name, ms in waits.items())
 
 
 def side_by_side() -> list[str]:
@@ -1021,7 +1060,7 @@ def _load_note() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpu(s)"
 
 
-async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
+async def _all(work: Path, quick: bool, versus: bool) -> list[dict[str, object]]:
     rows = [_row("machine", "at start", note=_load_note())]
     with (
         Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker,
@@ -1029,6 +1068,10 @@ async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
         VictoriaMetrics(work).running() as victoria,
     ):
         TELEMETRY_URL[:] = [victoria.url]
+        if versus:
+            rows += await p2_p3_latency(broker, gasco, work, quick, serial=False)
+            rows += await node_red_peer(victoria, work, quick, throughput=False)
+            return [*rows, *versus_rows(), _row("machine", "at end", note=_load_note())]
         rows += await p1_throughput(broker, work, quick)
         rows += await p2_p3_latency(broker, gasco, work, quick)
         rows += await interlock_alone(work, quick)
@@ -1042,11 +1085,13 @@ async def _all(work: Path, quick: bool) -> list[dict[str, object]]:
 
 
 def run(quick: bool) -> list[dict[str, object]]:
-    SAMPLES.clear()
-    SIDE.clear()
-    SIDE_RATE.clear()
+    mode = os.environ.get(MODE_ENV, "")
+    if mode not in ("", "versus"):
+        raise SystemExit(f"{MODE_ENV}={mode}: versus or unset (everything)")
+    for figures in (SAMPLES, SIDE, SIDE_RATE, WAITS):
+        figures.clear()
     with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_all(Path(tmp), quick))
+        return asyncio.run(_all(Path(tmp), quick, mode == "versus"))
 
 
 def write_artifacts(out_dir: Path) -> Iterator[Path]:

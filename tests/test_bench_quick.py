@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,16 +30,21 @@ MEASURES = {"P1 throughput", "P2 serial", "P2 MQTT", "P3 gas company", "P3 SMS w
 MEASURES |= {"P4 outage", "P5 scale", "P6 restart", "P2 MQTT vs node-red"}
 
 
-@pytest.mark.slow
-def test_quick_system_bench_leaves_table_json_samples_and_plot(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "system", "--quick", "--out", str(tmp_path)],
+def quick_system(out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "system", "--quick", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=240,  # it takes about a minute; below pytest's 300 s, so a hang fails here
         check=False,
+        env=os.environ | env,
     )
+
+
+@pytest.mark.slow
+def test_quick_system_bench_leaves_table_json_samples_and_plot(tmp_path: Path) -> None:
+    done = quick_system(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "system (quick)" in done.stdout
     header = next(line for line in done.stdout.splitlines() if "measure" in line)
@@ -72,6 +78,29 @@ def test_quick_system_bench_leaves_table_json_samples_and_plot(tmp_path: Path) -
         assert "no PNG: matplotlib is not installed" in done.stdout
     else:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_comparison_alone_measures_only_the_mqtt_path_of_both(tmp_path: Path) -> None:
+    """``GASGATE_BENCH_SYSTEM=versus``: gasgate's MQTT path with its P3 rows and the peer's, at
+    every step, and the side-by-side table with each path's run-queue waits; nothing else."""
+    done = quick_system(tmp_path, **{system.MODE_ENV: "versus", "GASGATE_INTERLOCK": "spawn"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "system.json").read_text())["rows"]
+    measured = {row["measure"] for row in rows} - {"machine", "node-red"}
+    expected = {"P2 MQTT", "P3 gas company", "P3 SMS webhook", "P2 MQTT vs node-red"}
+    assert measured == expected | (set() if node_red.missing() else {"P2 MQTT node-red"})
+    steps = {"idle", "1,000 reports/s", "2,000 reports/s"}
+    assert {row["case"] for row in rows if row["measure"] == "P3 SMS webhook"} == steps
+    versus = (tmp_path / "system-vs-node-red.md").read_text()
+    assert versus in done.stdout.replace("\r", "") + "\n"
+    if not node_red.missing():
+        notes = [row["note"] for row in rows if row["measure"] == "P2 MQTT vs node-red"]
+        waits = "run-queue wait per run, ms: gasgate interlock"
+        assert all(f"{waits} " in n and "; node-red node-red " in n for n in notes), notes
+    wrong = quick_system(tmp_path, **{system.MODE_ENV: "serial"})
+    assert wrong.returncode != 0
+    assert f"{system.MODE_ENV}=serial: versus or unset" in wrong.stderr
 
 
 async def test_without_its_packages_the_peer_is_skipped_with_a_row_that_says_how_to_install(
