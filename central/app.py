@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import time
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -35,6 +34,7 @@ from central.notify import Hub
 from central.settings import CentralSettings
 from central.state_process import StateProcess
 from gateway.errors import GasgateError
+from gateway.listen import tcp_listener
 
 __all__ = ["Central", "run_central"]
 
@@ -109,13 +109,9 @@ class _Http:
 
     async def start(self) -> None:
         try:
-            listener = socket.create_server((self._host, self._port))
+            sock = tcp_listener(self._host, self._port)
         except OSError as exc:
             raise GasgateError(f"cannot listen on {self._host}:{self._port}: {exc}") from None
-        # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
-        # create_server's (and so every accepted one's) is 0: each answer's body then waited
-        # for the client's delayed ACK of its headers, 40 ms per request.
-        sock = socket.socket(listener.family, listener.type, socket.IPPROTO_TCP, listener.detach())
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off")
         server = self._server = _Quiet(config)

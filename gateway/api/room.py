@@ -23,6 +23,7 @@ from gateway.api.state import ApiContext
 from gateway.bus import Bus
 from gateway.clock import Clock
 from gateway.linkage import Linkage
+from gateway.listen import tcp_listener
 from gateway.metrics import GatewayMetrics
 from gateway.registry import Registry
 from gateway.store import Store
@@ -87,8 +88,7 @@ class ApiRoom:
         await self.devices.start()
         try:
             # Bound here, not by uvicorn: its bind failure would exit the whole process.
-            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-            sock = socket.create_server((self._host, self._port), family=family)
+            sock = tcp_listener(self._host, self._port)
         except OSError as exc:
             # The safety path does not depend on the console: run on, loudly, without it.
             log.error(
