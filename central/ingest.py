@@ -91,21 +91,11 @@ class Ingest:
         it did (the error propagates; the caller retries the batch)."""
         applied = Applied()
         if batch:
-            # The groups another instance is applying wait for a transaction of their own after
-            # this one: instances given events of one site at once do not take turns over their
-            # whole batches. A retry re-applies what committed first; every message is idempotent.
-            later = await self._transaction(batch, applied, wait=False)
-            if later:
-                await self._transaction(later, applied, wait=True)
+            # Pipelined: a statement whose result is not read goes out without waiting for the
+            # one before (an alarm's batch took ~15 round trips, ~25 ms each on a busy box).
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+                await _Batch(conn, self._clock(), self._instance, applied).run(batch)
         return applied
-
-    async def _transaction(
-        self, batch: Sequence[Inbound], applied: Applied, *, wait: bool
-    ) -> list[Inbound]:
-        # Pipelined: a statement whose result is not read goes out without waiting for the
-        # one before (an alarm's batch took ~15 round trips, ~25 ms each on a busy box).
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            return await _Batch(conn, self._clock(), self._instance, applied).run(batch, wait=wait)
 
 
 async def settle(conn: AsyncConnection, incident_id: int, now: datetime) -> bool:
@@ -226,33 +216,21 @@ class _Batch:
         self.incidents: set[int] = set()  # touched: NOTIFY
         self.commands: list[str] = []
 
-    async def run(self, batch: Sequence[Inbound], *, wait: bool) -> list[Inbound]:
-        """Applies the batch; returns, unapplied, the messages whose group another transaction
-        holds (none when ``wait``: then this one waits for each group's lock)."""
+    async def run(self, batch: Sequence[Inbound]) -> None:
+        events = _unique_events(batch, self.applied)
+        online: dict[str, bool] = {}  # the last word of each gateway in the batch
+        for m in batch:
+            if isinstance(m, Availability):
+                online[m.gateway_id] = m.online
+                self.applied.availability += 1
         gateways = sorted({m.gateway_id for m in batch})
         await self.conn.execute(
             "INSERT INTO gateways (gateway_id, last_seen, first_seen)"
             " SELECT g, %s, %s FROM unnest(%b::text[]) AS g ORDER BY g ON CONFLICT DO NOTHING",
             (self.now, self.now, gateways),
         )
-        grouped = [(m, *_group(m)) for m in batch]
-        keys = [k for _, k, _ in grouped if k is not None]
-        busy: set[str] = set()
-        if wait:
-            await watch.lock_keys(self.conn, keys)
-        else:
-            busy = await watch.try_lock_keys(self.conn, keys)
-        now = [(m, e) for m, k, e in grouped if k not in busy]
-        await self._apply([m for m, _ in now], [e for _, e in now if e is not None])
-        return [m for m, k, _ in grouped if k in busy]
-
-    async def _apply(self, batch: Sequence[Inbound], parsed: list[_Event]) -> None:
-        events = _unique_events(parsed, self.applied)
-        online: dict[str, bool] = {}  # the last word of each gateway in the batch
-        for m in batch:
-            if isinstance(m, Availability):
-                online[m.gateway_id] = m.online
-                self.applied.availability += 1
+        keys = [e.key for e in events] + [grouping.offline_key(g) for g in online]
+        await watch.lock_keys(self.conn, keys)
         # A retained summary read again at an instance's start is no sign of life; anything
         # else is (events and replies are never retained; availability is the broker's word).
         heard = await self._summaries([m for m in batch if isinstance(m, SiteSummary)])
@@ -646,25 +624,16 @@ class _Batch:
         )
 
 
-def _group(message: Inbound) -> tuple[str | None, _Event | None]:
-    """The group key whose lock applying the message takes (its incident's, or its gateway's
-    offline incident's; None: it opens no incident), and the message read as an alarm event."""
-    if isinstance(message, AlarmEvent):
-        event = _Event.of(message)
-        return event.key, event
-    if isinstance(message, Availability):
-        return grouping.offline_key(message.gateway_id), None
-    return None, None
-
-
-def _unique_events(parsed: list[_Event], applied: Applied) -> list[_Event]:
+def _unique_events(batch: Sequence[Inbound], applied: Applied) -> list[_Event]:
     """The batch's alarm events, each (alarm_id, revision) once."""
     seen: dict[tuple[str, int], _Event] = {}
-    for e in parsed:
-        if (e.alarm_id, e.revision) in seen:
-            applied.events_duplicate += 1
-        else:
-            seen[(e.alarm_id, e.revision)] = e
+    for m in batch:
+        if isinstance(m, AlarmEvent):
+            e = _Event.of(m)
+            if (e.alarm_id, e.revision) in seen:
+                applied.events_duplicate += 1
+            else:
+                seen[(e.alarm_id, e.revision)] = e
     return list(seen.values())
 
 

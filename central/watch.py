@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from central import grouping
 from central.db import notify
 
-__all__ = ["close_offline", "lock_keys", "open_offline", "sweep", "try_lock_keys"]
+__all__ = ["close_offline", "lock_keys", "open_offline", "sweep"]
 
 _BACK: Final = {"zh": "网关恢复在线", "en": "gateway back online"}
 _STATE: Final = """
@@ -41,19 +41,6 @@ async def lock_keys(conn: AsyncConnection, keys: Sequence[str]) -> None:
             " (SELECT DISTINCT hashtext(t) AS k FROM unnest(%b::text[]) AS t) AS q ORDER BY k",
             (list(keys),),
         )
-
-
-async def try_lock_keys(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
-    """Take, without waiting, the transaction advisory locks of those group keys that are free;
-    returns the keys another transaction holds (a try never waits, so it needs no order)."""
-    if not keys:
-        return set()
-    cursor = await conn.execute(
-        "SELECT t FROM (SELECT DISTINCT t FROM unnest(%b::text[]) AS t) AS q"
-        " WHERE NOT pg_try_advisory_xact_lock(hashtext(t))",
-        (list(keys),),
-    )
-    return {str(row[0]) for row in await cursor.fetchall()}
 
 
 async def open_offline(

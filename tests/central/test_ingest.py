@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
-from central import db, grouping
+from central import db
 from central.inbound import Inbound
 from central.ingest import Ingest, settle
 from tests.central.ingest_messages import add_command, availability, event, reply, rows, summary
@@ -352,31 +352,6 @@ async def test_two_instances_with_overlapping_batches_make_one_incident_per_epis
         ("gw2",)
     ]
     assert await rows(pool, "SELECT count(*) FROM sites") == [(20,)]
-
-
-async def test_a_site_another_instance_holds_waits_alone_and_the_batch_returns_after_both(
-    pool: AsyncConnectionPool, pg_dsn: str
-) -> None:
-    held = grouping.group_key("gw1", "r1", "emergency")
-    async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
-        # The other instance's transaction, in the middle of applying site r1.
-        await other.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (held,))
-        batch = [event("gw1", "a-r1", 1, site="r1"), event("gw1", "a-r2", 1, site="r2")]
-        applying = asyncio.create_task(ingest(pool).apply(batch))
-
-        async def committed() -> list[tuple[object, ...]]:
-            return await rows(pool, "SELECT alarm_id FROM alarm_events ORDER BY alarm_id")
-
-        for _ in range(100):  # r2 commits on its own while r1 waits (bounded: 10 s)
-            if await committed() == [("a-r2",)]:
-                break
-            await asyncio.sleep(0.1)
-        assert await committed() == [("a-r2",)]
-        assert not applying.done()  # acknowledged only once all of it has committed
-        await other.rollback()
-    applied = await asyncio.wait_for(applying, 10)
-    assert applied.events_new == 2
-    assert await committed() == [("a-r1",), ("a-r2",)]
 
 
 @st.composite
