@@ -50,7 +50,9 @@ async def test_broker_restart_during_a_leak_closes_the_valves_and_keeps_one_alar
             40,
         )
         await asyncio.sleep(1.0)  # reports after the restart reach the open alarm
-        await gateway.bus.join()
+        # Bounded: a lane that never drains is a stalled gateway, to be named, not waited out
+        # (one CI run hung here for 300 s; its cause is not found yet).
+        await asyncio.wait_for(gateway.bus.join(), 30)
 
         db = gateway.store.db
         leaks = db.execute(
