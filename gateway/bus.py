@@ -23,9 +23,17 @@ it, or of an older one, is left. The site MQTT link acknowledges a report to the
 only after what the report caused (a leak's alarm, committed to disk) is done, so a ``kill -9``
 in between leaves the report at the broker, which sends it again.
 
-A failing handler is logged and counted; it never stops the lane or the other handlers.
+A failing handler is logged and counted; it never stops the lane or the other handlers: an
+exception of any kind from a plain handler (a ``CancelledError`` it let out of a future's
+``result()`` too) counts as its failure, not the lane's. Only ``KeyboardInterrupt`` and
+``SystemExit`` pass, and they end the process.
+
 Handlers should not wait on the network: a room that must (publish with QoS 1, write to
 InfluxDB) hands the work to its own task or queue, so one slow sink cannot hold back a leak.
+An async handler is bounded all the same: one that has not finished after
+``handler_timeout_s`` is cancelled, logged with its lane's key and counted
+(``handler_timeout.<name>``), and the lane goes on; so does it when the handler's awaitable is
+cancelled by someone else. :meth:`Bus.lanes` says what each busy lane waits for.
 """
 
 from __future__ import annotations
@@ -38,11 +46,15 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Final, Protocol, TypeVar
 
-__all__ = ["BURST", "Bus", "Event", "Handler"]
+__all__ = ["BURST", "HANDLER_TIMEOUT_S", "Bus", "Event", "Handler"]
 
 log = logging.getLogger(__name__)
 
 BURST: Final = 64  # lanes per dispatch callback (~6 ms of handlers), then I/O gets its turn
+# An async handler still running after this holds its key's lane (a detector's next reports, a
+# second leak): it is cancelled and the lane goes on.
+HANDLER_TIMEOUT_S: Final = 5.0
+_FATAL: Final = (KeyboardInterrupt, SystemExit)  # the only exceptions a handler may pass on
 
 
 class Event(Protocol):
@@ -60,7 +72,8 @@ _CAUSE: ContextVar[int | None] = ContextVar("gasgate_bus_cause", default=None)
 
 
 class Bus:
-    def __init__(self) -> None:
+    def __init__(self, *, handler_timeout_s: float = HANDLER_TIMEOUT_S) -> None:
+        self.handler_timeout_s = handler_timeout_s
         self._handlers: defaultdict[type[Any], list[tuple[str, Handler[Any]]]] = defaultdict(list)
         self._lanes: dict[str, deque[tuple[Event, int]]] = {}  # (event, its epoch)
         self._ready: deque[str] = deque()  # keys of lanes waiting for the dispatch callback
@@ -69,6 +82,7 @@ class Bus:
         self._in_urgent = False  # an urgent lane's handlers are running
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._awaiting: dict[str, tuple[str, float]] = {}  # lane in a task: (handler, since)
         self._idle = asyncio.Event()
         self._idle.set()
         self._epoch = 0  # the epoch of events published from outside any handler
@@ -135,7 +149,9 @@ class Bus:
             self._waiters.popleft()
             try:
                 callback()
-            except Exception:  # logged with its traceback and counted
+            except _FATAL:
+                raise
+            except BaseException:  # logged with its traceback and counted
                 self.counts["waiter_error"] += 1
                 log.exception("bus: a when_done callback failed")
 
@@ -149,12 +165,29 @@ class Bus:
         while self._lanes:
             await self._idle.wait()
 
+    def lanes(self) -> dict[str, str]:
+        """Every busy lane's key and what it waits for: the dispatch callback, an async
+        handler (named, with how long), or nothing at all (stuck: a bug in this module)."""
+        now = asyncio.get_running_loop().time()
+        ready = set(self._ready)
+        busy: dict[str, str] = {}
+        for key, lane in self._lanes.items():
+            awaiting = self._awaiting.get(key)
+            if key in ready:
+                what = "waiting for dispatch"
+            elif awaiting is not None:
+                what = f"in async handler {awaiting[0]} for {now - awaiting[1]:.1f} s"
+            else:  # (or being handled right now, if asked from one of its own handlers)
+                what = "STUCK: neither waiting for dispatch nor in an async handler"
+            busy[key] = f"{len(lane)} event(s), {what}"
+        return busy
+
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Let queued events finish (bounded), then cancel what is left."""
         try:
             await asyncio.wait_for(self.join(), timeout_s)
         except TimeoutError:
-            log.error("bus stopped with %d event(s) unhandled", self.backlog)
+            log.error("bus stopped with %d event(s) unhandled: %s", self.backlog, self.lanes())
             self._ready.clear()
             self._urgent.clear()
             self._urgent_waiting = 0
@@ -162,6 +195,7 @@ class Bus:
                 task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
             self._lanes.clear()
+            self._awaiting.clear()
             self._unhandled.clear()  # their callbacks never run: nothing is acknowledged
             self._waiters.clear()
             self._idle.set()
@@ -201,8 +235,9 @@ class Bus:
                 for index, (label, handler) in enumerate(self._handlers.get(type(event), ())):
                     result = self._call(label, handler, event)
                     if result is not None:  # an async handler: the lane goes on in a task
+                        self._awaiting[key] = (label, asyncio.get_running_loop().time())
                         task = asyncio.get_running_loop().create_task(
-                            self._drain(key, result, label, index + 1)
+                            self._drain(key, lane, result, label, index + 1)
                         )  # the task copies the context: the cause with it
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
@@ -211,10 +246,12 @@ class Bus:
                 _CAUSE.reset(cause)
             lane.popleft()
             self._handled(epoch)
-        self._lane_done(key)
+        self._lane_done(key, lane)
 
-    def _lane_done(self, key: str) -> None:
-        self._lanes.pop(key, None)  # already gone if stop() gave up on it
+    def _lane_done(self, key: str, lane: deque[tuple[Event, int]]) -> None:
+        # Gone if stop() gave up on it; a new lane of the key since then is not this one's.
+        if self._lanes.get(key) is lane:
+            del self._lanes[key]
         if not self._lanes:
             self._idle.set()
 
@@ -222,7 +259,12 @@ class Bus:
         """Run one handler; its awaitable if it returned one (a failure is logged, counted)."""
         try:
             result = handler(event)
-        except Exception:  # noqa: BLE001 - logged with its traceback and counted in _failed
+        except _FATAL:
+            raise
+        except BaseException:  # noqa: BLE001 - logged with its traceback and counted in _failed
+            # Not only Exception: a plain handler cannot be cancelled (no await), so even a
+            # CancelledError is its own failure; let out, it stranded the lane (never
+            # dispatched again, its later events never handled, join() never returning).
             self._failed(label, event)
             return None
         return result if inspect.isawaitable(result) else None
@@ -231,32 +273,58 @@ class Bus:
         self.counts[f"handler_error.{label}"] += 1
         log.exception("handler %s failed on %s (key %s)", label, type(event).__name__, event.key)
 
-    async def _drain(self, key: str, pending: Awaitable[None], label: str, next_index: int) -> None:
+    async def _drain(
+        self,
+        key: str,
+        lane: deque[tuple[Event, int]],
+        pending: Awaitable[None],
+        label: str,
+        next_index: int,
+    ) -> None:
         """The rest of a lane after a handler returned ``pending``: one event at a time."""
-        lane = self._lanes[key]
         try:
             event, epoch = lane[0]
-            await self._settle(label, pending, event)
-            await self._handle_from(event, next_index)
+            await self._settle(key, label, pending, event)
+            await self._handle_from(key, event, next_index)
             lane.popleft()
             self._handled(epoch)
             while lane:
                 event, epoch = lane[0]
                 _CAUSE.set(epoch)  # this task's own context
-                await self._handle_from(event, 0)
+                await self._handle_from(key, event, 0)
                 lane.popleft()
                 self._handled(epoch)
         finally:
-            self._lane_done(key)
+            self._awaiting.pop(key, None)
+            self._lane_done(key, lane)
 
-    async def _handle_from(self, event: Event, start: int) -> None:
+    async def _handle_from(self, key: str, event: Event, start: int) -> None:
         for label, handler in self._handlers.get(type(event), [])[start:]:
             pending = self._call(label, handler, event)
             if pending is not None:
-                await self._settle(label, pending, event)
+                self._awaiting[key] = (label, asyncio.get_running_loop().time())
+                await self._settle(key, label, pending, event)
 
-    async def _settle(self, label: str, pending: Awaitable[None], event: Event) -> None:
+    async def _settle(self, key: str, label: str, pending: Awaitable[None], event: Event) -> None:
+        """Await an async handler, ``handler_timeout_s`` at most; only stop() cancels a lane."""
+        deadline = asyncio.timeout(self.handler_timeout_s)
         try:
-            await pending
-        except Exception:  # noqa: BLE001 - logged with its traceback and counted in _failed
+            async with deadline:
+                await pending
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # stop(): the lane is given up on as a whole
+            # The handler's own awaitable was cancelled (a future someone else cancelled): its
+            # failure. Let out, it ended the lane and its queued events were never handled.
             self._failed(label, event)
+        except Exception:  # noqa: BLE001 - logged with its traceback and counted in _failed
+            if not deadline.expired():
+                self._failed(label, event)
+                return
+            self.counts[f"handler_timeout.{label}"] += 1
+            log.error(
+                "bus lane %s: handler %s still busy with %s after %.1f s: cancelled, the lane "
+                "goes on",
+                key, label, type(event).__name__, self.handler_timeout_s,
+            )  # fmt: skip

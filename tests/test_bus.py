@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
+
+import pytest
 
 from gateway.bus import BURST, Bus
 from gateway.clock import ManualClock
@@ -112,6 +115,80 @@ async def test_an_urgent_event_and_what_it_starts_go_ahead_and_then_yield() -> N
     bus.publish(Ping("leak", 0), urgent=True)
     await bus.join()
     assert order == ["leak", "close", "sent"] + [f"periodic{n}" for n in range(10)]
+
+
+async def test_a_plain_handler_letting_out_a_cancelled_error_does_not_strand_its_lane() -> None:
+    """A CancelledError from a plain handler (a cancelled future's ``result()``) is its failure.
+    Let out of the dispatch, it left the lane neither waiting for dispatch nor in a task: the
+    key's later events were never handled, join() never returned, no report was acknowledged."""
+    bus = Bus()
+    got: list[int] = []
+    acked: list[str] = []
+
+    def cancelled(event: Ping) -> None:
+        if event.n == 1:
+            raise asyncio.CancelledError
+
+    bus.subscribe(Ping, cancelled, name="cancelled")
+    bus.subscribe(Ping, lambda e: got.append(e.n))
+    bus.publish(Ping("detector", 1))
+    bus.when_done(lambda: acked.append("report 1"))
+    await asyncio.sleep(0)  # the dispatch ran
+    bus.publish(Ping("detector", 2))  # the detector's next report
+    await asyncio.wait_for(bus.join(), 2)
+    assert got == [1, 2]
+    assert acked == ["report 1"]
+    assert bus.counts["handler_error.cancelled"] == 1
+
+
+async def test_an_async_handler_that_never_finishes_is_cancelled_named_and_its_lane_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = Bus(handler_timeout_s=0.2)
+    never = asyncio.Event()  # an acknowledgement that never comes
+    got: list[int] = []
+
+    async def hangs(event: Ping) -> None:
+        if event.n == 1:
+            await never.wait()
+
+    bus.subscribe(Ping, hangs, name="hangs")
+    bus.subscribe(Ping, lambda e: got.append(e.n))
+    bus.publish(Ping("detector", 1))
+    bus.publish(Ping("detector", 2))
+    bus.publish(Ping("other", 3))
+    await asyncio.sleep(0.05)
+    busy = bus.lanes()
+    assert list(busy) == ["detector"]
+    assert busy["detector"].startswith("2 event(s), in async handler hangs for 0.")
+    await asyncio.wait_for(bus.join(), 2)
+    assert got == [3, 1, 2]
+    assert bus.counts["handler_timeout.hangs"] == 1
+    assert "bus lane detector: handler hangs still busy with Ping after 0.2 s" in caplog.text
+
+
+async def test_an_async_handler_whose_future_is_cancelled_elsewhere_fails_alone() -> None:
+    """Its CancelledError once ended the lane's task: the rest of the lane was dropped unhandled
+    (join() returned all the same) and every later when_done waited forever."""
+    bus = Bus()
+    reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    got: list[int] = []
+    acked: list[str] = []
+
+    def waits(event: Ping) -> Awaitable[None] | None:
+        return reply if event.n == 1 else None
+
+    bus.subscribe(Ping, waits, name="waits")
+    bus.subscribe(Ping, lambda e: got.append(e.n))
+    bus.publish(Ping("detector", 1))
+    bus.publish(Ping("detector", 2))
+    bus.when_done(lambda: acked.append("reports 1 and 2"))
+    await asyncio.sleep(0)  # the dispatch ran: the lane waits for ``reply`` in its task
+    reply.cancel()  # as a client cancels what it still awaited when its link drops
+    await asyncio.wait_for(bus.join(), 2)
+    assert got == [1, 2]
+    assert acked == ["reports 1 and 2"]
+    assert bus.counts["handler_error.waits"] == 1
 
 
 def test_manual_clock_fires_timers_in_order_and_ignores_wall_jumps() -> None:
