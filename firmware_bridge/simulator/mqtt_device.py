@@ -30,12 +30,14 @@ from gateway.contract import (
 )
 from gateway.errors import RejectedInput
 from gateway.mqtturl import MqttUrl, parse_mqtt_url
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["MqttDevice", "MqttDeviceStats"]
 
 log = logging.getLogger(__name__)
 
 _OUTBOX_LIMIT = 1000  # reports a device buffers while its uplink is down; older ones are lost
+_RECANCEL_RUN_S = 3.0  # longer than _say_offline's bound
 
 
 @dataclass(slots=True)
@@ -89,9 +91,11 @@ class MqttDevice:
         self.model.disconnect(self._on_report)
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Asked again if a connect's or publish's acknowledgement swallowed the cancel;
+            # not before the ``offline`` publish (2 s at most) has had its time.
+            await cancel_and_wait([task], recancel_s=_RECANCEL_RUN_S)
+            if not task.cancelled():
+                task.result()  # a failure of its own, not the cancel: said as before
 
     def _on_report(self, device: SimDevice, event: ksp.Event) -> None:
         report = device.kit_report(event, self._seq, datetime.now(UTC))
@@ -136,9 +140,9 @@ class MqttDevice:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not cancel() and gather(): a publish whose PUBACK came with the cancel swallowed
+            # it, and the gather waited for good (the broker-restart test hung in Kit.stop()).
+            await cancel_and_wait(tasks)
         for task in done:
             task.result()  # re-raises the MqttError that ended the session
 
