@@ -40,10 +40,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
 import aiomqtt
-import gmqtt  # type: ignore[import-untyped]
-from gmqtt.mqtt.constants import MQTTCommands, MQTTv311  # type: ignore[import-untyped]
+from gmqtt.mqtt.constants import MQTTv311  # type: ignore[import-untyped]
 
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
+from gateway.stream_client import Settled, StreamClient, at_once
 
 __all__ = ["SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
 
@@ -53,57 +53,14 @@ SUBSCRIPTION: Final = "kit/v1/#"
 _BATCH: Final = 100  # publishes in flight at once; paho sends them in call order
 _BROKER_TIMEOUT_S: Final = 10.0  # a connect or an acknowledgement that takes longer failed
 _SUBACK_FAILURE: Final = 0x80
-_PUBACK_V311: Final = bytes((0x40, 0x02))  # PUBACK, remaining length 2: then the packet id
 
 
 OnMessage: TypeAlias = Callable[[str, bytes, bool], None]  # topic, payload, retained
-Settled: TypeAlias = Callable[[Callable[[], object]], None]  # run this once all is handled
 OnSent: TypeAlias = Callable[[], None] | None
-
-
-def _at_once(callback: Callable[[], object]) -> None:
-    callback()
 
 
 def gateway_availability_topic(gateway_id: str) -> str:
     return f"gasgate/v1/{gateway_id}/availability"
-
-
-class _StreamClient(gmqtt.Client):  # type: ignore[misc]
-    """gmqtt, with two changes for the report stream.
-
-    * No reconnects of its own: it calls ``reconnect`` when the link drops, and the session
-      loop of :class:`SiteMqtt` opens a fresh client instead (gmqtt's reconnect could stall
-      after a failed attempt while the broker was down, seen in the broker-restart test).
-    * The QoS 1 acknowledgements of one read leave in one write, once ``settled`` says that
-      what the read's messages caused is done: one ``send()`` a burst instead of one a message
-      (~9 % of the gateway's CPU), and never before a leak's alarm is committed. (gmqtt asks
-      for the ack before it hands the message over: the acks are taken at the end of the
-      read, by a callback scheduled with the first one.)
-    """
-
-    def __init__(self, client_id: str, settled: Settled, **options: Any) -> None:
-        super().__init__(client_id, **options)
-        self._acks: list[bytes] = []
-        self._settled = settled
-
-    async def reconnect(self, delay: bool = False) -> None:
-        """Nothing: the session loop reconnects."""
-
-    def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
-        if cmd != MQTTCommands.PUBACK or dup:
-            super()._send_command_with_mid(cmd, mid, dup, reason_code)
-            return
-        if not self._acks:
-            asyncio.get_running_loop().call_soon(self._read_done)
-        self._acks.append(_PUBACK_V311 + mid.to_bytes(2, "big"))
-
-    def _read_done(self) -> None:
-        """The read's messages were handed over: ack them once what they caused is done."""
-        acks, self._acks = b"".join(self._acks), []
-        connection = self._connection
-        # A link lost meanwhile: the broker sends the unacknowledged again on the next one.
-        self._settled(lambda: connection.send_package(acks))
 
 
 class _ReportStream:
@@ -129,7 +86,7 @@ class _ReportStream:
 
     async def run(self, url: MqttUrl) -> None:
         lost = asyncio.Event()
-        client = _StreamClient(self._client_id, self._settled, clean_session=False, logger=log)
+        client = StreamClient(self._client_id, self._settled, clean_session=False, logger=log)
         client.on_connect = self._connected
         client.on_subscribe = self._subscribed
         client.on_disconnect = lambda *_: lost.set()
@@ -178,7 +135,7 @@ class SiteMqtt:
         gateway_id: str,
         on_message: OnMessage,
         *,
-        settled: Settled = _at_once,
+        settled: Settled = at_once,
         keepalive_s: int = 30,
         backoff_max_s: float = 10.0,
     ) -> None:

@@ -40,6 +40,7 @@ from gateway.alarms import new_id
 from gateway.interlock.table import Entry, is_leak, loads
 from gateway.linkage import TRIES, command_message
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
+from gateway.stream_client import StreamClient, at_once
 
 __all__ = ["JOURNAL_FILE", "LOCK_FILE", "TABLE_FILE", "Interlock", "events_topic", "held_lock"]
 
@@ -135,7 +136,9 @@ class Interlock:
 
     async def _session(self) -> None:
         lost = asyncio.Event()
-        client = gmqtt.Client(f"gasgate-{self._gateway_id}-interlock", clean_session=False)
+        # Acks batched per read, after the read's close commands have left; no reconnects of
+        # gmqtt's own (this loop makes a fresh client).
+        client = StreamClient(f"gasgate-{self._gateway_id}-interlock", at_once, clean_session=False)
         client.on_message = self._message
         client.on_subscribe = lambda *_: self._count("subscribed")
         client.on_disconnect = lambda *_: lost.set()
