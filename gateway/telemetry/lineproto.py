@@ -80,19 +80,48 @@ def _escape_measurement(text: str) -> str:
 
 
 def _field_value(key: str, value: FieldValue) -> str:
-    # bool first: it is an int subclass, and InfluxDB types a field by its first write.
+    # The exact common types first (a report has a dozen fields), then their subclasses.
+    if type(value) is int:
+        return _int_value(key, value)
+    if type(value) is float:
+        return _float_value(key, value)
+    # bool before int: it is an int subclass, and InfluxDB types a field by its first write.
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise ValueError(f"field {key!r}: integer {value} does not fit in 64 bits")
-        return f"{value}i"
+        return _int_value(key, value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"field {key!r}: {value} is not a finite number")
-        return repr(value)
+        return _float_value(key, value)
     escaped = _clean(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+def _int_value(key: str, value: int) -> str:
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"field {key!r}: integer {value} does not fit in 64 bits")
+    return f"{value}i"
+
+
+def _float_value(key: str, value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"field {key!r}: {value} is not a finite number")
+    return repr(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _tags_text(tags: tuple[tuple[str, str], ...]) -> str:
+    """``,key=value`` for each tag with a value, sorted by key (a device's tags: one lookup)."""
+    if any(not k for k, _ in tags):
+        raise ValueError("tag and field keys must not be empty")
+    return "".join(f",{_escape_name(k)}={_escape_name(v)}" for k, v in sorted(tags) if v)
+
+
+@functools.lru_cache(maxsize=1_024)
+def _field_keys(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Each field key with its escaped ``key=``, sorted by key (a point's layout: one lookup)."""
+    if any(not k for k in keys):
+        raise ValueError("tag and field keys must not be empty")
+    return tuple((k, f"{_escape_name(k)}=") for k in sorted(keys))
 
 
 def encode(point: Point) -> str:
@@ -105,13 +134,11 @@ def encode(point: Point) -> str:
         raise ValueError("a point needs a measurement name")
     if not point.fields:
         raise ValueError(f"{point.measurement}: a point needs at least one field")
-    if any(not key for key in point.tags) or any(not key for key in point.fields):
-        raise ValueError(f"{point.measurement}: tag and field keys must not be empty")
-    head = _escape_measurement(point.measurement)
-    tags = "".join(
-        f",{_escape_name(k)}={_escape_name(v)}" for k, v in sorted(point.tags.items()) if v
-    )
-    fields = ",".join(
-        f"{_escape_name(k)}={_field_value(k, v)}" for k, v in sorted(point.fields.items())
-    )
-    return f"{head}{tags} {fields} {point.time_ns}"
+    fields = point.fields
+    try:
+        keys = _field_keys(tuple(fields))
+        head = _escape_measurement(point.measurement) + _tags_text(tuple(point.tags.items()))
+    except ValueError as exc:
+        raise ValueError(f"{point.measurement}: {exc}") from None
+    values = ",".join([key + _field_value(k, fields[k]) for k, key in keys])
+    return f"{head} {values} {point.time_ns}"

@@ -99,10 +99,22 @@ class AlarmTransitionPoint:
     transition: str = ""
 
 
+# Each kind's flags and their field names, made once: a report's flags are a dict copy and a
+# lookup per flag raised, not a dozen names formatted.
+_FLAG_FIELDS: Final = {
+    kind: dict.fromkeys((f"flag_{f}" for f in flags), 0) for kind, flags in _FLAGS.items()
+}
+_FLAG_KEY: Final = {kind: {f: f"flag_{f}" for f in flags} for kind, flags in _FLAGS.items()}
+
+
 def _flag_fields(kind: str, flags: tuple[str, ...]) -> dict[str, FieldValue]:
     """Every flag of the kind as a 0/1 field, so a cleared flag is a 0, not a gap."""
-    present = set(flags)
-    fields: dict[str, FieldValue] = {f"flag_{f}": int(f in present) for f in _FLAGS[kind]}
+    fields: dict[str, FieldValue] = dict(_FLAG_FIELDS[kind])
+    keys = _FLAG_KEY[kind]
+    for flag in flags:
+        key = keys.get(flag)
+        if key is not None:
+            fields[key] = 1
     fields["flags"] = ",".join(flags)
     return fields
 
