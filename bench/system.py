@@ -13,7 +13,7 @@ clock. Everything speaks the public contracts only. Timing goals live here, neve
 ``write_artifacts`` plots the latency distributions (``system.png``, matplotlib), keeps
 the raw samples (``system-samples.json``) next to the table's JSON, and prints and writes the
 side-by-side table of gasgate and the peer (``system-vs-node-red.md``).
-``GASGATE_BENCH_SYSTEM=versus`` runs that comparison alone (a couple of minutes).
+``GASGATE_BENCH_SYSTEM=versus`` runs that comparison alone (a couple of minutes), ``=p1`` P1 alone.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ SIDE_RATE: dict[str, float | str] = {}
 #: MQTT path (the broker, the interlock or the peer, the gateway) over that step's probes.
 WAITS: dict[str, dict[int, dict[str, float]]] = {}
 #: ``GASGATE_BENCH_SYSTEM=versus``: issue 16's comparison alone (the MQTT path probes of gasgate
-#: and of the peer at every step, P3 with them; no serial probes, P1, P4-P6); unset: everything.
+#: and of the peer at every step, P3 with them; no serial probes, P1, P4-P6); ``=p1``: P1 alone
+#: (gasgate and the bare client); unset: everything.
 MODE_ENV: Final = "GASGATE_BENCH_SYSTEM"
 
 
@@ -1060,7 +1061,7 @@ def _load_note() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpu(s)"
 
 
-async def _all(work: Path, quick: bool, versus: bool) -> list[dict[str, object]]:
+async def _all(work: Path, quick: bool, mode: str) -> list[dict[str, object]]:
     rows = [_row("machine", "at start", note=_load_note())]
     with (
         Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker,
@@ -1068,7 +1069,10 @@ async def _all(work: Path, quick: bool, versus: bool) -> list[dict[str, object]]
         VictoriaMetrics(work).running() as victoria,
     ):
         TELEMETRY_URL[:] = [victoria.url]
-        if versus:
+        if mode == "p1":
+            rows += await p1_throughput(broker, work, quick)
+            return [*rows, _row("machine", "at end", note=_load_note())]
+        if mode == "versus":
             rows += await p2_p3_latency(broker, gasco, work, quick, serial=False)
             rows += await node_red_peer(victoria, work, quick, throughput=False)
             return [*rows, *versus_rows(), _row("machine", "at end", note=_load_note())]
@@ -1086,12 +1090,12 @@ async def _all(work: Path, quick: bool, versus: bool) -> list[dict[str, object]]
 
 def run(quick: bool) -> list[dict[str, object]]:
     mode = os.environ.get(MODE_ENV, "")
-    if mode not in ("", "versus"):
-        raise SystemExit(f"{MODE_ENV}={mode}: versus or unset (everything)")
+    if mode not in ("", "versus", "p1"):
+        raise SystemExit(f"{MODE_ENV}={mode}: versus, p1 or unset (everything)")
     for figures in (SAMPLES, SIDE, SIDE_RATE, WAITS):
         figures.clear()
     with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_all(Path(tmp), quick, mode == "versus"))
+        return asyncio.run(_all(Path(tmp), quick, mode))
 
 
 def write_artifacts(out_dir: Path) -> Iterator[Path]:
