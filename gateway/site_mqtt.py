@@ -44,6 +44,7 @@ from gmqtt.mqtt.constants import MQTTv311  # type: ignore[import-untyped]
 
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
 from gateway.stream_client import Settled, StreamClient, at_once
+from gateway.tasks import cancel_and_wait, until_one_ends
 
 __all__ = ["SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
 
@@ -53,6 +54,9 @@ SUBSCRIPTION: Final = "kit/v1/#"
 _BATCH: Final = 100  # publishes in flight at once; paho sends them in call order
 _BROKER_TIMEOUT_S: Final = 10.0  # a connect or an acknowledgement that takes longer failed
 _SUBACK_FAILURE: Final = 0x80
+# stop() cancels its connections again this often while they carry on: longer than a graceful
+# disconnect's DISCONNECT and close take, short enough that a lost cancel costs one such wait.
+_RECANCEL_STOP_S: Final = 1.0
 
 
 OnMessage: TypeAlias = Callable[[str, bytes, bool], None]  # topic, payload, retained
@@ -189,9 +193,10 @@ class SiteMqtt:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), drain_s)
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Not cancel() and gather(): a CONNACK or the ``online`` PUBACK that comes with the
+        # cancel swallows it (asyncio.wait_for on 3.11, gateway/tasks.py), the control session
+        # went on to send the queue, and this waited for good (gateway.stop() with it).
+        await cancel_and_wait(tasks, recancel_s=_RECANCEL_STOP_S)
         if self._queue:
             log.warning("site MQTT stopped with %d message(s) unsent", len(self._queue))
 
@@ -258,19 +263,15 @@ class SiteMqtt:
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Send until the connection fails; the failure ends the session."""
-        tasks = {
+        tasks = [
             # Nothing is subscribed here: the iteration only ends, raising, when the link does.
             asyncio.create_task(self._watch(client), name="site-mqtt-watch"),
             asyncio.create_task(self._send(client), name="site-mqtt-out"),
-        }
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()  # re-raise the MqttError that ended it
+        ]
+        # The sender's publishes are gathered, and a gather passes its cancel on though a
+        # publish swallowed it; cancel_and_wait (in until_one_ends) holds if the sender ever
+        # awaits one alone. Re-raises the MqttError that ended the session.
+        await until_one_ends(tasks)
 
     @staticmethod
     async def _watch(client: aiomqtt.Client) -> None:

@@ -12,10 +12,10 @@ asks again until every task has ended.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-__all__ = ["RECANCEL_S", "cancel_and_wait"]
+__all__ = ["RECANCEL_S", "cancel_and_wait", "until_one_ends"]
 
 RECANCEL_S: Final = 0.2  # a task still running this long after its cancel is cancelled again
 
@@ -46,3 +46,19 @@ async def cancel_and_wait(
         for task in ended:
             if not task.cancelled():
                 task.exception()  # retrieved: no "exception was never retrieved" at collection
+
+
+async def until_one_ends(
+    tasks: Sequence[asyncio.Task[Any]], recancel_s: float = RECANCEL_S
+) -> None:
+    """Wait until one of ``tasks`` ends (a session's sender and its watcher: the first to end
+    ends the session), then end the others with :func:`cancel_and_wait`, also when the caller
+    is cancelled meanwhile. Raises the exception that ended one (the first in ``tasks``'
+    order); returns if none had one."""
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(tasks, recancel_s=recancel_s)
+    for task in tasks:
+        if task in done:
+            task.result()

@@ -13,7 +13,7 @@ from firmware_bridge import ksp
 from firmware_bridge.simulator.devices import SimDetector
 from firmware_bridge.simulator.mqtt_device import MqttDevice
 from gateway.mqtturl import MqttUrl
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, until_one_ends
 
 
 async def test_a_cancel_that_asyncio_wait_for_swallowed_is_asked_again() -> None:
@@ -106,3 +106,29 @@ async def test_a_simulated_device_stops_though_a_publish_swallowed_the_cancel(
     finally:
         await cancel_and_wait([stop])
     assert client.published[-1] == "kit/v1/det-1/availability 'offline'"
+
+
+async def test_until_one_ends_ends_the_others_and_raises_what_ended_the_first() -> None:
+    """A session's watcher fails (the link is lost) while its sender swallows the first cancel:
+    the sender is asked again, and the watcher's error is what the session raises."""
+    swallowed = asyncio.Event()
+
+    async def sends() -> None:
+        try:
+            await asyncio.Event().wait()  # a PUBACK ...
+        except asyncio.CancelledError:
+            swallowed.set()  # ... that came with the cancel
+        await asyncio.Event().wait()  # back to waiting for the next message
+
+    async def watches() -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("link lost")
+
+    sender = asyncio.create_task(sends())
+    session = asyncio.create_task(until_one_ends([sender, asyncio.create_task(watches())], 0.05))
+    done, _ = await asyncio.wait([session], timeout=2)
+    assert done, "until_one_ends still waiting after 2 s"
+    with pytest.raises(RuntimeError, match="link lost"):
+        session.result()
+    assert swallowed.is_set()
+    assert sender.cancelled()

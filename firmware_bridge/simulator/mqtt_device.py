@@ -30,7 +30,7 @@ from gateway.contract import (
 )
 from gateway.errors import RejectedInput
 from gateway.mqtturl import MqttUrl, parse_mqtt_url
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, until_one_ends
 
 __all__ = ["MqttDevice", "MqttDeviceStats"]
 
@@ -137,14 +137,9 @@ class MqttDevice:
             asyncio.create_task(self._publish_reports(client)),
             asyncio.create_task(self._answer_commands(client)),
         ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Not cancel() and gather(): a publish whose PUBACK came with the cancel swallowed
-            # it, and the gather waited for good (the broker-restart test hung in Kit.stop()).
-            await cancel_and_wait(tasks)
-        for task in done:
-            task.result()  # re-raises the MqttError that ended the session
+        # Not cancel() and gather(): a publish whose PUBACK came with the cancel swallowed it,
+        # and the gather waited for good (the broker-restart test hung in Kit.stop()).
+        await until_one_ends(tasks)  # re-raises the MqttError that ended the session
 
     @staticmethod
     async def _say_offline(client: aiomqtt.Client, availability: str) -> None:
