@@ -53,6 +53,7 @@ from gateway import contract
 from gateway.clock import Clock
 from gateway.errors import RejectedInput
 from gateway.mqtturl import MqttUrl
+from gateway.tasks import cancel_and_wait, until_one_ends
 
 __all__ = ["Bridge", "BridgeConfig", "BridgeCounters", "kit_report"]
 
@@ -60,6 +61,9 @@ _log = logging.getLogger(__name__)
 
 RADIO_ID = re.compile(r"[0-9a-f]{8}")
 CMD_SUBSCRIPTION = f"{contract.PREFIX}/+/cmd"
+# stop() cancels the MQTT session again this often while it carries on: longer than a graceful
+# disconnect takes, short enough that a lost cancel costs one such wait.
+_RECANCEL_STOP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +190,9 @@ class Bridge:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.publish(self.availability_topic, "offline", qos=1, retain=True)
         if self._mqtt_task:
-            self._mqtt_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._mqtt_task
+            # Not cancel() and await: a CONNACK or PUBACK that comes with the cancel swallows it
+            # (asyncio.wait_for on 3.11, gateway/tasks.py) and the session went on.
+            await cancel_and_wait([self._mqtt_task], recancel_s=_RECANCEL_STOP_S)
         if self._outbox:
             self.counters.lost_on_stop = len(self._outbox)
             _log.error(
@@ -294,9 +298,16 @@ class Bridge:
             # unknown (None) the one retained stays: it is the truth as last known.
             self._receiver_unpublished = self.link.receiver
             self.mqtt_connected.set()
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._publish_loop(client))
-                tasks.create_task(self._command_loop(client))
+            # Not a TaskGroup: when the link is lost (or the session cancelled) it cancels the
+            # publish loop once, and a PUBACK that comes with that cancel swallows it (asyncio.
+            # wait_for on 3.11, gateway/tasks.py): the loop went back to waiting for the next
+            # report, and the session with it, 'connected' still set, until a report came;
+            # stop() waited for good. until_one_ends asks again until both have ended.
+            tasks = [
+                asyncio.create_task(self._publish_loop(client), name="bridge-mqtt-out"),
+                asyncio.create_task(self._command_loop(client), name="bridge-mqtt-in"),
+            ]
+            await until_one_ends(tasks)  # raises the MqttError (or bug) that ended it
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
