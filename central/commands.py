@@ -33,6 +33,7 @@ from central.db import CMD_CHANNEL, notify
 from central.link import backoff
 from central.metrics import CentralMetrics
 from gateway.mqtturl import MqttUrl, parse_mqtt_url
+from gateway.tasks import cancel_and_wait, until_one_ends
 
 __all__ = ["CommandSender", "command_payload", "command_topic"]
 
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 _LOOK_EVERY_S: Final = 1.0
 _TAKE: Final = 100  # rows per transaction
 _BROKER_TIMEOUT_S: Final = 10.0
+# A task still running this long after its cancel is cancelled again: room for a transaction's
+# rollback and a graceful disconnect, which a second cancel would cut short.
+_RECANCEL_S: Final = 1.0
 _TAKE_SQL: Final = """
 SELECT cmd_id, incident_id, gateway_id, alarm_id, officer, action, note FROM commands
  WHERE sent_at IS NULL ORDER BY created_at, cmd_id LIMIT %s FOR UPDATE SKIP LOCKED
@@ -110,9 +114,10 @@ class CommandSender:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Not cancel() and gather(): a CONNACK that comes with the cancel swallows it
+        # (asyncio.wait_for on 3.11, gateway/tasks.py), the sender went on into its session,
+        # and this waited for good.
+        await cancel_and_wait(tasks, recancel_s=_RECANCEL_S)
 
     def wake(self) -> None:
         self._wake.set()
@@ -158,18 +163,15 @@ class CommandSender:
     async def _session(self, client: aiomqtt.Client) -> None:
         """Send until the connection is lost: nothing is subscribed, so the message iteration
         ends (raising) only when the link does, and the sender learns it before a publish."""
-        tasks = {
+        tasks = [
             asyncio.create_task(self._loop(client), name="central-cmd-loop"),
             asyncio.create_task(_watch(client), name="central-cmd-watch"),
-        }
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()  # the MqttError that ended it
+        ]
+        # Not cancel() and gather(): the loop's publishes are gathered (a gather passes its
+        # cancel on though a publish swallowed it), but its wait for a NOTIFY is a wait_for: a
+        # wake in the same turn as the cancel swallowed it, and the loop went on, the session
+        # over. Raises the MqttError that ended it.
+        await until_one_ends(tasks, recancel_s=_RECANCEL_S)
         raise aiomqtt.MqttError("connection lost")
 
     async def _loop(self, client: aiomqtt.Client) -> None:
