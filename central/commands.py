@@ -43,8 +43,10 @@ _LOOK_EVERY_S: Final = 1.0
 _TAKE: Final = 100  # rows per transaction
 _BROKER_TIMEOUT_S: Final = 10.0
 # A task still running this long after its cancel is cancelled again: room for a transaction's
-# rollback and a graceful disconnect, which a second cancel would cut short.
-_RECANCEL_S: Final = 1.0
+# rollback, which a second cancel would cut short. stop() asks its tasks again later than the
+# session asks its own, so as not to cut the session's cleanup (and disconnect) short.
+_RECANCEL_S: Final = 0.5
+_RECANCEL_STOP_S: Final = 2.0
 _TAKE_SQL: Final = """
 SELECT cmd_id, incident_id, gateway_id, alarm_id, officer, action, note FROM commands
  WHERE sent_at IS NULL ORDER BY created_at, cmd_id LIMIT %s FOR UPDATE SKIP LOCKED
@@ -117,7 +119,7 @@ class CommandSender:
         # Not cancel() and gather(): a CONNACK that comes with the cancel swallows it
         # (asyncio.wait_for on 3.11, gateway/tasks.py), the sender went on into its session,
         # and this waited for good.
-        await cancel_and_wait(tasks, recancel_s=_RECANCEL_S)
+        await cancel_and_wait(tasks, recancel_s=_RECANCEL_STOP_S)
 
     def wake(self) -> None:
         self._wake.set()

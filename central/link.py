@@ -45,6 +45,7 @@ from central.ingest import Applied
 from central.metrics import LinkMetrics
 from gateway.logs import LogGate
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["Applier", "Link", "StreamSpec", "backoff"]
 
@@ -69,6 +70,12 @@ _RETAINED_MAX_S: Final = 300.0  # ... or after this long (a broker that never fa
 _SLICE_BYTES: Final = 16 * 1024
 # The longest an alarm in flight holds the summaries back (their reading and their next batch):
 # a burst of alarms must not stop availability and summaries for good.
+# A task still running this long after its cancel is cancelled again (gateway/tasks.py): the
+# batch loop's wait_for swallows a cancel that comes in the turn a message woke it (Python
+# 3.11). Room for a batch's rollback, which a second cancel would cut short. A session is
+# asked again later than that plus its disconnect (2 s), so as not to cut its cleanup short.
+_RECANCEL_S: Final = 1.0
+_RECANCEL_SESSION_S: Final = 4.0
 _DEFER_MAX_S: Final = 0.25
 
 
@@ -262,8 +269,10 @@ class _Stream:
             else:
                 self._alarms_first.reading(_transport(client), False)
             if batches is not None:
-                batches.cancel()
-                await asyncio.gather(batches, return_exceptions=True)
+                # Not cancel() and gather(): its wait_for (linger, alarms first) swallows a
+                # cancel that comes in the turn a message woke it, and the loop waited for the
+                # next message (none after a lost link: the stream never came back).
+                await cancel_and_wait([batches], recancel_s=_RECANCEL_S)
             self.busy = False
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
@@ -461,9 +470,7 @@ class Link:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks, recancel_s=_RECANCEL_SESSION_S)
 
     def ready(self) -> dict[str, bool]:
         return {f"{n}_link": self.streams[n].subscribed for n in self._running}
@@ -491,9 +498,7 @@ class Link:
             else:
                 raise TimeoutError(f"sessions still busy after {within_s:.0f} s; not ended")
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks, recancel_s=_RECANCEL_SESSION_S)
         return sum(s.counts["received"] for s in streams)
 
     async def _forever(self, stream: _Stream, url: MqttUrl) -> None:
@@ -516,8 +521,7 @@ class Link:
                     log.warning("retained messages still coming after %.0f s", _RETAINED_MAX_S)
                     break
         finally:
-            session.cancel()
-            await asyncio.gather(session, return_exceptions=True)
+            await cancel_and_wait([session], recancel_s=_RECANCEL_SESSION_S)
         log.info(
             "retained availability and summaries read: %d applied in %.1f s",
             stream.counts["applied"],
