@@ -99,14 +99,15 @@ SAMPLES: dict[str, list[float]] = {}
 #: it, and its child processes': the gateway's interlock).
 SIDE: dict[str, dict[int, tuple[list[float | None], tuple[float, float]]]] = {}
 NO_FIGURES: tuple[list[float | None], tuple[float, float]] = ([], (0.0, 0.0))
+INTERLOCK_ALONE: Final = "interlock alone"  # gasgate's safety layer with no gateway beside it
 #: Issue 16: P1 throughput by system, reports/s, or why it was not measured.
 SIDE_RATE: dict[str, float | str] = {}
 #: Issue 16, by system and step: run-queue wait per time on a core (ms) of the processes on the
 #: MQTT path (the broker, the interlock or the peer, the gateway) over that step's probes.
 WAITS: dict[str, dict[int, dict[str, float]]] = {}
-#: ``GASGATE_BENCH_SYSTEM=versus``: issue 16's comparison alone (the MQTT path probes of gasgate
-#: and of the peer at every step, P3 with them; no serial probes, P1, P4-P6); ``=p1``: P1 alone
-#: (gasgate and the bare client); unset: everything.
+#: ``GASGATE_BENCH_SYSTEM=versus``: issue 16's comparison alone (the MQTT path probes of gasgate,
+#: of its interlock alone and of the peer at every step, P3 with them; no serial probes, P1,
+#: P4-P6); ``=p1``: P1 alone (gasgate and the bare client); unset: everything.
 MODE_ENV: Final = "GASGATE_BENCH_SYSTEM"
 
 
@@ -720,15 +721,19 @@ async def _latency_step(
 
 
 async def interlock_alone(work: Path, quick: bool) -> list[dict[str, object]]:
-    """The interlock process (``gasgate interlock``) with no gateway beside it, idle: its own
-    leak -> close_valve path, apart from the gateway that takes the same leak at the same time."""
-    samples, _ = _latency_sizes(quick)
-    pairs = [(detector, valve) for _, detector, valve in site_devices({"m": samples + 10})]
+    """The interlock process (``gasgate interlock``) with no gateway beside it, at every latency
+    step: its own leak -> close_valve path, with the same background load and probes as the
+    gateway's and the peer's, and none of the gateway's work on the same cores. The background
+    sites' detectors are linked too, as a restaurant's are: it reads all of their reports."""
+    samples, sites = _latency_sizes(quick)
+    probe_sites = len(LATENCY_STEPS) * samples + 10  # a fresh site for every probe
+    pairs = [(d, v) for _, d, v in site_devices({"m": probe_sites, "b": sites})]
     data = work / "interlock-alone"
     data.mkdir(parents=True, exist_ok=True)
     table = {detector: Entry((valve,), 20.0) for detector, valve in pairs}
     (data / TABLE_FILE).write_bytes(dumps(table))  # as the gateway writes it
     watch = Watch()
+    rows = []
     with Mosquitto(work, extra_config=BROKER_CONFIG).running() as broker:
         flags = (f"--mqtt={broker.url}", f"--data-dir={data}", "--gateway-id=bench")
         async with (
@@ -739,13 +744,16 @@ async def interlock_alone(work: Path, quick: bool) -> list[dict[str, object]]:
             commands = asyncio.create_task(watch.commands_from(site))
             try:
                 await asyncio.sleep(2.0)  # connected and subscribed
-                probes = _PeerProbes(site, watch, broker.url, interlock.pid, 0, samples)
+                assert broker.proc is not None
+                probes = _PeerProbes(site, watch, broker.url, interlock.pid, sites, samples)
+                probes.system, probes.broker_pid = INTERLOCK_ALONE, broker.proc.pid
                 await probes.run(3)
-                cmd = await probes.run(samples)
+                for rate in LATENCY_STEPS:
+                    rows.append(await probes.step(rate, GOALS_MQTT.get(rate)))
             finally:
                 commands.cancel()
                 await asyncio.gather(commands, return_exceptions=True)
-    return [_latency_row("P2 MQTT interlock alone", "idle", cmd, GOALS_MQTT[0])]
+    return rows
 
 
 async def node_red_peer(
@@ -817,6 +825,7 @@ class _PeerProbes:
     next_mqtt: int = 0
     pause_s: float = 0.05
     broker_pid: int = 0  # its run-queue wait is measured beside the peer's
+    system: str = "node-red"  # or the interlock alone, probed the same way
 
     async def run(self, count: int) -> list[float | None]:
         async def probe() -> float | None:
@@ -825,14 +834,14 @@ class _PeerProbes:
 
         return await _series(count, probe, self.pause_s)
 
-    async def step(self, rate: int) -> dict[str, object]:
+    async def step(self, rate: int, goal: Goal | None = None) -> dict[str, object]:
         async with background(self.url, rate, self.sites, limit_s=60 + self.samples * 0.5):
             cpu = CpuMeter(self.pid)
-            waits = WaitMeter({"node-red": self.pid, "broker": self.broker_pid})
+            waits = WaitMeter({self.system: self.pid, "broker": self.broker_pid})
             cmd = await self.run(self.samples)
-            SIDE.setdefault("node-red", {})[rate] = (cmd, cpu.pct())
-            WAITS.setdefault("node-red", {})[rate] = waits.per_run_ms()
-        return _latency_row("P2 MQTT node-red", _step_label(rate), cmd, None)
+            SIDE.setdefault(self.system, {})[rate] = (cmd, cpu.pct())
+            WAITS.setdefault(self.system, {})[rate] = waits.per_run_ms()
+        return _latency_row(f"P2 MQTT {self.system}", _step_label(rate), cmd, goal)
 
 
 def _p50_p99(probes: list[float | None]) -> tuple[float, float] | None:
@@ -877,8 +886,8 @@ def side_by_side() -> list[str]:
     """The comparison as a Markdown table: gasgate and node-red in adjacent columns."""
     lines = [
         "| leak -> close_valve, MQTT path | gasgate p50 / p99 ms | node-red p50 / p99 ms "
-        "| gasgate CPU | node-red CPU | goal | ok |",
-        "|---|---|---|---|---|---|---|",
+        "| gasgate CPU | node-red CPU | goal | ok | the interlock alone p50 / p99 ms, CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for rate, versus in zip(LATENCY_STEPS, versus_rows(), strict=True):
         cells = []
@@ -895,14 +904,20 @@ def side_by_side() -> list[str]:
         goal_text = f"{goal.text()}; " if goal else ""
         lines.append(
             f"| {_step_label(rate)} | {cells[0]} | {cells[2]} | {cells[1]} | {cells[3]} "
-            f"| {goal_text}below node-red | {ok} |"
+            f"| {goal_text}below node-red | {ok} | {_alone(rate)} |"
         )
     rates = [
         f"{v:,.0f} reports/s" if isinstance(v, float | int) else str(v)
         for v in (SIDE_RATE.get("gasgate", "-"), SIDE_RATE.get("node-red", "-"))
     ]
-    lines.append(f"| P1 throughput | {rates[0]} | {rates[1]} | | | - | - |")
+    lines.append(f"| P1 throughput | {rates[0]} | {rates[1]} | | | - | - | |")
     return lines
+
+
+def _alone(rate: int) -> str:
+    probes, (cpu, _) = SIDE.get(INTERLOCK_ALONE, {}).get(rate, NO_FIGURES)
+    figures = _p50_p99(probes)
+    return f"{figures[0]:g} / {figures[1]:g}, {cpu:.0f} %" if figures else "-"
 
 
 # --- P4 telemetry outage ----------------------------------------------------------------------
@@ -1074,6 +1089,7 @@ async def _all(work: Path, quick: bool, mode: str) -> list[dict[str, object]]:
             return [*rows, _row("machine", "at end", note=_load_note())]
         if mode == "versus":
             rows += await p2_p3_latency(broker, gasco, work, quick, serial=False)
+            rows += await interlock_alone(work, quick)
             rows += await node_red_peer(victoria, work, quick, throughput=False)
             return [*rows, *versus_rows(), _row("machine", "at end", note=_load_note())]
         rows += await p1_throughput(broker, work, quick)

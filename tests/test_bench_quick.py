@@ -82,17 +82,28 @@ def test_quick_system_bench_leaves_table_json_samples_and_plot(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_the_comparison_alone_measures_only_the_mqtt_path_of_both(tmp_path: Path) -> None:
-    """``GASGATE_BENCH_SYSTEM=versus``: gasgate's MQTT path with its P3 rows and the peer's, at
-    every step, and the side-by-side table with each path's run-queue waits; nothing else."""
+    """``GASGATE_BENCH_SYSTEM=versus``: gasgate's MQTT path with its P3 rows, its interlock's
+    alone and the peer's, at every step, and the side-by-side table with each path's run-queue
+    waits; nothing else."""
     done = quick_system(tmp_path, **{system.MODE_ENV: "versus", "GASGATE_INTERLOCK": "spawn"})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "system.json").read_text())["rows"]
     measured = {row["measure"] for row in rows} - {"machine", "node-red"}
-    expected = {"P2 MQTT", "P3 gas company", "P3 SMS webhook", "P2 MQTT vs node-red"}
+    expected = {
+        "P2 MQTT",
+        "P3 gas company",
+        "P3 SMS webhook",
+        "P2 MQTT vs node-red",
+        "P2 MQTT interlock alone",
+    }
     assert measured == expected | (set() if node_red.missing() else {"P2 MQTT node-red"})
     steps = {"idle", "1,000 reports/s", "2,000 reports/s"}
     assert {row["case"] for row in rows if row["measure"] == "P3 SMS webhook"} == steps
+    alone = [row for row in rows if row["measure"] == "P2 MQTT interlock alone"]
+    assert {row["case"] for row in alone} == steps
+    assert all(isinstance(row["p50_ms"], float) for row in alone), alone
     versus = (tmp_path / "system-vs-node-red.md").read_text()
+    assert "| the interlock alone p50 / p99 ms, CPU |" in versus
     assert versus in done.stdout.replace("\r", "") + "\n"
     if not node_red.missing():
         notes = [row["note"] for row in rows if row["measure"] == "P2 MQTT vs node-red"]
@@ -100,7 +111,7 @@ def test_the_comparison_alone_measures_only_the_mqtt_path_of_both(tmp_path: Path
         assert all(f"{waits} " in n and "; node-red node-red " in n for n in notes), notes
     wrong = quick_system(tmp_path, **{system.MODE_ENV: "serial"})
     assert wrong.returncode != 0
-    assert f"{system.MODE_ENV}=serial: versus or unset" in wrong.stderr
+    assert f"{system.MODE_ENV}=serial: versus, p1 or unset" in wrong.stderr
 
 
 async def test_without_its_packages_the_peer_is_skipped_with_a_row_that_says_how_to_install(
