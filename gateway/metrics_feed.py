@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from firmware_bridge.ksp import DeviceKind
 from gateway.alarm_types import AlarmType, info
 from gateway.bus import Bus
 from gateway.clock import Clock
@@ -45,6 +46,8 @@ class MetricsFeed:
         self._clock = clock
         self._gauges = gauges
         self._last_report: dict[str, float] = {}  # device → monotonic time of its last report
+        # Each kind's counter child, looked up once: labels() on every report cost ~2 µs.
+        self._reports_of_kind = {k: metrics.reports.labels(kind=k.value) for k in DeviceKind}
         self._receivers: dict[str, bool] = {}
 
     async def start(self) -> None:
@@ -58,7 +61,7 @@ class MetricsFeed:
         """Nothing to release: the families stay readable until the process ends."""
 
     def _on_report(self, event: ReportReceived) -> None:
-        self._metrics.reports.labels(kind=event.report.kind.value).inc()
+        self._reports_of_kind[event.report.kind].inc()
         self._last_report[event.device_id] = event.received_mono
 
     def _on_rejected(self, event: InputRejected) -> None:
