@@ -3,13 +3,15 @@
 Both processes read linked detectors' reports at the full rate of the site, so what a message
 costs beyond its parse matters twice. Two changes to gmqtt:
 
-* The QoS 1 acknowledgements of one read leave in one write, once ``settled`` says that what the
-  read's messages caused is done: one ``send()`` a burst instead of one a message (~9 % of the
-  gateway's CPU; in the interlock a quarter of its CPU went on PUBACKs, docs/performance.md).
-  gmqtt asks for the ack before it hands the message over, so the acks are taken at the end of
-  the read, by a callback scheduled with the first one. The gateway acks after a leak's alarm
-  is committed (``settled`` is the bus's ``when_done``); the interlock at once (:func:`at_once`),
-  its close commands having left while the read was handled.
+* The gateway's QoS 1 acknowledgements of one read leave in one write, once ``settled`` says
+  that what the read's messages caused is done (the bus's ``when_done``: a leak's alarm is
+  committed by then): one ``send()`` a burst instead of one a message (~9 % of the gateway's
+  CPU). gmqtt asks for the ack before it hands the message over, so the acks are taken at the
+  end of the read, by a callback scheduled with the first one. With ``settled=None`` (the
+  interlock) each ack leaves as gmqtt sends it, before the message is handled: at idle that
+  write wakes the broker while the interlock builds its close, and the close then finds it
+  awake (idle p50 1.62-1.74 ms in 4 runs acking first, 1.62-2.48 in 6 acking after the
+  close; docs/performance.md).
 * No reconnects of its own: it calls ``reconnect`` when the link drops, and the owner's session
   loop opens a fresh client instead (gmqtt's reconnect could stall after a failed attempt while
   the broker was down, seen in the broker-restart test).
@@ -37,7 +39,7 @@ def at_once(callback: Callable[[], object]) -> None:
 class StreamClient(gmqtt.Client):  # type: ignore[misc]
     """gmqtt with its acks batched per read and no reconnects of its own (the module's text)."""
 
-    def __init__(self, client_id: str, settled: Settled, **options: Any) -> None:
+    def __init__(self, client_id: str, settled: Settled | None, **options: Any) -> None:
         super().__init__(client_id, **options)
         self._acks: list[bytes] = []
         self._settled = settled
@@ -46,7 +48,7 @@ class StreamClient(gmqtt.Client):  # type: ignore[misc]
         """Nothing: the owner's session loop reconnects."""
 
     def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
-        if cmd != MQTTCommands.PUBACK or dup:
+        if cmd != MQTTCommands.PUBACK or dup or self._settled is None:
             super()._send_command_with_mid(cmd, mid, dup, reason_code)
             return
         if not self._acks:
@@ -58,4 +60,5 @@ class StreamClient(gmqtt.Client):  # type: ignore[misc]
         acks, self._acks = b"".join(self._acks), []
         connection = self._connection
         # A link lost meanwhile: the broker sends the unacknowledged again on the next one.
-        self._settled(lambda: connection.send_package(acks))
+        if self._settled is not None:
+            self._settled(lambda: connection.send_package(acks))

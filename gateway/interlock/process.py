@@ -40,7 +40,7 @@ from gateway.alarms import new_id
 from gateway.interlock.table import Entry, is_leak, loads
 from gateway.linkage import TRIES, command_message
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
-from gateway.stream_client import StreamClient, at_once
+from gateway.stream_client import StreamClient
 
 __all__ = ["JOURNAL_FILE", "LOCK_FILE", "TABLE_FILE", "Interlock", "events_topic", "held_lock"]
 
@@ -136,9 +136,9 @@ class Interlock:
 
     async def _session(self) -> None:
         lost = asyncio.Event()
-        # Acks batched per read, after the read's close commands have left; no reconnects of
-        # gmqtt's own (this loop makes a fresh client).
-        client = StreamClient(f"gasgate-{self._gateway_id}-interlock", at_once, clean_session=False)
+        # No reconnects of gmqtt's own (this loop makes a fresh client); each ack leaves before
+        # its message is handled, so a leak's ack wakes the broker before the close reaches it.
+        client = StreamClient(f"gasgate-{self._gateway_id}-interlock", None, clean_session=False)
         client.on_message = self._message
         client.on_subscribe = lambda *_: self._count("subscribed")
         client.on_disconnect = lambda *_: lost.set()
