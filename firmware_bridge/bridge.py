@@ -53,7 +53,7 @@ from gateway import contract
 from gateway.clock import Clock
 from gateway.errors import RejectedInput
 from gateway.mqtturl import MqttUrl
-from gateway.tasks import cancel_and_wait, until_one_ends
+from gateway.tasks import STOP_RECANCEL_S, cancel_and_wait, until_one_ends
 
 __all__ = ["Bridge", "BridgeConfig", "BridgeCounters", "kit_report"]
 
@@ -61,9 +61,6 @@ _log = logging.getLogger(__name__)
 
 RADIO_ID = re.compile(r"[0-9a-f]{8}")
 CMD_SUBSCRIPTION = f"{contract.PREFIX}/+/cmd"
-# stop() cancels the MQTT session again this often while it carries on: longer than a graceful
-# disconnect takes, short enough that a lost cancel costs one such wait.
-_RECANCEL_STOP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +189,7 @@ class Bridge:
         if self._mqtt_task:
             # Not cancel() and await: a CONNACK or PUBACK that comes with the cancel swallows it
             # (asyncio.wait_for on 3.11, gateway/tasks.py) and the session went on.
-            await cancel_and_wait([self._mqtt_task], recancel_s=_RECANCEL_STOP_S)
+            await cancel_and_wait([self._mqtt_task], recancel_s=STOP_RECANCEL_S)
         if self._outbox:
             self.counters.lost_on_stop = len(self._outbox)
             _log.error(

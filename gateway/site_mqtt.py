@@ -44,7 +44,7 @@ from gmqtt.mqtt.constants import MQTTv311  # type: ignore[import-untyped]
 
 from gateway.mqtturl import MqttUrl, no_delay, parse_mqtt_url
 from gateway.stream_client import Settled, StreamClient, at_once
-from gateway.tasks import cancel_and_wait, until_one_ends
+from gateway.tasks import STOP_RECANCEL_S, cancel_and_wait, until_one_ends
 
 __all__ = ["SUBSCRIPTION", "SiteMqtt", "gateway_availability_topic"]
 
@@ -54,9 +54,6 @@ SUBSCRIPTION: Final = "kit/v1/#"
 _BATCH: Final = 100  # publishes in flight at once; paho sends them in call order
 _BROKER_TIMEOUT_S: Final = 10.0  # a connect or an acknowledgement that takes longer failed
 _SUBACK_FAILURE: Final = 0x80
-# stop() cancels its connections again this often while they carry on: longer than a graceful
-# disconnect's DISCONNECT and close take, short enough that a lost cancel costs one such wait.
-_RECANCEL_STOP_S: Final = 1.0
 
 
 OnMessage: TypeAlias = Callable[[str, bytes, bool], None]  # topic, payload, retained
@@ -196,7 +193,7 @@ class SiteMqtt:
         # Not cancel() and gather(): a CONNACK or the ``online`` PUBACK that comes with the
         # cancel swallows it (asyncio.wait_for on 3.11, gateway/tasks.py), the control session
         # went on to send the queue, and this waited for good (gateway.stop() with it).
-        await cancel_and_wait(tasks, recancel_s=_RECANCEL_STOP_S)
+        await cancel_and_wait(tasks, recancel_s=STOP_RECANCEL_S)
         if self._queue:
             log.warning("site MQTT stopped with %d message(s) unsent", len(self._queue))
 

@@ -37,7 +37,8 @@ def at_once(callback: Callable[[], object]) -> None:
 
 
 class StreamClient(gmqtt.Client):  # type: ignore[misc]
-    """gmqtt with its acks batched per read and no reconnects of its own (the module's text)."""
+    """gmqtt with no reconnects of its own and, given ``settled``, its acks batched per read
+    (the module's text)."""
 
     def __init__(self, client_id: str, settled: Settled | None, **options: Any) -> None:
         super().__init__(client_id, **options)
@@ -48,17 +49,17 @@ class StreamClient(gmqtt.Client):  # type: ignore[misc]
         """Nothing: the owner's session loop reconnects."""
 
     def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
-        if cmd != MQTTCommands.PUBACK or dup or self._settled is None:
+        settled = self._settled
+        if cmd != MQTTCommands.PUBACK or dup or settled is None:
             super()._send_command_with_mid(cmd, mid, dup, reason_code)
             return
         if not self._acks:
-            asyncio.get_running_loop().call_soon(self._read_done)
+            asyncio.get_running_loop().call_soon(self._read_done, settled)
         self._acks.append(_PUBACK_V311 + mid.to_bytes(2, "big"))
 
-    def _read_done(self) -> None:
+    def _read_done(self, settled: Settled) -> None:
         """The read's messages were handed over: ack them once what they caused is done."""
         acks, self._acks = b"".join(self._acks), []
         connection = self._connection
         # A link lost meanwhile: the broker sends the unacknowledged again on the next one.
-        if self._settled is not None:
-            self._settled(lambda: connection.send_package(acks))
+        settled(lambda: connection.send_package(acks))

@@ -15,9 +15,12 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-__all__ = ["RECANCEL_S", "cancel_and_wait", "until_one_ends"]
+__all__ = ["RECANCEL_S", "STOP_RECANCEL_S", "cancel_and_wait", "until_one_ends"]
 
 RECANCEL_S: Final = 0.2  # a task still running this long after its cancel is cancelled again
+# For a connection's stop(): longer than a graceful disconnect (DISCONNECT and close) takes,
+# short enough that a lost cancel costs one such wait.
+STOP_RECANCEL_S: Final = 1.0
 
 
 async def cancel_and_wait(

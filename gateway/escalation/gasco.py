@@ -44,7 +44,7 @@ from gateway.escalation.ports import AlarmDesk
 from gateway.model import Alarm
 from gateway.mqtturl import parse_mqtt_url
 from gateway.store import Store
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import STOP_RECANCEL_S, cancel_and_wait
 
 __all__ = [
     "RECONNECT_CAP_S",
@@ -69,9 +69,6 @@ REFUSALS_BURST = 50
 REFUSALS_PER_S = 0.1
 _ECHOED_CHARS = 128  # ids echoed from a refused payload: as long as a valid alarm id, no longer
 _TOPIC_CHARS = 200  # a command topic as recorded in the trail
-# stop() cancels its tasks again this often while they carry on: longer than a graceful
-# disconnect takes, short enough that a lost cancel costs one such wait.
-_RECANCEL_STOP_S = 1.0
 
 # What each refusal decided before the alarm is looked up tells the officer's console.
 _WHY = {
@@ -236,7 +233,7 @@ class GascoLink:
         # waited for good (gateway.stop() with it). Summaries end first, then the link.
         for task in (self._summary_task, self._task):
             if task is not None:
-                await cancel_and_wait([task], recancel_s=_RECANCEL_STOP_S)
+                await cancel_and_wait([task], recancel_s=STOP_RECANCEL_S)
         self._task = self._summary_task = None
 
     async def send(self, item: OutboxItem) -> str:
